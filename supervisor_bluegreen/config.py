@@ -1,0 +1,351 @@
+"""Parse and validate bluegreen app configs into plain frozen dataclasses.
+
+The file is INI, like supervisord's own, so a supervisor user reads it at a glance.
+Per-color values use supervisor's expansion style: ``program = abiapp_%(color)s``.
+Every error names the file, the section, the key and the reason, and the whole file
+is checked at once so a user fixes everything in one go.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SWITCH_MODES = ("socket", "nginx")
+DEFAULT_STATE_DIR = "/var/lib/supervisor-bluegreen"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``problems`` lists every reason found."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How to decide that a color really answers: a GET over its own socket."""
+
+    path: str = "/health"
+    host: str = "localhost"
+    status: int = 200
+    body: str = ""
+    interval: float = 0.5
+    timeout: float = 2.0
+    passes: int = 3
+    deadline: float = 60.0
+
+
+@dataclass(frozen=True)
+class Color:
+    """One of the two copies of an app: its supervisor program and where it lives."""
+
+    name: str
+    program: str
+    socket: str
+    checkout: str = ""
+    static_root: str = ""
+
+
+@dataclass(frozen=True)
+class NginxSite:
+    """Settings of the seed's switch mode: one nginx site file per color."""
+
+    sites_dir: str
+    enabled_link: str
+    test_cmd: tuple[str, ...]
+    reload_cmd: tuple[str, ...]
+    pidfile: str
+    verify_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class App:
+    """One app run as two colors behind nginx."""
+
+    name: str
+    colors: tuple[Color, ...]
+    switch_mode: str
+    live_socket: str
+    live_static: str
+    public_url: str
+    public_host: str
+    color_header: str
+    health: HealthCheck
+    state_dir: str
+    nginx_template: str
+    listen: str
+    server_name: str
+    nginx: NginxSite | None = None
+
+    @property
+    def color_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.colors)
+
+    def color(self, name: str) -> Color:
+        """The color called ``name``; KeyError when the app has none such."""
+        for c in self.colors:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def other(self, name: str) -> Color:
+        """The color that is not ``name``: the idle one when ``name`` is live."""
+        return next(c for c in self.colors if c.name != name)
+
+    def by_program(self, program: str) -> Color | None:
+        """The color run by supervisor program ``program`` (``group:name`` or ``name``)."""
+        for c in self.colors:
+            if program in (c.program, c.program.split(":")[-1]):
+                return c
+        return None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    apps: dict[str, App] = field(default_factory=dict)
+
+    def app(self, name: str = "") -> App:
+        """The app called ``name``; an empty name means the only one configured."""
+        if not name:
+            if len(self.apps) == 1:
+                return next(iter(self.apps.values()))
+            raise KeyError(f"no app named and {len(self.apps)} are configured: {', '.join(sorted(self.apps))}")
+        try:
+            return self.apps[name]
+        except KeyError:
+            known = ", ".join(sorted(self.apps)) or "none"
+            raise KeyError(f"unknown app {name!r} (configured: {known})") from None
+
+
+def _expand(value: str, color: str, where: str, problems: list[str]) -> str:
+    try:
+        return value % {"color": color}
+    except (KeyError, ValueError, TypeError) as exc:
+        problems.append(f"{where}: cannot expand {value!r}: only %(color)s is known ({exc})")
+        return value
+
+
+class _Section:
+    """Typed reads from one section, collecting problems instead of raising."""
+
+    def __init__(self, parser: configparser.RawConfigParser, name: str, problems: list[str]):
+        self.parser, self.name, self.problems = parser, name, problems
+        self.used: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"[{self.name}] {key}"
+
+    def text(self, key: str, default: str | None = None) -> str:
+        self.used.add(key)
+        if self.parser.has_option(self.name, key):
+            return self.parser.get(self.name, key).strip()
+        if self.parser.has_option("bluegreen", key):
+            return self.parser.get("bluegreen", key).strip()
+        if default is None:
+            self.problems.append(f"{self.where(key)}: required but missing")
+            return ""
+        return default
+
+    def number(self, key: str, default: float, kind: type = float, minimum: float = 0) -> float:
+        raw = self.text(key, str(default))
+        try:
+            value = kind(raw)
+        except ValueError:
+            self.problems.append(f"{self.where(key)}: {raw!r} is not a {'whole ' if kind is int else ''}number")
+            return default
+        if value < minimum or (kind is float and value != value):
+            self.problems.append(f"{self.where(key)}: {raw!r} must be at least {minimum}")
+            return default
+        return value
+
+    def path(self, key: str, default: str | None = None) -> str:
+        value = self.text(key, default)
+        if value and not os.path.isabs(value):
+            self.problems.append(f"{self.where(key)}: {value!r} must be an absolute path")
+        return value
+
+    def argv(self, key: str, default: str) -> tuple[str, ...]:
+        raw = self.text(key, default)
+        try:
+            argv = tuple(shlex.split(raw))
+        except ValueError as exc:
+            self.problems.append(f"{self.where(key)}: cannot split {raw!r}: {exc}")
+            return ()
+        if not argv:
+            self.problems.append(f"{self.where(key)}: empty command")
+        return argv
+
+    def unknown_keys(self, known: set[str]) -> None:
+        for key in self.parser.options(self.name):
+            if key not in known and not self.parser.has_option("bluegreen", key):
+                self.problems.append(f"{self.where(key)}: unknown option")
+
+
+APP_KEYS = {
+    "colors",
+    "program",
+    "socket",
+    "checkout",
+    "static_root",
+    "switch",
+    "live_socket",
+    "live_static",
+    "public_url",
+    "public_host",
+    "color_header",
+    "health_path",
+    "health_host",
+    "health_status",
+    "health_body",
+    "health_interval",
+    "health_timeout",
+    "health_passes",
+    "health_deadline",
+    "state_dir",
+    "nginx_template",
+    "listen",
+    "server_name",
+    "nginx_sites",
+    "nginx_enabled",
+    "nginx_test",
+    "nginx_reload",
+    "nginx_pidfile",
+    "nginx_verify_timeout",
+}
+GLOBAL_KEYS = APP_KEYS - {"colors", "program", "socket", "checkout", "static_root"}
+
+
+def default_template() -> str:
+    """The nginx site template shipped in the package."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "site.conf.j2")
+
+
+def _parse_app(parser: configparser.RawConfigParser, section: str, problems: list[str]) -> App | None:
+    name = section.split(":", 1)[1].strip()
+    s = _Section(parser, section, problems)
+    if not NAME_RE.match(name):
+        problems.append(f"[{section}]: app name {name!r} must be letters, digits, '_', '.', '-'")
+    color_names = s.text("colors", "blue green").split()
+    if len(color_names) != 2 or len(set(color_names)) != 2:
+        problems.append(f"{s.where('colors')}: exactly two distinct colors are needed, got {color_names!r}")
+        return None
+    for c in color_names:
+        if not NAME_RE.match(c):
+            problems.append(f"{s.where('colors')}: color {c!r} must be letters, digits, '_', '.', '-'")
+    program, sock = s.text("program"), s.path("socket")
+    checkout, static_root = s.path("checkout", ""), s.path("static_root", "")
+    colors = tuple(
+        Color(
+            name=c,
+            program=_expand(program, c, s.where("program"), problems),
+            socket=_expand(sock, c, s.where("socket"), problems),
+            checkout=_expand(checkout, c, s.where("checkout"), problems),
+            static_root=_expand(static_root, c, s.where("static_root"), problems),
+        )
+        for c in color_names
+    )
+    if colors[0].program == colors[1].program:
+        problems.append(f"{s.where('program')}: both colors map to program {colors[0].program!r}; use %(color)s")
+    if colors[0].socket == colors[1].socket:
+        problems.append(f"{s.where('socket')}: both colors map to socket {colors[0].socket!r}; use %(color)s")
+    mode = s.text("switch", "socket")
+    if mode not in SWITCH_MODES:
+        problems.append(f"{s.where('switch')}: {mode!r} is not one of {', '.join(SWITCH_MODES)}")
+    public_url = s.text("public_url")
+    if public_url and urlsplit(public_url).scheme not in ("http", "https"):
+        problems.append(f"{s.where('public_url')}: {public_url!r} is not an http:// URL")
+    health = HealthCheck(
+        path=s.text("health_path", "/health"),
+        host=s.text("health_host", "localhost"),
+        status=int(s.number("health_status", 200, int, 100)),
+        body=s.text("health_body", ""),
+        interval=s.number("health_interval", 0.5, float, 0.01),
+        timeout=s.number("health_timeout", 2.0, float, 0.1),
+        passes=int(s.number("health_passes", 3, int, 1)),
+        deadline=s.number("health_deadline", 60.0, float, 0.1),
+    )
+    if not health.path.startswith("/"):
+        problems.append(f"{s.where('health_path')}: {health.path!r} must start with '/'")
+    nginx = None
+    if mode == "nginx":
+        nginx = NginxSite(
+            sites_dir=s.path("nginx_sites"),
+            enabled_link=s.path("nginx_enabled"),
+            test_cmd=s.argv("nginx_test", "nginx -t"),
+            reload_cmd=s.argv("nginx_reload", "nginx -s reload"),
+            pidfile=s.path("nginx_pidfile", "/run/nginx.pid"),
+            verify_timeout=s.number("nginx_verify_timeout", 10.0, float, 0.1),
+        )
+    else:
+        for key in ("nginx_sites", "nginx_enabled"):
+            s.used.add(key)
+    app = App(
+        name=name,
+        colors=colors,
+        switch_mode=mode,
+        live_socket=s.path("live_socket", "" if mode == "nginx" else None),
+        live_static=s.path("live_static", ""),
+        public_url=public_url,
+        public_host=s.text("public_host", ""),
+        color_header=s.text("color_header", "X-Bluegreen-Color"),
+        health=health,
+        state_dir=s.path("state_dir", DEFAULT_STATE_DIR),
+        nginx_template=s.path("nginx_template", default_template()),
+        listen=s.text("listen", "80"),
+        server_name=s.text("server_name", "_"),
+        nginx=nginx,
+    )
+    if app.live_static and not all(c.static_root for c in colors):
+        problems.append(f"{s.where('live_static')}: needs static_root for every color")
+    s.unknown_keys(APP_KEYS)
+    return app
+
+
+def parse(text: str, path: str = "<string>") -> Config:
+    """Parse config text; raise ConfigError listing every problem found."""
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";",), strict=True)
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as exc:
+        raise ConfigError(path, [str(exc).replace("\n", " ")]) from None
+    problems: list[str] = []
+    apps: dict[str, App] = {}
+    for section in parser.sections():
+        if section == "bluegreen":
+            _Section(parser, section, problems).unknown_keys(GLOBAL_KEYS)
+        elif section.startswith("app:"):
+            app = _parse_app(parser, section, problems)
+            if app is not None:
+                apps[app.name] = app
+        else:
+            problems.append(f"[{section}]: unknown section (expected [bluegreen] or [app:NAME])")
+    if not apps and not problems:
+        problems.append("no [app:NAME] section")
+    programs: dict[str, str] = {}
+    for app in apps.values():
+        for c in app.colors:
+            other = programs.setdefault(c.program, app.name)
+            if other != app.name:
+                problems.append(f"[app:{app.name}] program: {c.program!r} is already used by app {other!r}")
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(path=path, apps=apps)
+
+
+def load(path: str) -> Config:
+    """Read and parse the config file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    return parse(text, path)

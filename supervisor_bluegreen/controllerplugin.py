@@ -1,0 +1,163 @@
+"""``supervisorctl bluegreen <command>``: parse, call ``bluegreen.*``, print, set the exit status.
+
+Jobs run in the listener, so a command that starts one follows its log until it ends; Ctrl-C
+or a dropped SSH session only stops the following, never the job.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shlex
+import socket
+import time
+import xmlrpc.client
+from datetime import datetime
+from typing import Any, Callable
+
+from supervisor.supervisorctl import ControllerPluginBase, LSBInitExitStatuses
+
+USAGE = """\
+bluegreen status [APP] [--json]     live and idle color per app, versions, states, last health, jobs
+bluegreen switch [APP] [COLOR]      health-gated switch to the idle color (or COLOR); it must be RUNNING
+bluegreen rollback [APP]            back to the previous color (still running, warm), health-gated
+bluegreen health [APP] [COLOR]      probe COLOR (default: the live one) over its own socket now
+APP may be omitted when one app is configured. Exit status 0 only when the command did what it says."""
+
+
+class BlueGreenControllerPlugin(ControllerPluginBase):
+    name = "bluegreen"
+    poll_interval = 0.2
+
+    def __init__(self, controller: Any, **config: str):
+        super().__init__(controller)
+        self.who = f"{getpass.getuser()}@{socket.gethostname()} via supervisorctl"
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def api(self) -> Any:
+        return self.ctl.get_server_proxy("bluegreen")
+
+    def fail(self, message: str, status: int = LSBInitExitStatuses.GENERIC) -> None:
+        self.ctl.output(f"ERROR: {message}")
+        self.ctl.exitstatus = status
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call the API; a Fault is printed with its message and sets supervisor's exit status."""
+        try:
+            return method(*args)
+        except xmlrpc.client.Fault as exc:
+            self.ctl.output(f"ERROR: {exc.faultString}")
+            self.ctl.set_exitstatus_from_xmlrpc_fault(exc.faultCode)
+            return None
+
+    def follow(self, app: str, job: dict[str, Any]) -> None:
+        """Print a job's log as it grows until it ends; exit status 0 only when it succeeded."""
+        job_id, offset = job["id"], 0
+        self.ctl.output(f"{job['app']}: {job['kind']} queued as job {job_id}")
+        while True:
+            answer = self.call(self.api.job, job["app"], job_id, offset)
+            if answer is None:
+                return
+            if answer["log"]:
+                self.ctl.output(answer["log"].rstrip("\n"))
+            offset = answer["offset"]
+            status = answer["job"]["status"]
+            if status not in ("queued", "running"):
+                break
+            time.sleep(self.poll_interval)
+        message = answer["job"].get("message") or f"job {job_id} {status}"
+        if status == "succeeded":
+            self.ctl.output(message)
+        else:
+            self.fail(message)
+
+    # -- commands ----------------------------------------------------------------------------
+    def do_bluegreen(self, arg: str) -> None:
+        try:
+            words = shlex.split(arg)
+        except ValueError as exc:
+            return self.fail(f"cannot parse arguments: {exc}", LSBInitExitStatuses.INVALID_ARGS)
+        if not words or words[0] in ("help", "-h", "--help"):
+            return self.help_bluegreen()
+        command, rest = words[0], words[1:]
+        handler = getattr(self, f"cmd_{command}", None)
+        if handler is None:
+            self.fail(f"unknown bluegreen command {command!r}", LSBInitExitStatuses.INVALID_ARGS)
+            return self.help_bluegreen()
+        flags = {w for w in rest if w.startswith("-")}
+        positional = [w for w in rest if not w.startswith("-")]
+        handler(positional, flags)
+
+    def usage_error(self, message: str) -> None:
+        self.fail(message, LSBInitExitStatuses.INVALID_ARGS)
+        self.help_bluegreen()
+
+    def cmd_status(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 1 or flags - {"--json"}:
+            return self.usage_error("usage: bluegreen status [APP] [--json]")
+        apps = self.call(self.api.status, args[0] if args else "")
+        if apps is None:
+            return
+        if "--json" in flags:
+            self.ctl.output(json.dumps(apps, indent=2, sort_keys=True))
+            return
+        for app in apps:
+            self.ctl.output(format_status(app))
+
+    def cmd_switch(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 2 or flags:
+            return self.usage_error("usage: bluegreen switch [APP] [COLOR]")
+        job = self.call(self.api.switch, *(args + [""] * (2 - len(args))), self.who)
+        if job:
+            self.follow(job["app"], job)
+
+    def cmd_rollback(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 1 or flags:
+            return self.usage_error("usage: bluegreen rollback [APP]")
+        job = self.call(self.api.rollback, args[0] if args else "", self.who)
+        if job:
+            self.follow(job["app"], job)
+
+    def cmd_health(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 2 or flags:
+            return self.usage_error("usage: bluegreen health [APP] [COLOR]")
+        job = self.call(self.api.health, *(args + [""] * (2 - len(args))), self.who)
+        if job:
+            self.follow(job["app"], job)
+
+    def help_bluegreen(self) -> None:
+        self.ctl.output(USAGE)
+
+
+def ago(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "never"
+
+
+def format_status(app: dict[str, Any]) -> str:
+    """The human form of one app's status: a line per color, then health and jobs."""
+    lines = [
+        f"{app['app']} ({app['switch_mode']} switch): live {app['live'] or 'none'} since {ago(app['switched_at'])}"
+    ]
+    for name, c in app["colors"].items():
+        version = f" {c['version']}" if c.get("version") else ""
+        lines.append(f"  {name:<8} {c['role']:<5} {c['program']:<24} {c['state']:<9}{version}")
+    health = app.get("last_health") or {}
+    if health:
+        verdict = "ok" if health["ok"] else "FAIL"
+        lines.append(f"  last health: {health['color']} {verdict} {health['detail']} at {ago(health['at'])}")
+    running = app.get("running") or {}
+    if running:
+        lines.append(
+            f"  in progress: {running['kind']} job {running['id']} {running['status']}"
+            f" step {running['step'] or '-'} ({running['elapsed']:.1f} s)"
+        )
+    last = app.get("last_job") or {}
+    if last:
+        lines.append(f"  last job: {last['kind']} job {last['id']} {last['status']}: {last['message'].splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def make_bluegreen_controllerplugin(controller: Any, **config: str) -> BlueGreenControllerPlugin:
+    """Factory named in ``[ctlplugin:bluegreen] supervisor.ctl_factory``."""
+    return BlueGreenControllerPlugin(controller, **config)

@@ -1,0 +1,204 @@
+"""``bluegreen.*`` inside supervisord: validate, queue a job, wake the listener, read state.
+
+Thin on purpose: supervisord is single-threaded, so nothing here waits on a process, a socket
+or a subprocess; the listener does the work. The factory is called once per HTTP server and
+again after every ``reload``, so nothing shared lives on the instance: it is on disk (state.py)
+or at module level (the config cache and the set of errors already logged).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from supervisor.events import RemoteCommunicationEvent, notify
+from supervisor.options import split_namespec
+from supervisor.states import getProcessStateDescription
+from supervisor.xmlrpc import Faults, RPCError
+
+from . import __version__
+from .config import App, Config, ConfigError, load
+from .listener import WAKE_TYPE
+from .state import ACTIVE, Store
+
+API_VERSION = "1.0"
+_cache: dict[str, tuple[float, Config | ConfigError]] = {}
+_logged: set[str] = set()
+
+
+def xmlrpc_safe(value: Any) -> Any:
+    """``value`` with every None made "" (XML-RPC has no nil without an extension)."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return {str(k): xmlrpc_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [xmlrpc_safe(v) for v in value]
+    return value
+
+
+def read_config(path: str) -> Config | ConfigError:
+    """The config at ``path``, re-read only when the file changed (module-level: survives reloads)."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = -1.0
+    cached = _cache.get(path)
+    if cached is None or cached[0] != mtime:
+        try:
+            cached = (mtime, load(path))
+        except ConfigError as exc:
+            cached = (mtime, exc)
+        _cache[path] = cached
+    return cached[1]
+
+
+class BlueGreenNamespaceRPCInterface:
+    """The ``bluegreen`` XML-RPC namespace."""
+
+    def __init__(self, supervisord: Any, config: str, listener: str = "bluegreen"):
+        self.supervisord = supervisord
+        self.config_path = config
+        self.listener = listener
+        self._report(read_config(config))
+
+    def _report(self, result: Config | ConfigError) -> None:
+        """Log a broken config once, plainly; supervisord and the live app keep running."""
+        if isinstance(result, ConfigError) and str(result) not in _logged:
+            _logged.add(str(result))
+            self.supervisord.options.logger.error(f"bluegreen: config is broken, bluegreen commands are off: {result}")
+
+    def _config(self) -> Config:
+        result = read_config(self.config_path)
+        self._report(result)
+        if isinstance(result, ConfigError):
+            raise RPCError(Faults.CANT_REREAD, f"bluegreen config is broken: {result}")
+        return result
+
+    def _app(self, name: str) -> App:
+        try:
+            return self._config().app(name)
+        except KeyError as exc:
+            raise RPCError(Faults.BAD_NAME, exc.args[0]) from None
+
+    def _color(self, app: App, name: str) -> str:
+        if name and name not in app.color_names:
+            raise RPCError(
+                Faults.BAD_NAME, f"unknown color {name!r} for app {app.name} (colors: {', '.join(app.color_names)})"
+            )
+        return name
+
+    def _process_state(self, program: str) -> str:
+        """supervisor's state name for ``program``, read in-process (no I/O)."""
+        group_name, name = split_namespec(program)
+        group = self.supervisord.process_groups.get(group_name)
+        process = group.processes.get(name) if group else None
+        if process is None:
+            return "UNKNOWN"
+        return getProcessStateDescription(process.get_state())
+
+    def _queue(self, app: App, kind: str, args: dict[str, Any], who: str) -> dict[str, Any]:
+        """Record the job and wake the listener; refuse while another job of the app is active."""
+        if self._process_state(self.listener) != "RUNNING":
+            raise RPCError(Faults.NOT_RUNNING, f"the bluegreen event listener ({self.listener}) is not running")
+        store = Store(app.state_dir, app.name)
+        active = store.jobs(ACTIVE)
+        if active:
+            j = active[0]
+            raise RPCError(
+                Faults.STILL_RUNNING, f"{app.name}: {j['kind']} (job {j['id']}) is {j['status']}; nothing changed"
+            )
+        job = store.create_job(kind, args, who)
+        notify(RemoteCommunicationEvent(WAKE_TYPE, json.dumps({"app": app.name, "job": job["id"]})))
+        return xmlrpc_safe(job)
+
+    # -- the API -----------------------------------------------------------------------------
+    def getAPIVersion(self) -> str:
+        """Version of the bluegreen API (and of the package, after a slash)."""
+        return f"{API_VERSION}/{__version__}"
+
+    def status(self, app: str = "") -> list[dict[str, Any]]:
+        """Per app: live and idle color, their supervisor state and version, last health, last and running job."""
+        config = self._config()
+        apps = [self._app(app)] if app else list(config.apps.values())
+        return xmlrpc_safe([self._status(a) for a in apps])
+
+    def _status(self, app: App) -> dict[str, Any]:
+        store = Store(app.state_dir, app.name)
+        state = store.read()
+        live = state.get("live")
+        colors = {
+            c.name: {
+                "program": c.program,
+                "state": self._process_state(c.program),
+                "role": "live" if c.name == live else "idle",
+                "version": state.get("colors", {}).get(c.name, {}).get("version", ""),
+            }
+            for c in app.colors
+        }
+        running = store.jobs(ACTIVE)
+        current = None
+        if running:
+            j = running[0]
+            started = j.get("started") or j.get("created")
+            current = {
+                "id": j["id"],
+                "kind": j["kind"],
+                "status": j["status"],
+                "step": j.get("step", ""),
+                "elapsed": round(time.time() - started, 1) if started else 0.0,
+            }
+        return {
+            "app": app.name,
+            "live": live or "",
+            "previous": state.get("previous") or "",
+            "switch_mode": app.switch_mode,
+            "switched_at": state.get("switched_at") or 0,
+            "colors": colors,
+            "last_health": state.get("last_health") or {},
+            "last_job": state.get("last_job") or {},
+            "running": current or {},
+        }
+
+    def switch(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a health-gated switch to ``color`` (default: the idle color); returns the job."""
+        a = self._app(app)
+        target = self._color(a, color)
+        if target:
+            state = self._process_state(a.color(target).program)
+            if state != "RUNNING":
+                raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {target} is {state}, not RUNNING; nothing changed")
+        return self._queue(a, "switch", {"wanted": target}, who)
+
+    def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a switch back to the previous color (warm, health-gated, no rebuild); returns the job."""
+        a = self._app(app)
+        if not Store(a.state_dir, a.name).read().get("previous"):
+            raise RPCError(
+                Faults.FAILED, f"{a.name}: nothing to roll back to (no previous color recorded); nothing changed"
+            )
+        return self._queue(a, "rollback", {}, who)
+
+    def health(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a health check of ``color`` (default: the live one) over its own socket; returns the job."""
+        a = self._app(app)
+        return self._queue(a, "health", {"color": self._color(a, color)}, who)
+
+    def job(self, app: str, job_id: int, offset: int = 0) -> dict[str, Any]:
+        """A job, and its log from byte ``offset``: poll it to follow progress."""
+        a = self._app(app)
+        store = Store(a.state_dir, a.name)
+        job = store.read_job(int(job_id))
+        if job is None:
+            raise RPCError(Faults.BAD_NAME, f"{a.name}: no job {job_id}")
+        if job["status"] == "running" and not store.lock.held_elsewhere():
+            job["status"] = "interrupted"
+        text, new_offset = store.read_log(int(job_id), int(offset))
+        return xmlrpc_safe({"job": job, "log": text, "offset": new_offset})
+
+
+def make_bluegreen_rpcinterface(supervisord: Any, **config: str) -> BlueGreenNamespaceRPCInterface:
+    """Factory named in ``[rpcinterface:bluegreen] supervisor.rpcinterface_factory``."""
+    return BlueGreenNamespaceRPCInterface(supervisord, **config)

@@ -1,0 +1,65 @@
+"""Start, stop and inspect programs through supervisord's XML-RPC, from the listener process.
+
+supervisord hands its children SUPERVISOR_SERVER_URL (and credentials) in the environment,
+so the listener talks to the same authenticated server as supervisorctl does.
+"""
+
+from __future__ import annotations
+
+import os
+import xmlrpc.client
+from typing import Any
+
+from supervisor import childutils
+from supervisor.xmlrpc import Faults
+
+BAD_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "STOPPING", "UNKNOWN")
+
+
+class SupervisorError(Exception):
+    """supervisord refused or could not do what was asked."""
+
+
+class Supervisor:
+    """A thin client of the ``supervisor.*`` namespace; one per thread (ServerProxy is not thread-safe)."""
+
+    def __init__(self, proxy: Any):
+        self.rpc = proxy.supervisor
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Supervisor:
+        return cls(childutils.getRPCInterface(dict(env if env is not None else os.environ)))
+
+    def info(self, program: str) -> dict[str, Any]:
+        try:
+            return self.rpc.getProcessInfo(program)
+        except xmlrpc.client.Fault as exc:
+            raise SupervisorError(f"{program}: {exc.faultString}") from None
+
+    def state(self, program: str) -> str:
+        """supervisor's state name of ``program`` (RUNNING, STARTING, BACKOFF, ...)."""
+        return self.info(program)["statename"]
+
+    def start(self, program: str) -> None:
+        """Ask supervisord to start ``program`` without waiting for ``startsecs``."""
+        try:
+            self.rpc.startProcess(program, False)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode != Faults.ALREADY_STARTED:
+                raise SupervisorError(f"cannot start {program}: {exc.faultString}") from None
+
+    def stop(self, program: str) -> None:
+        """Stop ``program`` and wait until supervisord has seen it exit (stopwaitsecs applies)."""
+        try:
+            self.rpc.stopProcess(program, True)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode != Faults.NOT_RUNNING:
+                raise SupervisorError(f"cannot stop {program}: {exc.faultString}") from None
+
+    def stderr_tail(self, program: str, length: int = 1600) -> str:
+        """The last bytes of the program's stderr log ('' when it keeps none)."""
+        try:
+            text, _offset, _overflow = self.rpc.tailProcessStderrLog(program, 0, length)
+        except xmlrpc.client.Fault:
+            return ""
+        return text

@@ -1,0 +1,129 @@
+"""Move traffic between colors, and read which color is live from the real world.
+
+Socket mode (default): re-point the live socket (and live static) symlink with a temp link and
+``rename``, which is atomic; ``ln -sfn`` is not (it unlinks, then links). Nginx mode (the seed's):
+point the enabled site link at the color's site file, ``nginx -t``, reload, and see new workers.
+Either way the live color is whatever the links say, so a crash between the flip and the state
+write is reconciled from the links.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Callable
+
+from . import nginx
+from .config import App, Color
+
+
+class SwitchError(Exception):
+    """Traffic could not be moved; the links are back as they were."""
+
+
+def atomic_symlink(link: str, target: str) -> None:
+    """Make ``link`` point at ``target`` in one rename: there is no instant without a link."""
+    tmp = os.path.join(os.path.dirname(link), f".{os.path.basename(link)}.{os.getpid()}.tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def read_link(link: str) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
+
+
+def planned_links(app: App, color: Color) -> list[tuple[str, str]]:
+    """(link, target) pairs that make ``color`` live, static first so new pages find their assets."""
+    if app.switch_mode == "nginx":
+        assert app.nginx is not None
+        return [(app.nginx.enabled_link, nginx.site_path(app, color))]
+    links = [(app.live_static, color.static_root)] if app.live_static else []
+    return [*links, (app.live_socket, color.socket)]
+
+
+def live_color(app: App) -> str | None:
+    """The color the links make live right now, or None before the first switch."""
+    for color in app.colors:
+        link, target = planned_links(app, color)[-1]
+        if read_link(link) == target:
+            return color.name
+    return None
+
+
+def point(app: App, color: Color) -> None:
+    """Re-point every link at ``color``."""
+    for link, target in planned_links(app, color):
+        atomic_symlink(link, target)
+
+
+def restore(app: App, before: dict[str, str | None]) -> None:
+    """Put links back to what ``before`` recorded (removing links that did not exist)."""
+    for link, target in before.items():
+        if target is None:
+            if os.path.lexists(link):
+                os.unlink(link)
+        else:
+            atomic_symlink(link, target)
+
+
+def write_sites(app: App) -> None:
+    """Render both per-color site files of nginx mode (atomically, so nginx never reads half a file)."""
+    for color in app.colors:
+        path = nginx.site_path(app, color)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(nginx.render_site(app, color))
+        os.replace(tmp, path)
+
+
+def run(argv: tuple[str, ...], timeout: float = 30) -> tuple[int, str]:
+    """Run a configured command (argv, no shell); its exit status and output."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, str(exc)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def reload_nginx(app: App, log: Callable[[str], None]) -> None:
+    """``nginx -t`` then reload, and wait until a new worker shows the reload was applied."""
+    assert app.nginx is not None
+    code, out = run(app.nginx.test_cmd)
+    if code != 0:
+        raise SwitchError(f"nginx config test failed ({' '.join(app.nginx.test_cmd)}): {out}")
+    before = nginx.worker_pids(app.nginx.pidfile)
+    if not before:
+        raise SwitchError(f"nginx is not running (no workers of the master in {app.nginx.pidfile})")
+    code, out = run(app.nginx.reload_cmd)
+    if code != 0:
+        raise SwitchError(f"nginx reload failed ({' '.join(app.nginx.reload_cmd)}): {out}")
+    deadline = time.monotonic() + app.nginx.verify_timeout
+    while time.monotonic() < deadline:
+        now = nginx.worker_pids(app.nginx.pidfile)
+        if now - before:
+            log(f"nginx reloaded: workers {sorted(now - before)} started")
+            return
+        time.sleep(0.02)
+    raise SwitchError(f"nginx reload was not applied within {app.nginx.verify_timeout:g} s (no new workers)")
+
+
+def flip(app: App, color: Color, log: Callable[[str], None]) -> None:
+    """Send new traffic to ``color``; on any failure the links are restored and SwitchError raised."""
+    before = {link: read_link(link) for link, _ in planned_links(app, color)}
+    try:
+        if app.switch_mode == "nginx":
+            write_sites(app)
+        point(app, color)
+        if app.switch_mode == "nginx":
+            reload_nginx(app, log)
+    except (SwitchError, OSError) as exc:
+        restore(app, before)
+        if app.nginx is not None and nginx.worker_pids(app.nginx.pidfile):
+            run(app.nginx.reload_cmd)  # re-apply the old site; harmless when nginx never left it
+        raise SwitchError(str(exc)) from exc
