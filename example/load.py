@@ -268,13 +268,13 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 
 def summarize(
     samples: Sequence[Sample],
-    switches: Sequence[tuple[float, str]] = (),
+    switches: Sequence[tuple[float, str] | tuple[float, str, float]] = (),
     *,
     window: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Reduce samples to the numbers tests and benchmarks assert on.
 
-    ``switches`` is ``[(confirmed_monotonic_time, new_color), ...]``.
+    ``switches`` is ``[(confirmed_monotonic_time, new_color[, began_monotonic_time]), ...]``.
     ``window`` only bounds ``max_gap_ms`` (its edges count as gap ends);
     all other figures cover every sample. Without a window the gap is only
     between consecutive successes (0.0 if fewer than two).
@@ -301,13 +301,16 @@ def summarize(
     latencies = sorted(s.end - s.start for s in ok if s.kind != "slow")
 
     ordered = sorted(switches)
-    times = [t for t, _ in ordered]
+    times = [t for t, *_ in ordered]
+    # a switch may say when it began (third item): from then on until it is confirmed, either color is right
+    began = [sw[2] if len(sw) > 2 else sw[0] for sw in ordered]
     old = 0
     for s in ok:
         if not s.color:
             continue
         i = bisect.bisect_left(times, s.start) - 1  # last switch with t < start
-        if i >= 0 and s.color != ordered[i][1]:
+        in_next = i + 1 < len(ordered) and began[i + 1] <= s.start
+        if i >= 0 and not in_next and s.color != ordered[i][1]:
             old += 1
 
     return {

@@ -104,14 +104,27 @@ class Listener:
         self.watch = ProcessWatch()
         self.workers: dict[str, AppWorker] = {}
         self.config: Config | None = None
+        self.config_mtime: float | None = None
 
     def start_workers(self) -> None:
+        """Load the config (again, when the file changed) and keep one worker per app running."""
+        try:
+            mtime = os.stat(self.config_path).st_mtime
+        except OSError:
+            mtime = -1.0
+        if mtime == self.config_mtime:
+            return
+        self.config_mtime = mtime
         try:
             self.config = load(self.config_path)
         except ConfigError as exc:
             log(f"config is broken, no jobs will run until it is fixed: {exc}")
             return
         for app in self.config.apps.values():
+            worker = self.workers.get(app.name)
+            if worker is not None:
+                worker.app = app  # picked up at the next job
+                continue
             try:
                 reconcile_on_start(app)
             except OSError as exc:
@@ -131,6 +144,7 @@ class Listener:
             self.watch.update(name if group == name else f"{group}:{name}", state)
             self.watch.update(name, state)
         elif event == "REMOTE_COMMUNICATION" and payload.startswith(f"type:{WAKE_TYPE}"):
+            self.start_workers()
             for worker in self.workers.values():
                 worker.wake.set()
 

@@ -7,6 +7,7 @@ sequence then stops and the job ends failed. Nothing before ``flip`` touches liv
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -26,20 +27,32 @@ class StepFailed(Exception):
 
 
 class ProcessWatch:
-    """The latest supervisor state of each program, as PROCESS_STATE events report it."""
+    """What PROCESS_STATE events said of each program: its latest state and its last bad one.
+
+    The bad one is kept apart because supervisord may restart a crashed program at once:
+    EXITED is followed by STARTING and RUNNING before a health gate looks again.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._states: dict[str, tuple[str, float]] = {}
+        self._latest: dict[str, tuple[str, float]] = {}
+        self._bad: dict[str, tuple[str, float]] = {}
 
     def update(self, program: str, state: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._states[program] = (state, time.monotonic())
+            self._latest[program] = (state, now)
+            if state in BAD_STATES:
+                self._bad[program] = (state, now)
 
-    def since(self, program: str, t0: float) -> str | None:
-        """The state ``program`` entered after ``t0``, if any event said so."""
+    def latest(self, program: str) -> str | None:
         with self._lock:
-            state, when = self._states.get(program, ("", 0.0))
+            return self._latest.get(program, (None, 0.0))[0]
+
+    def bad_since(self, program: str, t0: float) -> str | None:
+        """The last bad state (BACKOFF, FATAL, EXITED, ...) ``program`` entered after ``t0``, if any."""
+        with self._lock:
+            state, when = self._bad.get(program, ("", 0.0))
         return state if state and when >= t0 else None
 
 
@@ -138,17 +151,22 @@ def health_gate(run: Run, target: Color) -> None:
     t0 = time.monotonic()
 
     def aborted() -> str | None:
-        state = run.watch.since(target.program, t0)
-        if state in BAD_STATES:
-            return f"{target.program} went {state}"
-        return None
+        state = run.watch.bad_since(target.program, t0)
+        return f"{target.program} went {state}" if state else None
 
     result = health.gate(target.socket, run.app.health, aborted, report=lambda p: run.log(f"  probe: {p.describe()}"))
     run.store.update(last_health=health_record(target.name, result.last))
     if not result.ok:
-        tail = run.sup.stderr_tail(target.program).strip()
-        detail = f"\n--- tail of {target.program} stderr ---\n{tail}" if tail else ""
+        tail = stderr_summary(run.sup.stderr_tail(target.program))
+        detail = f"\n--- {target.program} stderr (errors, then the last lines) ---\n{tail}" if tail else ""
         raise StepFailed(f"{target.name} is not healthy: {result.reason}{detail}")
+
+
+def stderr_summary(tail: str, last: int = 12) -> str:
+    """The error lines of a stderr tail (``RuntimeError: ...``), then its last lines: why it died, briefly."""
+    lines = tail.splitlines()[1:]  # the first line is cut by the byte offset
+    errors = [line for line in lines[:-last] if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+    return "\n".join(errors[-5:] + lines[-last:]).strip()
 
 
 def health_record(color: str, probe: health.Probe | None) -> dict[str, Any]:

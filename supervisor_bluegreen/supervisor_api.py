@@ -56,7 +56,7 @@ class Supervisor:
             if exc.faultCode != Faults.NOT_RUNNING:
                 raise SupervisorError(f"cannot stop {program}: {exc.faultString}") from None
 
-    def stderr_tail(self, program: str, length: int = 1600) -> str:
+    def stderr_tail(self, program: str, length: int = 16000) -> str:
         """The last bytes of the program's stderr log ('' when it keeps none)."""
         try:
             text, _offset, _overflow = self.rpc.tailProcessStderrLog(program, 0, length)
