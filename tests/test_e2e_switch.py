@@ -242,8 +242,11 @@ def test_inet_server_needs_auth_and_serves_the_same_api(stack: Stack) -> None:
     assert via_inet.returncode == 0, via_inet.stdout
     assert '"live": "blue"' in via_inet.stdout
     anonymous = subprocess.run(
-        [f"{stack.venv}/bin/supervisorctl", "-c", str(stack.conf), "-s", f"http://127.0.0.1:{stack.rpc_port}"]
-        + ["bluegreen", "status"],
+        [
+            f"{stack.venv}/bin/supervisorctl",
+            *("-c", str(stack.conf), "-s", f"http://127.0.0.1:{stack.rpc_port}"),
+            *("bluegreen", "status"),
+        ],
         capture_output=True,
         text=True,
         timeout=30,
