@@ -9,6 +9,7 @@ is checked at once so a user fixes everything in one go.
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import re
 import shlex
@@ -100,13 +101,6 @@ class App:
         """The color that is not ``name``: the idle one when ``name`` is live."""
         return next(c for c in self.colors if c.name != name)
 
-    def by_program(self, program: str) -> Color | None:
-        """The color run by supervisor program ``program`` (``group:name`` or ``name``)."""
-        for c in self.colors:
-            if program in (c.program, c.program.split(":")[-1]):
-                return c
-        return None
-
 
 @dataclass(frozen=True)
 class Config:
@@ -127,11 +121,13 @@ class Config:
 
 
 def _expand(value: str, color: str, where: str, problems: list[str]) -> str:
-    try:
-        return value % {"color": color}
-    except (KeyError, ValueError, TypeError) as exc:
-        problems.append(f"{where}: cannot expand {value!r}: only %(color)s is known ({exc})")
+    """``value`` with %(color)s expanded; any other %-expansion is a problem (reported once per key)."""
+    if "%" in value.replace("%(color)s", ""):
+        message = f"{where}: cannot expand {value!r}: only %(color)s is known"
+        if message not in problems:
+            problems.append(message)
         return value
+    return value.replace("%(color)s", color)
 
 
 class _Section:
@@ -162,7 +158,7 @@ class _Section:
         except ValueError:
             self.problems.append(f"{self.where(key)}: {raw!r} is not a {'whole ' if kind is int else ''}number")
             return default
-        if value < minimum or (kind is float and value != value):
+        if not math.isfinite(value) or value < minimum:
             self.problems.append(f"{self.where(key)}: {raw!r} must be at least {minimum}")
             return default
         return value
@@ -185,8 +181,9 @@ class _Section:
         return argv
 
     def unknown_keys(self, known: set[str]) -> None:
+        inherited = self.name != "bluegreen"  # an app may repeat a [bluegreen] default
         for key in self.parser.options(self.name):
-            if key not in known and not self.parser.has_option("bluegreen", key):
+            if key not in known and not (inherited and self.parser.has_option("bluegreen", key)):
                 self.problems.append(f"{self.where(key)}: unknown option")
 
 
@@ -253,9 +250,9 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         )
         for c in color_names
     )
-    if colors[0].program == colors[1].program:
+    if program and colors[0].program == colors[1].program:
         problems.append(f"{s.where('program')}: both colors map to program {colors[0].program!r}; use %(color)s")
-    if colors[0].socket == colors[1].socket:
+    if sock and colors[0].socket == colors[1].socket:
         problems.append(f"{s.where('socket')}: both colors map to socket {colors[0].socket!r}; use %(color)s")
     mode = s.text("switch", "socket")
     if mode not in SWITCH_MODES:

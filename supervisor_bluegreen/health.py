@@ -54,7 +54,8 @@ def connection_for(target: str, timeout: float) -> tuple[http.client.HTTPConnect
     if target.startswith(("http://", "https://")):
         parts = urlsplit(target)
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        return cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout), parts.path or "/"
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout), path
     return UnixHTTPConnection(target, timeout), ""
 
 

@@ -57,8 +57,12 @@ class AppWorker(threading.Thread):
     def __init__(self, app: App, watch: ProcessWatch):
         super().__init__(name=f"bluegreen-{app.name}", daemon=True)
         self.app, self.watch = app, watch
-        self.store = Store(app.state_dir, app.name).ensure()
         self.wake = threading.Event()
+
+    @property
+    def store(self) -> Store:
+        """The app's store, from the current config (a reload may move state_dir)."""
+        return Store(self.app.state_dir, self.app.name).ensure()
 
     def run(self) -> None:
         while True:
@@ -71,14 +75,15 @@ class AppWorker(threading.Thread):
                 time.sleep(1.0)
 
     def run_queued(self) -> None:
-        for job in self.store.jobs(("queued",)):
-            if not self.store.lock.acquire():
+        store = self.store
+        for job in store.jobs(("queued",)):
+            if not store.lock.acquire():
                 log(f"{self.app.name}: lock held by another process; job {job['id']} waits")
                 return
             try:
-                execute(Run(self.app, self.store, job, Supervisor.from_env(), self.watch))
+                execute(Run(self.app, store, job, Supervisor.from_env(), self.watch))
             finally:
-                self.store.lock.release()
+                store.lock.release()
 
 
 def reconcile_on_start(app: App) -> None:
@@ -143,7 +148,7 @@ class Listener:
             state = event[len("PROCESS_STATE_") :]
             self.watch.update(name if group == name else f"{group}:{name}", state)
             self.watch.update(name, state)
-        elif event == "REMOTE_COMMUNICATION" and payload.startswith(f"type:{WAKE_TYPE}"):
+        elif event == "REMOTE_COMMUNICATION" and payload.split("\n", 1)[0] == f"type:{WAKE_TYPE}":
             self.start_workers()
             for worker in self.workers.values():
                 worker.wake.set()

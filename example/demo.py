@@ -1,0 +1,99 @@
+"""``make demo`` / ``make demo-stop``: the bundled example app, blue/green behind nginx on 127.0.0.1:8080.
+
+Everything lives in ``.demo/`` of the checkout (git-ignored); supervisord keeps running in the
+background until ``make demo-stop`` stops it and every process under it, by pid.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import psutil
+
+from example.stack import REPO, Stack, free_port
+
+ROOT = REPO / ".demo"
+PORT = 8080
+
+
+def running_pid() -> int | None:
+    """The demo's supervisord pid, when it still runs."""
+    try:
+        pid = int((ROOT / "run" / "stack.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        return pid if "supervisord" in " ".join(psutil.Process(pid).cmdline()) else None
+    except psutil.Error:
+        return None
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def instructions(conf: Path) -> str:
+    ctl = f"{REPO}/.venv/bin/supervisorctl -c {conf}"
+    return f"""
+Demo running: supervisord with the bluegreen plugin, abiapp_blue and abiapp_green (gunicorn, the
+bundled Django example app) and nginx on http://127.0.0.1:{PORT}/ (all state in {ROOT}).
+
+  curl -i http://127.0.0.1:{PORT}/                  # X-Bluegreen-Color says which color answered
+  {ctl} bluegreen status
+  {ctl} bluegreen switch                  # health-gated switch to the idle color
+  {ctl} bluegreen rollback                # back to the previous color
+  {ctl} bluegreen health abiapp green     # probe a color over its own socket
+  {ctl} bluegreen status --json
+  {ctl} help bluegreen
+  {ctl} status                            # supervisor's own view
+
+  make demo-stop                           # stops everything the demo started
+"""
+
+
+def start() -> int:
+    if running_pid():
+        print(f"demo already running (supervisord pid {running_pid()})")
+        print(instructions(ROOT / "etc" / "supervisord.conf"))
+        return 0
+    if port_taken(PORT):
+        print(f"error: 127.0.0.1:{PORT} is already in use; stop whatever listens there first", file=sys.stderr)
+        return 1
+    shutil.rmtree(ROOT, ignore_errors=True)
+    stack = Stack(ROOT, port=PORT, rpc_port=free_port(), venv=REPO / ".venv")
+    print(f"laying out the demo in {ROOT} ...", flush=True)
+    stack.layout()
+    print("starting supervisord (blue, green, nginx, bluegreen listener) ...", flush=True)
+    try:
+        stack.start()
+    except TimeoutError as exc:
+        print(f"error: {exc}; see {ROOT}/log", file=sys.stderr)
+        stack.stop()
+        return 1
+    print("first health-gated switch: blue goes live", flush=True)
+    out = stack.ctl("bluegreen", "switch", "abiapp", "blue")
+    print(out.stdout, end="")
+    if out.returncode != 0:
+        print("error: the first switch failed; the demo is left running for a look (make demo-stop)", file=sys.stderr)
+        return 1
+    print(stack.ctl("bluegreen", "status").stdout, end="")
+    print(instructions(stack.conf))
+    return 0
+
+
+def stop() -> int:
+    pid = running_pid()
+    if pid is None:
+        print("demo is not running")
+        return 0
+    Stack(ROOT, pid=pid).stop()
+    print(f"demo stopped (supervisord pid {pid} and everything under it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit({"start": start, "stop": stop}[sys.argv[1] if len(sys.argv) > 1 else "start"]())

@@ -1,0 +1,241 @@
+"""Tests for supervisor_bluegreen.state: atomic JSON files, job records, logs and the per-app lock.
+
+The lock tests use real subprocesses: an flock is per open file, and the point of AppLock is
+that a second process (the listener vs. a stale holder) sees it, and that kill -9 frees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor_bluegreen.state import AppLock, Store, read_json, write_json_atomic
+
+# --------------------------------------------------------------------------------------------
+# write_json_atomic / read_json
+
+
+def test_write_json_atomic_creates_and_replaces_without_temp_files(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_json_atomic(str(path), {"live": "blue"})
+    assert json.loads(path.read_text()) == {"live": "blue"}
+    write_json_atomic(str(path), {"live": "green", "previous": "blue"})
+    assert json.loads(path.read_text()) == {"live": "green", "previous": "blue"}
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_write_json_atomic_failure_keeps_old_content_and_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_json_atomic(str(path), {"live": "blue"})
+    with pytest.raises(TypeError):
+        write_json_atomic(str(path), {"live": object()})  # not JSON-serialisable
+    assert json.loads(path.read_text()) == {"live": "blue"}
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_readers_never_see_a_partial_file(tmp_path: Path) -> None:
+    """While one thread rewrites a big file over and over, another only ever reads whole JSON."""
+    path = str(tmp_path / "state.json")
+    write_json_atomic(path, {"n": 0, "pad": "x" * 200_000})
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            write_json_atomic(path, {"n": n, "pad": "x" * 200_000})
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(200):
+            assert len(read_json(path)["pad"]) == 200_000  # json.load would raise on a torn file
+    finally:
+        stop.set()
+        thread.join()
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_read_json_default_when_missing(tmp_path: Path) -> None:
+    assert read_json(str(tmp_path / "nope.json"), {"x": 1}) == {"x": 1}
+    assert read_json(str(tmp_path / "nope.json")) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Store: app state, jobs, logs
+
+
+def test_store_update_merges_state(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    assert store.read() == {}
+    store.update(live="blue")
+    assert store.update(previous="green") == {"live": "blue", "previous": "green"}
+    assert json.loads((tmp_path / "shop" / "state.json").read_text()) == {"live": "blue", "previous": "green"}
+
+
+def test_job_ids_increase_and_continue_across_store_instances(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop")
+    ids = [store.create_job("switch", {"wanted": ""}, who="alice")["id"] for _ in range(3)]
+    assert ids == [1, 2, 3]
+    again = Store(str(tmp_path), "shop").create_job("rollback", {})
+    assert again["id"] == 4
+    assert sorted(os.listdir(tmp_path / "shop" / "jobs")) == ["1.json", "2.json", "3.json", "4.json"]
+    job = store.read_job(1)
+    assert (job["kind"], job["args"], job["who"], job["status"]) == ("switch", {"wanted": ""}, "alice", "queued")
+    assert [j["id"] for j in store.jobs(("queued",))] == [1, 2, 3, 4]
+
+
+def test_concurrent_job_creation_gives_unique_ids(tmp_path: Path) -> None:
+    """Many creators at once (the RPC extension runs in every supervisord HTTP server) never share an id."""
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        job = Store(str(tmp_path), "shop").create_job("health", {})
+        with lock:
+            results.append(job["id"])
+
+    threads = [threading.Thread(target=create) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(1, 21))
+    store = Store(str(tmp_path), "shop")
+    assert store.job_ids() == list(range(1, 21))
+    assert {store.read_job(i)["id"] for i in range(1, 21)} == set(range(1, 21))
+
+
+def test_update_job_and_status_filter(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop")
+    store.create_job("switch", {})
+    store.create_job("health", {})
+    store.update_job(1, status="succeeded", message="shop: green live")
+    assert [j["id"] for j in store.jobs(("queued", "running"))] == [2]
+    assert store.read_job(1)["message"] == "shop: green live"
+    assert store.read_job(99) is None
+
+
+def test_job_file_created_but_not_yet_written_reads_as_queued(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    Path(store.job_path(7)).touch()  # the O_EXCL placeholder, before its JSON is written
+    assert store.read_job(7) == {"id": 7, "app": "shop", "status": "queued", "kind": "", "args": {}}
+
+
+def test_read_log_whole_lines_and_offsets(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop")
+    job = store.create_job("switch", {})["id"]
+    assert store.read_log(job) == ("", 0)
+    store.append_log(job, "reconcile ...")
+    store.append_log(job, "reconcile done\n")  # a trailing newline is not doubled
+    text, offset = store.read_log(job)
+    assert text == "reconcile ...\nreconcile done\n"
+    assert offset == len(text.encode())
+    # a writer is half-way through a line: only whole lines are handed out
+    with open(store.log_path(job), "a", encoding="utf-8") as f:
+        f.write("health gate: pro")
+    assert store.read_log(job, offset) == ("", offset)
+    with open(store.log_path(job), "a", encoding="utf-8") as f:
+        f.write("be ok ✓\nswitch ...\nswi")
+    text, offset2 = store.read_log(job, offset)
+    assert text == "health gate: probe ok ✓\nswitch ...\n"
+    assert offset2 == offset + len(text.encode("utf-8"))
+    assert store.read_log(job, offset2) == ("", offset2)
+    full, _ = store.read_log(job)
+    assert full == "reconcile ...\nreconcile done\nhealth gate: probe ok ✓\nswitch ...\n"
+
+
+# --------------------------------------------------------------------------------------------
+# AppLock across processes
+
+HOLD = """
+import sys, time
+from supervisor_bluegreen.state import AppLock
+lock = AppLock(sys.argv[1])
+print("held" if lock.acquire() else "busy", flush=True)
+time.sleep(60)
+"""
+
+TRY = """
+import sys
+from supervisor_bluegreen.state import AppLock
+lock = AppLock(sys.argv[1])
+print(lock.held_elsewhere(), lock.acquire())
+"""
+
+
+def try_in_subprocess(path: Path) -> str:
+    """What a second process sees: 'held_elsewhere acquired'."""
+    proc = subprocess.run(
+        [sys.executable, "-c", TRY, str(path)], capture_output=True, text=True, timeout=20, check=True
+    )
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A subprocess that holds the lock at tmp_path/lock until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_lock_acquire_release(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    lock = AppLock(str(path))
+    assert lock.held_elsewhere() is False  # no lock file yet
+    assert lock.acquire() is True
+    assert path.read_text() == str(os.getpid())
+    assert lock.held_elsewhere() is True
+    lock.release()
+    assert path.read_text() == ""
+    assert lock.held_elsewhere() is False
+    assert lock.acquire() is True
+    lock.release()
+    lock.release()  # releasing twice is harmless
+
+
+def test_second_process_cannot_acquire_while_held(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    lock = AppLock(str(path))
+    assert lock.acquire()
+    try:
+        assert try_in_subprocess(path) == "True False"
+    finally:
+        lock.release()
+    assert try_in_subprocess(path) == "False True"
+
+
+def test_lock_held_by_another_process(tmp_path: Path, holder: subprocess.Popen[str]) -> None:
+    lock = AppLock(str(tmp_path / "lock"))
+    assert lock.held_elsewhere() is True
+    assert lock.acquire() is False
+    assert (tmp_path / "lock").read_text() == str(holder.pid)  # a failed acquire does not overwrite
+
+
+def test_no_stale_lock_after_holder_is_killed(tmp_path: Path, holder: subprocess.Popen[str]) -> None:
+    """kill -9 of the holder frees the lock at once, though its pid is still written in the file."""
+    lock = AppLock(str(tmp_path / "lock"))
+    assert lock.acquire() is False
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=10)
+    assert (tmp_path / "lock").read_text() == str(holder.pid)
+    assert lock.held_elsewhere() is False
+    assert lock.acquire() is True
+    lock.release()

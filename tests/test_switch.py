@@ -1,0 +1,211 @@
+"""Tests for supervisor_bluegreen.switch: symlinks on disk are the truth about which color is live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from supervisor_bluegreen import config, nginx, switch
+from supervisor_bluegreen.config import App
+
+
+def socket_app(tmp_path: Path, static: bool = True) -> App:
+    text = (
+        "[app:shop]\n"
+        "program = shop_%(color)s\n"
+        f"socket = {tmp_path}/run/shop.%(color)s.sock\n"
+        f"live_socket = {tmp_path}/run/shop.live.sock\n"
+        "public_url = http://127.0.0.1/health\n"
+        f"state_dir = {tmp_path}/state\n"
+    )
+    if static:
+        text += f"static_root = {tmp_path}/%(color)s/static\nlive_static = {tmp_path}/run/shop.live-static\n"
+    (tmp_path / "run").mkdir(exist_ok=True)
+    return config.parse(text).app()
+
+
+def nginx_app(tmp_path: Path, test_cmd: str = "/bin/true") -> App:
+    """nginx mode with harmless commands and a pid file that does not exist: no real nginx is touched."""
+    for d in ("sites-available", "sites-enabled"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    text = (
+        "[app:shop]\n"
+        "program = shop_%(color)s\n"
+        f"socket = {tmp_path}/run/shop.%(color)s.sock\n"
+        "public_url = http://127.0.0.1/health\n"
+        "switch = nginx\n"
+        f"nginx_sites = {tmp_path}/sites-available\n"
+        f"nginx_enabled = {tmp_path}/sites-enabled/shop.conf\n"
+        f"nginx_test = {test_cmd}\n"
+        "nginx_reload = /bin/true\n"
+        f"nginx_pidfile = {tmp_path}/nginx.pid\n"
+        "nginx_verify_timeout = 0.2\n"
+    )
+    return config.parse(text).app()
+
+
+def quiet(message: str) -> None:
+    """A switch log that goes nowhere."""
+
+
+# --------------------------------------------------------------------------------------------
+# atomic_symlink
+
+
+def test_atomic_symlink_creates_and_replaces_leaving_no_temp_link(tmp_path: Path) -> None:
+    link = tmp_path / "live.sock"
+    switch.atomic_symlink(str(link), "/srv/shop/blue.sock")
+    assert os.readlink(link) == "/srv/shop/blue.sock"
+    switch.atomic_symlink(str(link), "/srv/shop/green.sock")
+    assert os.readlink(link) == "/srv/shop/green.sock"
+    assert os.listdir(tmp_path) == ["live.sock"]
+
+
+def test_atomic_symlink_over_a_leftover_temp_link(tmp_path: Path) -> None:
+    """A temp link left by a crash (same pid after restart) does not block the next switch."""
+    link = tmp_path / "live.sock"
+    os.symlink("/stale", tmp_path / f".live.sock.{os.getpid()}.tmp")
+    switch.atomic_symlink(str(link), "/srv/shop/blue.sock")
+    assert os.readlink(link) == "/srv/shop/blue.sock"
+    assert os.listdir(tmp_path) == ["live.sock"]
+
+
+def test_read_link(tmp_path: Path) -> None:
+    assert switch.read_link(str(tmp_path / "none")) is None
+    (tmp_path / "file").write_text("x")
+    assert switch.read_link(str(tmp_path / "file")) is None
+    os.symlink("dangling-target", tmp_path / "l")
+    assert switch.read_link(str(tmp_path / "l")) == "dangling-target"
+
+
+# --------------------------------------------------------------------------------------------
+# planned_links / live_color / point / restore
+
+
+def test_planned_links_socket_mode_static_first_socket_last(tmp_path: Path) -> None:
+    app = socket_app(tmp_path)
+    assert switch.planned_links(app, app.color("green")) == [
+        (f"{tmp_path}/run/shop.live-static", f"{tmp_path}/green/static"),
+        (f"{tmp_path}/run/shop.live.sock", f"{tmp_path}/run/shop.green.sock"),
+    ]
+
+
+def test_planned_links_socket_mode_without_static(tmp_path: Path) -> None:
+    app = socket_app(tmp_path, static=False)
+    assert switch.planned_links(app, app.color("blue")) == [
+        (f"{tmp_path}/run/shop.live.sock", f"{tmp_path}/run/shop.blue.sock")
+    ]
+
+
+def test_planned_links_nginx_mode(tmp_path: Path) -> None:
+    app = nginx_app(tmp_path)
+    assert switch.planned_links(app, app.color("green")) == [
+        (f"{tmp_path}/sites-enabled/shop.conf", f"{tmp_path}/sites-available/shop.green.conf")
+    ]
+
+
+def test_live_color_follows_the_links(tmp_path: Path) -> None:
+    app = socket_app(tmp_path)
+    assert switch.live_color(app) is None
+    switch.point(app, app.color("blue"))
+    assert switch.live_color(app) == "blue"
+    assert os.readlink(tmp_path / "run" / "shop.live-static") == f"{tmp_path}/blue/static"
+    switch.point(app, app.color("green"))
+    assert switch.live_color(app) == "green"
+    assert os.readlink(tmp_path / "run" / "shop.live.sock") == f"{tmp_path}/run/shop.green.sock"
+    assert os.readlink(tmp_path / "run" / "shop.live-static") == f"{tmp_path}/green/static"
+    assert sorted(os.listdir(tmp_path / "run")) == ["shop.live-static", "shop.live.sock"]
+
+
+def test_live_color_is_none_for_a_foreign_link(tmp_path: Path) -> None:
+    app = socket_app(tmp_path)
+    os.symlink("/somewhere/else.sock", app.live_socket)
+    assert switch.live_color(app) is None
+
+
+def test_live_color_nginx_mode(tmp_path: Path) -> None:
+    app = nginx_app(tmp_path)
+    assert switch.live_color(app) is None
+    switch.point(app, app.color("green"))
+    assert switch.live_color(app) == "green"
+
+
+def test_restore_with_none_removes_links_and_with_target_recreates(tmp_path: Path) -> None:
+    app = socket_app(tmp_path)
+    switch.point(app, app.color("blue"))
+    before = {link: None for link, _ in switch.planned_links(app, app.color("blue"))}
+    switch.restore(app, before)
+    assert os.listdir(tmp_path / "run") == []
+    assert switch.live_color(app) is None
+    switch.restore(app, before)  # nothing to remove: harmless
+    switch.restore(app, {app.live_socket: app.color("green").socket})
+    assert switch.live_color(app) == "green"
+
+
+# --------------------------------------------------------------------------------------------
+# flip
+
+
+def test_flip_socket_mode(tmp_path: Path) -> None:
+    app = socket_app(tmp_path)
+    switch.flip(app, app.color("blue"), quiet)
+    assert switch.live_color(app) == "blue"
+    switch.flip(app, app.color("green"), quiet)
+    assert switch.live_color(app) == "green"
+    assert os.readlink(app.live_static) == app.color("green").static_root
+
+
+def test_flip_nginx_mode_failed_test_restores_previous_link(tmp_path: Path) -> None:
+    app = nginx_app(tmp_path, test_cmd="/bin/false")
+    switch.write_sites(app)
+    switch.point(app, app.color("blue"))
+    enabled = Path(app.nginx.enabled_link)
+    with pytest.raises(switch.SwitchError) as err:
+        switch.flip(app, app.color("green"), quiet)
+    assert str(err.value).startswith("nginx config test failed (/bin/false)")
+    assert os.readlink(enabled) == nginx.site_path(app, app.color("blue"))
+    assert switch.live_color(app) == "blue"
+    assert os.listdir(tmp_path / "sites-enabled") == ["shop.conf"]
+    # both per-color site files were written, each pinned to its color
+    for color in app.colors:
+        site = Path(nginx.site_path(app, color)).read_text()
+        assert f"server unix:{color.socket} " in site
+        assert f"add_header X-Bluegreen-Site {color.name} always;" in site
+    assert sorted(os.listdir(tmp_path / "sites-available")) == ["shop.blue.conf", "shop.green.conf"]
+
+
+def test_flip_nginx_mode_failed_test_with_no_previous_link_removes_it(tmp_path: Path) -> None:
+    app = nginx_app(tmp_path, test_cmd="/bin/false")
+    with pytest.raises(switch.SwitchError, match=r"^nginx config test failed \(/bin/false\)"):
+        switch.flip(app, app.color("green"), quiet)
+    assert not os.path.lexists(app.nginx.enabled_link)
+    assert switch.live_color(app) is None
+
+
+def test_flip_nginx_mode_names_the_test_output(tmp_path: Path) -> None:
+    script = tmp_path / "nginx-t"
+    script.write_text("#!/bin/sh\necho 'nginx: [emerg] unknown directive \"prxy_pass\"' >&2\nexit 1\n")
+    script.chmod(0o755)
+    app = nginx_app(tmp_path, test_cmd=str(script))
+    with pytest.raises(switch.SwitchError) as err:
+        switch.flip(app, app.color("blue"), quiet)
+    assert str(err.value) == f'nginx config test failed ({script}): nginx: [emerg] unknown directive "prxy_pass"'
+
+
+def test_flip_nginx_mode_without_running_nginx_restores(tmp_path: Path) -> None:
+    """The test passes but no nginx master runs (pid file missing): nothing is left half-switched."""
+    app = nginx_app(tmp_path, test_cmd="/bin/true")
+    switch.write_sites(app)
+    switch.point(app, app.color("blue"))
+    with pytest.raises(switch.SwitchError) as err:
+        switch.flip(app, app.color("green"), quiet)
+    assert str(err.value) == f"nginx is not running (no workers of the master in {tmp_path}/nginx.pid)"
+    assert switch.live_color(app) == "blue"
+
+
+def test_run_reports_a_missing_command() -> None:
+    code, out = switch.run(("/nonexistent/nginx", "-t"))
+    assert code == 127
+    assert "/nonexistent/nginx" in out
