@@ -6,6 +6,7 @@ background until ``make demo-stop`` stops it and every process under it, by pid.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -15,8 +16,8 @@ import psutil
 
 from example.stack import REPO, Stack, free_port
 
-ROOT = REPO / ".demo"
-PORT = 8080
+ROOT = Path(os.environ.get("BLUEGREEN_DEMO_ROOT", REPO / ".demo"))  # the tests run the demo elsewhere
+PORT = int(os.environ.get("BLUEGREEN_DEMO_PORT", "8080"))
 
 
 def running_pid() -> int | None:
@@ -37,7 +38,7 @@ def port_taken(port: int) -> bool:
 
 
 def instructions(conf: Path) -> str:
-    ctl = f"{REPO}/.venv/bin/supervisorctl -c {conf}"
+    ctl = f"{sys.prefix}/bin/supervisorctl -c {conf}"
     return f"""
 Demo running: supervisord with the bluegreen plugin, abiapp_blue and abiapp_green (gunicorn, the
 bundled Django example app) and nginx on http://127.0.0.1:{PORT}/ (all state in {ROOT}).
@@ -64,7 +65,7 @@ def start() -> int:
         print(f"error: 127.0.0.1:{PORT} is already in use; stop whatever listens there first", file=sys.stderr)
         return 1
     shutil.rmtree(ROOT, ignore_errors=True)
-    stack = Stack(ROOT, port=PORT, rpc_port=free_port(), venv=REPO / ".venv")
+    stack = Stack(ROOT, port=PORT, rpc_port=free_port())
     print(f"laying out the demo in {ROOT} ...", flush=True)
     stack.layout()
     print("starting supervisord (blue, green, nginx, bluegreen listener) ...", flush=True)

@@ -1,0 +1,53 @@
+"""A broken bluegreen config never keeps supervisord (and so the live app) from starting."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import status
+
+BROKEN = "[app:abiapp]\nprogram = abiapp_blue\nhealth_passes = many\n"
+
+
+def test_broken_config_is_reported_once_and_by_every_command_until_fixed(make_stack) -> None:
+    stack = make_stack()
+    good = stack.ini.read_text()
+    stack.ini.write_text(BROKEN)
+    stack.start()  # every program comes up RUNNING: the app is served whatever the plugin thinks
+    for args in (["status"], ["switch"], ["rollback"], ["health", "abiapp", "blue"]):
+        out = stack.ctl("bluegreen", *args)
+        assert out.returncode == 1, out.stdout
+        assert "bluegreen config is broken" in out.stdout
+        assert "[app:abiapp] socket: required but missing" in out.stdout
+        assert "[app:abiapp] health_passes: 'many' is not a whole number" in out.stdout
+    log = (stack.root / "log" / "supervisord.log").read_text()
+    assert log.count("bluegreen: config is broken") == 1  # logged once, plainly
+    assert "Traceback" not in log
+    listener_log = (stack.root / "log" / "bluegreen.log").read_text()
+    assert "config is broken, no jobs will run until it is fixed" in listener_log
+
+    stack.ini.write_text(good)  # fixed: picked up without restarting anything
+    out = stack.ctl("bluegreen", "switch", "abiapp", "blue")
+    assert out.returncode == 0, out.stdout
+    assert status(stack)["live"] == "blue"
+
+
+def test_check_command_lists_every_problem_with_file_and_key(make_stack, tmp_path) -> None:
+    bad = tmp_path / "bluegreen.ini"
+    bad.write_text(
+        BROKEN + "[app:other]\nprogram = x_%(colour)s\nsocket = relative.sock\nlive_socket = /l\npublic_url = ftp://x\n"
+    )
+    stack = make_stack()
+    out = subprocess.run([f"{stack.venv}/bin/bluegreen", "check", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    for line in (
+        f"{bad}: config is broken:",
+        "[app:abiapp] socket: required but missing",
+        "[app:other] program: cannot expand 'x_%(colour)s': only %(color)s is known",
+        "[app:other] socket: 'relative.sock' must be an absolute path",
+        "[app:other] public_url: 'ftp://x' is not an http:// URL",
+    ):
+        assert line in out.stderr, out.stderr
+    ok = subprocess.run([f"{stack.venv}/bin/bluegreen", "check", str(stack.ini)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().endswith(": OK")
