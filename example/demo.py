@@ -91,7 +91,9 @@ def stop() -> int:
     if pid is None:
         print("demo is not running")
         return 0
-    Stack(ROOT, pid=pid).stop()
+    stack = Stack(ROOT, pid=pid, name=(ROOT / "run" / "stack.name").read_text().strip())
+    stack.stop()
+    stack.drop()
     print(f"demo stopped (supervisord pid {pid} and everything under it)")
     return 0
 

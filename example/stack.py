@@ -25,6 +25,8 @@ from pathlib import Path
 import psutil
 from supervisor.xmlrpc import SupervisorTransport
 
+from example import services
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO / "example" / "app"
 NGINX = "/usr/sbin/nginx"
@@ -55,8 +57,14 @@ class Stack:
     password: str = field(default_factory=lambda: secrets.token_hex(8))
     venv: Path = field(default_factory=lambda: Path(sys.prefix))
     program_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    celery: bool = True  # restart abiapp_celery after a deploy
     ini_overrides: dict[str, str] = field(default_factory=dict)
     pid: int | None = None
+    name: str = field(default_factory=lambda: f"bg_{secrets.token_hex(4)}")  # database and Celery queue
+
+    @property
+    def database(self) -> str:
+        return self.name
 
     # -- paths -------------------------------------------------------------------------------
     @property
@@ -80,6 +88,10 @@ class Stack:
         for old, new in [
             ("/srv/abiapp/blue/venv/bin/", f"{self.venv}/bin/"),
             ("/srv/abiapp/green/venv/bin/", f"{self.venv}/bin/"),
+            ("/srv/abiapp/live/venv/bin/", f"{self.venv}/bin/"),
+            ("/srv/abiapp/%(color)s/venv/bin/", f"{self.venv}/bin/"),
+            ('EXAMPLE_DB_NAME="abiapp"', f'EXAMPLE_DB_NAME="{self.database}"'),
+            ('EXAMPLE_CELERY_QUEUE="abiapp"', f'EXAMPLE_CELERY_QUEUE="{self.name}"'),
             ("/usr/local/bin/bluegreen", f"{self.venv}/bin/bluegreen"),
             ("/etc/supervisor/bluegreen.ini", str(self.ini)),
             ("/var/log/supervisor/", f"{self.root}/log/"),
@@ -92,6 +104,7 @@ class Stack:
             ("listen = 80", f"listen = 127.0.0.1:{self.port}"),
             ("/srv/abiapp", str(self.root)),
             ("\nuser = abiapp\n", "\n"),
+            ("\nworkers = abiapp_celery\n", "\nworkers = abiapp_celery\n" if self.celery else "\nworkers =\n"),
         ]:
             text = text.replace(old, new)
         return text
@@ -108,9 +121,13 @@ class Stack:
             "nginx/tmp",
         ):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+        services.require()
+        services.create_database(self.database)
         self.make_checkouts()
         for color in COLORS:
-            self.collectstatic(color)
+            self.manage(color, "collectstatic", "--noinput", "-v0")
+        self.manage("blue", "migrate", "--noinput", "-v0")  # the initial install
+        (self.root / "live").symlink_to(self.root / "blue")  # where the workers run until the first switch
         self.write_supervisor_conf()
         self.write_ini()
         self.write_nginx_conf()
@@ -140,14 +157,20 @@ class Stack:
             (self.root / color).mkdir(exist_ok=True)
             git("clone", "-q", str(bare), str(self.checkout(color)), cwd=self.root)
 
-    def collectstatic(self, color: str) -> None:
-        env = dict(os.environ, STATIC_ROOT=str(self.root / color / "static"), EXAMPLE_DATA_DIR=str(self.root / "state"))
-        subprocess.run(
-            [f"{self.venv}/bin/python", "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=self.checkout(color),
-            env=env,
-            check=True,
+    def env(self, color: str) -> dict[str, str]:
+        """The environment the color's programs get: its static root, this stack's database and queue."""
+        return dict(
+            os.environ,
+            BLUEGREEN_COLOR=color,
+            STATIC_ROOT=str(self.root / color / "static"),
+            EXAMPLE_DB_NAME=self.database,
+            EXAMPLE_CELERY_QUEUE=self.name,
         )
+
+    def manage(self, color: str, *args: str) -> None:
+        """``manage.py`` in a color's checkout, as the stack's programs see the app."""
+        subprocess.run([f"{self.venv}/bin/python", "manage.py", *args], cwd=self.checkout(color), env=self.env(color),
+                       check=True)  # fmt: skip
 
     def write_supervisor_conf(self) -> None:
         plugin = configparser.RawConfigParser()
@@ -261,6 +284,7 @@ http {{
         )
         self.pid = proc.pid
         (self.root / "run" / "stack.pid").write_text(str(proc.pid))
+        (self.root / "run" / "stack.name").write_text(self.name)
         self.wait_running(timeout)
         return self
 
@@ -317,6 +341,11 @@ http {{
                 pass
         psutil.wait_procs(alive, timeout=5)
         self.pid = None
+
+    def drop(self) -> None:
+        """Remove this stack's database and Celery queue (the tests' teardown)."""
+        services.drop_database(self.database)
+        services.delete_queue(self.name)
 
     @staticmethod
     def _proc(pid: int) -> psutil.Process | None:

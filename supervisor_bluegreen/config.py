@@ -16,6 +16,8 @@ import shlex
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .steps import PRESETS, STEP_KEYS, BuildStep, builtin_steps
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SWITCH_MODES = ("socket", "nginx")
 DEFAULT_STATE_DIR = "/var/lib/supervisor-bluegreen"
@@ -53,6 +55,9 @@ class Color:
     socket: str
     checkout: str = ""
     static_root: str = ""
+    root: str = ""
+    python: str = ""
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,23 @@ class NginxSite:
     reload_cmd: tuple[str, ...]
     pidfile: str
     verify_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """What ``deploy`` needs: where commits come from, how a color is built, what restarts after."""
+
+    repo: str
+    branch: str
+    user: str
+    steps: tuple[BuildStep, ...]
+    step_timeout: float
+    backup_dir: str
+    backup_keep: int
+    drain_timeout: float
+    workers: tuple[str, ...]
+    worker_timeout: float
+    webhooks: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,8 @@ class App:
     listen: str
     server_name: str
     nginx: NginxSite | None = None
+    live_root: str = ""
+    deploy: Deploy | None = None
 
     @property
     def color_names(self) -> tuple[str, ...]:
@@ -120,14 +144,45 @@ class Config:
             raise KeyError(f"unknown app {name!r} (configured: {known})") from None
 
 
-def _expand(value: str, color: str, where: str, problems: list[str]) -> str:
-    """``value`` with %(color)s expanded; any other %-expansion is a problem (reported once per key)."""
-    if "%" in value.replace("%(color)s", ""):
-        message = f"{where}: cannot expand {value!r}: only %(color)s is known"
+def _check_keys(value: str, known: tuple[str, ...], where: str, problems: list[str]) -> bool:
+    """True when ``value`` uses no %-expansion but ``%(k)s`` for ``k`` in ``known`` (else one problem)."""
+    rest = value
+    for key in known:
+        rest = rest.replace(f"%({key})s", "")
+    if "%" in rest:
+        names = ", ".join(f"%({k})s" for k in known)
+        message = f"{where}: cannot expand {value!r}: only {names} {'is' if len(known) == 1 else 'are'} known"
         if message not in problems:
             problems.append(message)
+        return False
+    return True
+
+
+def _expand(value: str, color: str, where: str, problems: list[str]) -> str:
+    """``value`` with %(color)s expanded; any other %-expansion is a problem (reported once per key)."""
+    if not _check_keys(value, ("color",), where, problems):
         return value
     return value.replace("%(color)s", color)
+
+
+def parse_environment(value: str, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """supervisor's ``KEY="value",KEY2="value2"`` syntax."""
+    pairs = []
+    try:
+        lexer = shlex.shlex(value, posix=True, punctuation_chars=False)
+        lexer.whitespace = ","
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError as exc:
+        problems.append(f"{where}: cannot parse {value!r}: {exc}")
+        return ()
+    for token in tokens:
+        key, sep, val = token.strip().partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            problems.append(f"{where}: {token!r} is not KEY=value")
+            continue
+        pairs.append((key, val))
+    return tuple(pairs)
 
 
 class _Section:
@@ -183,6 +238,8 @@ class _Section:
     def unknown_keys(self, known: set[str]) -> None:
         inherited = self.name != "bluegreen"  # an app may repeat a [bluegreen] default
         for key in self.parser.options(self.name):
+            if key.startswith("step_") and inherited:
+                continue
             if key not in known and not (inherited and self.parser.has_option("bluegreen", key)):
                 self.problems.append(f"{self.where(key)}: unknown option")
 
@@ -217,8 +274,26 @@ APP_KEYS = {
     "nginx_reload",
     "nginx_pidfile",
     "nginx_verify_timeout",
+    "root",
+    "python",
+    "environment",
+    "live_root",
 }
-GLOBAL_KEYS = APP_KEYS - {"colors", "program", "socket", "checkout", "static_root"}
+DEPLOY_KEYS = {
+    "repo",
+    "branch",
+    "user",
+    "build",
+    "step_timeout",
+    "backup_dir",
+    "backup_keep",
+    "drain_timeout",
+    "workers",
+    "worker_timeout",
+    "webhooks",
+}
+APP_KEYS |= DEPLOY_KEYS
+GLOBAL_KEYS = APP_KEYS - {"colors", "program", "socket", "checkout", "static_root", "root", "repo", "build"}
 
 
 def default_template() -> str:
@@ -238,18 +313,26 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
     for c in color_names:
         if not NAME_RE.match(c):
             problems.append(f"{s.where('colors')}: color {c!r} must be letters, digits, '_', '.', '-'")
-    program, sock = s.text("program"), s.path("socket")
-    checkout, static_root = s.path("checkout", ""), s.path("static_root", "")
+    raw = {
+        "program": s.text("program"),
+        "socket": s.path("socket"),
+        "checkout": s.path("checkout", ""),
+        "static_root": s.path("static_root", ""),
+        "root": s.path("root", ""),
+        "python": s.text("python", ""),
+    }
+    environment = s.text("environment", "")
     colors = tuple(
         Color(
             name=c,
-            program=_expand(program, c, s.where("program"), problems),
-            socket=_expand(sock, c, s.where("socket"), problems),
-            checkout=_expand(checkout, c, s.where("checkout"), problems),
-            static_root=_expand(static_root, c, s.where("static_root"), problems),
+            **{key: _expand(value, c, s.where(key), problems) for key, value in raw.items()},
+            environment=parse_environment(
+                _expand(environment, c, s.where("environment"), problems), s.where("environment"), problems
+            ),
         )
         for c in color_names
     )
+    program, sock = raw["program"], raw["socket"]
     if program and colors[0].program == colors[1].program:
         problems.append(f"{s.where('program')}: both colors map to program {colors[0].program!r}; use %(color)s")
     if sock and colors[0].socket == colors[1].socket:
@@ -300,11 +383,65 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         listen=s.text("listen", "80"),
         server_name=s.text("server_name", "_"),
         nginx=nginx,
+        live_root=s.path("live_root", ""),
+        deploy=_parse_deploy(s, colors),
     )
     if app.live_static and not all(c.static_root for c in colors):
         problems.append(f"{s.where('live_static')}: needs static_root for every color")
+    if app.live_root and not all(c.root for c in colors):
+        problems.append(f"{s.where('live_root')}: needs root for every color")
     s.unknown_keys(APP_KEYS)
     return app
+
+
+def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
+    """The deploy settings; None when the app names no ``repo`` (switch and rollback still work)."""
+    repo = s.path("repo", "")
+    if not repo:
+        for key in DEPLOY_KEYS:
+            s.used.add(key)
+        return None
+    if not all(c.checkout for c in colors):
+        s.problems.append(f"{s.where('repo')}: deploying needs checkout for every color")
+    names = s.text("build", "").split()
+    if names == ["django"] or (len(names) == 1 and names[0] in PRESETS):
+        names = list(PRESETS[names[0]])
+    known = builtin_steps()
+    own = {
+        key[len("step_") :]: s.text(key)
+        for key in s.parser.options(s.name)
+        if key.startswith("step_") and key != "step_timeout"
+    }
+    steps = []
+    for name in names:
+        if name in own:
+            argv = s.argv(f"step_{name}", own[name])
+            for word in argv:
+                _check_keys(word, STEP_KEYS, s.where(f"step_{name}"), s.problems)
+            steps.append(BuildStep(name, argv))
+        elif name in known:
+            steps.append(known[name])
+        else:
+            s.problems.append(
+                f"{s.where('build')}: unknown step {name!r}: define step_{name} or use one of "
+                f"{', '.join(sorted(known))} (preset: {', '.join(PRESETS)})"
+            )
+    for name in own:
+        if name not in names:
+            s.problems.append(f"{s.where('step_' + name)}: step {name!r} is not listed in build")
+    return Deploy(
+        repo=repo,
+        branch=s.text("branch", "main"),
+        user=s.text("user", ""),
+        steps=tuple(steps),
+        step_timeout=s.number("step_timeout", 600.0, float, 1),
+        backup_dir=s.path("backup_dir", ""),
+        backup_keep=int(s.number("backup_keep", 10, int, 1)),
+        drain_timeout=s.number("drain_timeout", 30.0, float, 0),
+        workers=tuple(s.text("workers", "").split()),
+        worker_timeout=s.number("worker_timeout", 120.0, float, 1),
+        webhooks=tuple(s.text("webhooks", "").split()),
+    )
 
 
 def parse(text: str, path: str = "<string>") -> Config:

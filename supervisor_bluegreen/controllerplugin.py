@@ -22,6 +22,12 @@ bluegreen status [APP] [--json]     live and idle color per app, versions, state
 bluegreen switch [APP] [COLOR]      health-gated switch to the idle color (or COLOR); it must be RUNNING
 bluegreen rollback [APP]            back to the previous color (still running, warm), health-gated
 bluegreen health [APP] [COLOR]      probe COLOR (default: the live one) over its own socket now
+bluegreen deploy [APP] [REF] [--detach]
+                                    git to live: resolve, drain, checkout, build, start, health gate,
+                                    switch, record, workers; REF defaults to the configured branch
+bluegreen cancel [APP]              stop a queued or running deploy before its switch
+bluegreen log [APP] [ID] [-f]       the log of job ID (default: the newest); -f follows it
+bluegreen history [APP] [-n N]      the last N jobs (default 10): ref, commit, color, who, outcome, steps
 APP may be omitted when one app is configured. Exit status 0 only when the command did what it says."""
 
 
@@ -51,10 +57,11 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             self.ctl.set_exitstatus_from_xmlrpc_fault(exc.faultCode)
             return None
 
-    def follow(self, app: str, job: dict[str, Any]) -> None:
+    def follow(self, app: str, job: dict[str, Any], announce: bool = True) -> None:
         """Print a job's log as it grows until it ends; exit status 0 only when it succeeded."""
         job_id, offset = job["id"], 0
-        self.ctl.output(f"{job['app']}: {job['kind']} queued as job {job_id}")
+        if announce:
+            self.ctl.output(f"{job['app']}: {job['kind']} queued as job {job_id}")
         while True:
             answer = self.call(self.api.job, job["app"], job_id, offset)
             if answer is None:
@@ -126,6 +133,81 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         if job:
             self.follow(job["app"], job)
 
+    def app_and_word(self, args: list[str]) -> tuple[str, str]:
+        """``[APP] [WORD]``: a single word is the app when it names one, else the WORD (ref, id)."""
+        if len(args) == 2:
+            return args[0], args[1]
+        if len(args) == 1:
+            apps = self.call(self.api.status, "") or []
+            if args[0] in {a["app"] for a in apps}:
+                return args[0], ""
+            return "", args[0]
+        return "", ""
+
+    def cmd_deploy(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 2 or flags - {"--detach"}:
+            return self.usage_error("usage: bluegreen deploy [APP] [REF] [--detach]")
+        app, ref = self.app_and_word(args)
+        job = self.call(self.api.deploy, app, ref, self.who)
+        if not job:
+            return None
+        if "--detach" in flags:
+            app, job_id = job["app"], job["id"]
+            self.ctl.output(f"{app}: deploy queued as job {job_id}; follow it: bluegreen log {app} {job_id} -f")
+            return None
+        return self.follow(job["app"], job)
+
+    def cmd_cancel(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 1 or flags:
+            return self.usage_error("usage: bluegreen cancel [APP]")
+        job = self.call(self.api.cancel, args[0] if args else "")
+        if job:
+            self.ctl.output(f"{job['app']}: cancelling deploy job {job['id']}")
+            answer = self.wait_end(job["app"], job["id"])
+            if answer and answer["job"]["status"] != "cancelled":
+                self.fail(f"job {job['id']} ended {answer['job']['status']} before it could be cancelled")
+            elif answer:
+                self.ctl.output(answer["job"].get("message", "").split("\n")[-1] or "cancelled")
+
+    def wait_end(self, app: str, job_id: int) -> dict[str, Any] | None:
+        while True:
+            answer = self.call(self.api.job, app, job_id, 0)
+            if answer is None or answer["job"]["status"] not in ("queued", "running"):
+                return answer
+            time.sleep(self.poll_interval)
+
+    def cmd_log(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 2 or flags - {"-f", "--follow"}:
+            return self.usage_error("usage: bluegreen log [APP] [ID] [-f]")
+        app, word = self.app_and_word(args)
+        if word and not word.isdigit():
+            return self.usage_error(f"job id must be a number, got {word!r}")
+        answer = self.call(self.api.log, app, int(word or 0), 0)
+        if answer is None:
+            return None
+        job = answer["job"]
+        if flags & {"-f", "--follow"}:
+            return self.follow(job["app"], job, announce=False)
+        if answer["log"]:
+            self.ctl.output(answer["log"].rstrip("\n"))
+        self.ctl.output(job.get("message") or f"job {job['id']} {job['status']}")
+        return None
+
+    def cmd_history(self, args: list[str], flags: set[str]) -> None:
+        count, rest = 10, list(args)
+        if "-n" in flags:
+            if not rest or not rest[-1].isdigit():
+                return self.usage_error("usage: bluegreen history [APP] [-n N]")
+            count = int(rest.pop())
+        if len(rest) > 1 or flags - {"-n"}:
+            return self.usage_error("usage: bluegreen history [APP] [-n N]")
+        entries = self.call(self.api.history, rest[0] if rest else "", count)
+        if entries is None:
+            return None
+        for e in entries:
+            self.ctl.output(format_history(e))
+        return None
+
     def help_bluegreen(self) -> None:
         self.ctl.output(USAGE)
 
@@ -155,6 +237,22 @@ def format_status(app: dict[str, Any]) -> str:
     last = app.get("last_job") or {}
     if last:
         lines.append(f"  last job: {last['kind']} job {last['id']} {last['status']}: {last['message'].splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def format_history(e: dict[str, Any]) -> str:
+    """One line per job, then its step timings."""
+    commit = (e.get("commit") or "")[:7] or "-"
+    head = (
+        f"#{e['id']:<4} {ago(e['created'])}  {e['kind']:<8} {e['status']:<11} ref={e.get('ref') or '-'} "
+        f"commit={commit} color={e.get('color') or '-'} by {e.get('who') or '?'}"
+    )
+    steps = " ".join(f"{s['name']}={s['seconds']:.1f}s" for s in e.get("steps", []))
+    lines = [head, f"      {e['message']}"]
+    if steps:
+        lines.append(f"      steps: {steps}")
+    if e.get("backup"):
+        lines.append(f"      backup: {e['backup']}")
     return "\n".join(lines)
 
 

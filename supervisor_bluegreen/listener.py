@@ -15,7 +15,8 @@ import time
 from typing import IO
 
 from .config import App, Config, ConfigError, load
-from .orchestrator import ProcessWatch, Run, execute, reconcile_links
+from .jobs import execute
+from .orchestrator import ProcessWatch, Run, reconcile_links
 from .state import Store
 from .supervisor_api import Supervisor
 
@@ -77,13 +78,31 @@ class AppWorker(threading.Thread):
     def run_queued(self) -> None:
         store = self.store
         for job in store.jobs(("queued",)):
+            if job["kind"] == "health":
+                self.run_beside(job)
+                continue
             if not store.lock.acquire():
                 log(f"{self.app.name}: lock held by another process; job {job['id']} waits")
                 return
             try:
-                execute(Run(self.app, store, job, Supervisor.from_env(), self.watch))
+                if store.claim(job["id"]):
+                    execute(Run(self.app, store, job, Supervisor.from_env(), self.watch))
             finally:
                 store.lock.release()
+
+    def run_beside(self, job: dict) -> None:
+        """Health checks only read: they run at once in their own thread, even while a deploy runs."""
+        store = self.store
+        if store.claim(job["id"]):
+            threading.Thread(
+                target=execute, args=(Run(self.app, store, job, Supervisor.from_env(), self.watch),), daemon=True
+            ).start()
+
+    def dispatch_health(self) -> None:
+        """Called from the protocol loop on a wake: start queued health checks without waiting for the worker."""
+        for job in self.store.jobs(("queued",)):
+            if job["kind"] == "health":
+                self.run_beside(job)
 
 
 def reconcile_on_start(app: App) -> None:
@@ -151,6 +170,7 @@ class Listener:
         elif event == "REMOTE_COMMUNICATION" and payload.split("\n", 1)[0] == f"type:{WAKE_TYPE}":
             self.start_workers()
             for worker in self.workers.values():
+                worker.dispatch_health()
                 worker.wake.set()
 
     def run(self) -> None:

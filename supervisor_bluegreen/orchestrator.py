@@ -7,6 +7,7 @@ sequence then stops and the job ends failed. Nothing before ``flip`` touches liv
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Any, Callable, TypeVar
 from . import health, switch
 from .config import App, Color
 from .state import Store
-from .supervisor_api import BAD_STATES, Supervisor, SupervisorError
+from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ class StepFailed(Exception):
 
 
 class ProcessWatch:
-    """What PROCESS_STATE events said of each program: its latest state and its last bad one.
+    """What PROCESS_STATE events said of each program: its latest state and its last crash.
 
     The bad one is kept apart because supervisord may restart a crashed program at once:
     EXITED is followed by STARTING and RUNNING before a health gate looks again.
@@ -36,23 +37,23 @@ class ProcessWatch:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[str, float]] = {}
-        self._bad: dict[str, tuple[str, float]] = {}
+        self._crashed: dict[str, tuple[str, float]] = {}
 
     def update(self, program: str, state: str) -> None:
         now = time.monotonic()
         with self._lock:
             self._latest[program] = (state, now)
-            if state in BAD_STATES:
-                self._bad[program] = (state, now)
+            if state in CRASH_STATES:
+                self._crashed[program] = (state, now)
 
     def latest(self, program: str) -> str | None:
         with self._lock:
             return self._latest.get(program, (None, 0.0))[0]
 
-    def bad_since(self, program: str, t0: float) -> str | None:
-        """The last bad state (BACKOFF, FATAL, EXITED, ...) ``program`` entered after ``t0``, if any."""
+    def crashed_since(self, program: str, t0: float) -> str | None:
+        """The last crash state (BACKOFF, FATAL, EXITED) ``program`` entered after ``t0``, if any."""
         with self._lock:
-            state, when = self._bad.get(program, ("", 0.0))
+            state, when = self._crashed.get(program, ("", 0.0))
         return state if state and when >= t0 else None
 
 
@@ -63,6 +64,12 @@ class Run:
         self.app, self.store, self.job, self.sup, self.watch = app, store, job, sup, watch
         self.started = time.monotonic()
         self.steps: list[dict[str, Any]] = []
+        self.live_before: str | None = None  # set by reconcile: what "unchanged" means in a failure
+        self.cancellable = True  # until traffic moves: then a deploy finishes what it started
+
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this job (and it is still before its switch)."""
+        return self.cancellable and os.path.exists(self.store.cancel_path(self.job["id"]))
 
     def log(self, message: str) -> None:
         line = f"[{time.monotonic() - self.started:6.2f}s] {message}"
@@ -71,6 +78,8 @@ class Run:
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run one named step, log it with its duration, and record it in the job."""
+        if self.cancelled():
+            raise StepFailed(f"cancelled before {name}")
         self.log(f"{name} ...")
         self.store.update_job(self.job["id"], step=name)
         t0 = time.monotonic()
@@ -120,7 +129,8 @@ def reconcile_links(app: App, store: Store, log: Callable[[str], None]) -> str |
 
 
 def reconcile(run: Run) -> str | None:
-    return reconcile_links(run.app, run.store, run.log)
+    run.live_before = reconcile_links(run.app, run.store, run.log)
+    return run.live_before
 
 
 def choose_target(app: App, live: str | None, wanted: str) -> Color:
@@ -146,12 +156,17 @@ def require_running(run: Run, target: Color) -> None:
         raise StepFailed(f"{target.name} ({target.program}) is {state}, not RUNNING")
 
 
-def health_gate(run: Run, target: Color) -> None:
-    """N consecutive good GETs over the target's own socket; abort at once if it stops running."""
-    t0 = time.monotonic()
+def health_gate(run: Run, target: Color, since: float | None = None) -> None:
+    """N consecutive good GETs over the target's own socket; abort at once if it stops running.
+
+    ``since``: process events from that instant on count (a deploy passes when it started the target).
+    """
+    t0 = time.monotonic() if since is None else since
 
     def aborted() -> str | None:
-        state = run.watch.bad_since(target.program, t0)
+        if run.cancelled():
+            return "cancelled"
+        state = run.watch.crashed_since(target.program, t0)
         return f"{target.program} went {state}" if state else None
 
     result = health.gate(target.socket, run.app.health, aborted, report=lambda p: run.log(f"  probe: {p.describe()}"))
@@ -179,6 +194,7 @@ def health_record(color: str, probe: health.Probe | None) -> dict[str, Any]:
 
 
 def flip(run: Run, target: Color) -> None:
+    run.cancellable = False
     try:
         switch.flip(run.app, target, run.log)
     except switch.SwitchError as exc:
@@ -252,25 +268,3 @@ def check_health(run: Run, color: str = "") -> str:
     if not probe.ok:
         raise StepFailed(f"{run.app.name} {target.name}: {probe.describe()}")
     return f"{run.app.name} {target.name}: {probe.describe()}"
-
-
-SEQUENCES: dict[str, Callable[..., str]] = {"switch": switch_to, "rollback": rollback, "health": check_health}
-
-
-def execute(run: Run) -> None:
-    """Run the job's sequence and record how it ended; never raises for a failed step."""
-    store, job = run.store, run.job
-    store.update_job(job["id"], status="running", started=time.time(), step="")
-    status, message = "failed", ""
-    try:
-        message = SEQUENCES[job["kind"]](run, **job.get("args", {}))
-        status = "succeeded"
-    except StepFailed as exc:
-        live = switch.live_color(run.app)
-        message = f"{run.app.name}: {job['kind']} failed: {exc}\n{live or 'no color'} live, unchanged"
-    except Exception as exc:  # a bug must still end the job with a message, never leave it "running"
-        message = f"{run.app.name}: {job['kind']} failed: internal error {type(exc).__name__}: {exc}"
-        raise
-    finally:
-        store.update_job(job["id"], status=status, message=message, finished=time.time(), step="")
-        store.update(last_job={"id": job["id"], "kind": job["kind"], "status": status, "message": message})

@@ -20,10 +20,12 @@ from supervisor.xmlrpc import Faults, RPCError
 
 from . import __version__
 from .config import App, Config, ConfigError, load
+from .deploy import ref_problem
 from .listener import WAKE_TYPE
-from .state import ACTIVE, Store
+from .state import ACTIVE, FINISHED, Store, history_entry
 
 API_VERSION = "1.0"
+EXCLUSIVE = ("switch", "rollback")
 _cache: dict[str, tuple[float, Config | ConfigError]] = {}
 _logged: set[str] = set()
 
@@ -100,17 +102,23 @@ class BlueGreenNamespaceRPCInterface:
         return getProcessStateDescription(process.get_state())
 
     def _queue(self, app: App, kind: str, args: dict[str, Any], who: str) -> dict[str, Any]:
-        """Record the job and wake the listener; refuse while another job of the app is active."""
+        """Record the job and wake the listener.
+
+        A switch or rollback is refused while another job of the app is active (it would act on a
+        state about to change); deploys queue, and queued deploys coalesce to the newest; health
+        checks run at once, beside anything.
+        """
         if self._process_state(self.listener) != "RUNNING":
             raise RPCError(Faults.NOT_RUNNING, f"the bluegreen event listener ({self.listener}) is not running")
         store = Store(app.state_dir, app.name)
-        active = store.jobs(ACTIVE)
-        if active:
-            j = active[0]
-            raise RPCError(
-                Faults.STILL_RUNNING, f"{app.name}: {j['kind']} (job {j['id']}) is {j['status']}; nothing changed"
-            )
-        job = store.create_job(kind, args, who)
+        if kind in EXCLUSIVE:
+            active = [j for j in store.jobs(ACTIVE) if j["kind"] != "health"]
+            if active:
+                j = active[0]
+                raise RPCError(
+                    Faults.STILL_RUNNING, f"{app.name}: {j['kind']} (job {j['id']}) is {j['status']}; nothing changed"
+                )
+        job = store.enqueue(kind, args, who, coalesce=kind == "deploy")
         notify(RemoteCommunicationEvent(WAKE_TYPE, json.dumps({"app": app.name, "job": job["id"]})))
         return xmlrpc_safe(job)
 
@@ -186,6 +194,48 @@ class BlueGreenNamespaceRPCInterface:
         a = self._app(app)
         return self._queue(a, "health", {"color": self._color(a, color)}, who)
 
+    def deploy(self, app: str = "", ref: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a deploy of ``ref`` (default: the configured branch); queued deploys coalesce to the newest."""
+        a = self._app(app)
+        if a.deploy is None:
+            raise RPCError(Faults.FAILED, f"{a.name}: no repo configured, nothing to deploy from; nothing changed")
+        problem = ref_problem(ref) if ref else None
+        if problem:
+            raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
+        return self._queue(a, "deploy", {"ref": ref}, who)
+
+    def cancel(self, app: str = "") -> dict[str, Any]:
+        """Stop the app's queued or running deploy before its switch; the live color is untouched."""
+        a = self._app(app)
+        store = Store(a.state_dir, a.name)
+        with store.queue_lock():
+            deploys = [j for j in store.jobs(ACTIVE) if j["kind"] == "deploy"]
+            if not deploys:
+                raise RPCError(Faults.NOT_RUNNING, f"{a.name}: no deploy is queued or running; nothing changed")
+            for j in deploys:
+                if j["status"] == "queued":
+                    store.update_job(
+                        j["id"], status="cancelled", finished=time.time(), message=f"{a.name}: deploy cancelled"
+                    )
+                else:
+                    open(store.cancel_path(j["id"]), "w").close()
+        return xmlrpc_safe(deploys[-1])
+
+    def log(self, app: str = "", job_id: int = 0, offset: int = 0) -> dict[str, Any]:
+        """Job ``job_id`` (0: the newest) with its log from byte ``offset``; poll it to follow."""
+        a = self._app(app)
+        store = Store(a.state_dir, a.name)
+        ids = store.job_ids()
+        if not job_id and not ids:
+            raise RPCError(Faults.BAD_NAME, f"{a.name}: no job yet")
+        return self.job(a.name, int(job_id) or ids[-1], offset)
+
+    def history(self, app: str = "", count: int = 10) -> list[dict[str, Any]]:
+        """The newest ``count`` finished jobs: id, kind, ref, commit, color, who, outcome, step timings, backup."""
+        a = self._app(app)
+        finished = Store(a.state_dir, a.name).jobs(FINISHED)
+        return xmlrpc_safe([history_entry(j) for j in finished[-int(count) :]][::-1])
+
     def job(self, app: str, job_id: int, offset: int = 0) -> dict[str, Any]:
         """A job, and its log from byte ``offset``: poll it to follow progress."""
         a = self._app(app)
@@ -193,8 +243,6 @@ class BlueGreenNamespaceRPCInterface:
         job = store.read_job(int(job_id))
         if job is None:
             raise RPCError(Faults.BAD_NAME, f"{a.name}: no job {job_id}")
-        if job["status"] == "running" and not store.lock.held_elsewhere():
-            job["status"] = "interrupted"
         text, new_offset = store.read_log(int(job_id), int(offset))
         return xmlrpc_safe({"job": job, "log": text, "offset": new_offset})
 

@@ -8,11 +8,13 @@ Layout under ``<state_dir>/<app>/``: ``state.json``, ``jobs/<id>.json``, ``jobs/
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 ACTIVE = ("queued", "running")
@@ -120,6 +122,45 @@ class Store:
     def log_path(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, f"{int(job_id)}.log")
 
+    def cancel_path(self, job_id: int) -> str:
+        """A file whose existence asks the running job to stop before its switch."""
+        return os.path.join(self.jobs_dir, f"{int(job_id)}.cancel")
+
+    @contextlib.contextmanager
+    def queue_lock(self) -> Iterator[None]:
+        """Serialize queue changes between supervisord (enqueue) and the listener (claim): held for microseconds."""
+        self.ensure()
+        fd = os.open(os.path.join(self.dir, "queue.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def claim(self, job_id: int) -> bool:
+        """Mark a queued job running; False when it was cancelled or superseded meanwhile."""
+        with self.queue_lock():
+            job = self.read_job(job_id)
+            if not job or job.get("status") != "queued":
+                return False
+            self.update_job(job_id, status="running", started=time.time(), step="")
+            return True
+
+    def enqueue(self, kind: str, args: dict[str, Any], who: str = "", coalesce: bool = False) -> dict[str, Any]:
+        """Add a job; with ``coalesce``, queued jobs of the same kind give way to it (the newest wins)."""
+        with self.queue_lock():
+            job = self.create_job(kind, args, who)
+            if coalesce:
+                for old in self.jobs(("queued",)):
+                    if old["kind"] == kind and old["id"] != job["id"]:
+                        self.update_job(
+                            old["id"],
+                            status="cancelled",
+                            finished=time.time(),
+                            message=f"{self.app}: {kind} superseded by job {job['id']}",
+                        )
+            return job
+
     def job_ids(self) -> list[int]:
         try:
             names = os.listdir(self.jobs_dir)
@@ -185,3 +226,14 @@ class Store:
             return "", offset
         end = data.rfind(b"\n") + 1  # hand out whole lines only
         return data[:end].decode("utf-8", "replace"), offset + end
+
+
+HISTORY_KEYS = ("id", "kind", "status", "ref", "commit", "color", "who", "created", "finished", "backup")
+
+
+def history_entry(job: dict[str, Any]) -> dict[str, Any]:
+    """What ``history`` shows of a finished job: who/what/when, the outcome's first line, step timings."""
+    entry = {k: job.get(k) or "" for k in HISTORY_KEYS}
+    entry["message"] = (job.get("message") or "").split("\n", 1)[0]
+    entry["steps"] = job.get("steps") or []
+    return entry

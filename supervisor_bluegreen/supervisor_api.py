@@ -14,6 +14,8 @@ from supervisor import childutils
 from supervisor.xmlrpc import Faults
 
 BAD_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "STOPPING", "UNKNOWN")
+# states a program only reaches by failing: a STOPPED event may be the late echo of our own stop
+CRASH_STATES = ("BACKOFF", "FATAL", "EXITED")
 
 
 class SupervisorError(Exception):

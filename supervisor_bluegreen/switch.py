@@ -39,12 +39,17 @@ def read_link(link: str) -> str | None:
 
 
 def planned_links(app: App, color: Color) -> list[tuple[str, str]]:
-    """(link, target) pairs that make ``color`` live, static first so new pages find their assets."""
+    """(link, target) pairs that make ``color`` live; the last one decides, so it goes last.
+
+    Static files and the workers' root first: pages of the new color find their assets, and
+    workers restarted after the switch find the new code.
+    """
+    first = [(app.live_static, color.static_root)] if app.live_static else []
+    first += [(app.live_root, color.root)] if app.live_root else []
     if app.switch_mode == "nginx":
         assert app.nginx is not None
-        return [(app.nginx.enabled_link, nginx.site_path(app, color))]
-    links = [(app.live_static, color.static_root)] if app.live_static else []
-    return [*links, (app.live_socket, color.socket)]
+        return [*first, (app.nginx.enabled_link, nginx.site_path(app, color))]
+    return [*first, (app.live_socket, color.socket)]
 
 
 def live_color(app: App) -> str | None:

@@ -41,6 +41,7 @@ def make_stack() -> Iterator[Callable[..., Stack]]:
     finally:
         for stack in stacks:
             stack.stop()
+            stack.drop()
             shutil.rmtree(stack.root, ignore_errors=True)
 
 

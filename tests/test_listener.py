@@ -173,9 +173,9 @@ def test_process_state_updates_the_watch_by_name() -> None:
     t0 = time.monotonic()
     lst.handle({"eventname": "PROCESS_STATE_FATAL"}, "processname:shop_green groupname:shop_green from_state:BACKOFF")
     assert lst.watch.latest("shop_green") == "FATAL"
-    assert lst.watch.bad_since("shop_green", t0) == "FATAL"
+    assert lst.watch.crashed_since("shop_green", t0) == "FATAL"
     assert lst.watch.latest("shop_blue") is None
-    assert lst.watch.bad_since("shop_green", time.monotonic() + 1) is None  # nothing newer than that
+    assert lst.watch.crashed_since("shop_green", time.monotonic() + 1) is None  # nothing newer than that
 
 
 def test_process_state_updates_the_watch_in_both_forms_for_a_group() -> None:
@@ -188,14 +188,14 @@ def test_process_state_updates_the_watch_in_both_forms_for_a_group() -> None:
     assert lst.watch.latest("web:shop_blue") == "RUNNING"
     assert lst.watch.latest("shop_blue") == "RUNNING"
     # supervisord restarted it at once: the crash is still seen by a gate that started before it
-    assert lst.watch.bad_since("web:shop_blue", t0) == "EXITED"
+    assert lst.watch.crashed_since("web:shop_blue", t0) == "EXITED"
 
 
 @pytest.fixture
 def two_workers() -> tuple[Listener, SimpleNamespace, SimpleNamespace]:
     """A Listener with two stand-in workers: only their wake events matter to handle()."""
     lst = Listener("/nonexistent.ini")
-    a, b = SimpleNamespace(wake=threading.Event()), SimpleNamespace(wake=threading.Event())
+    a, b = (SimpleNamespace(wake=threading.Event(), dispatch_health=lambda: None) for _ in range(2))
     lst.workers.update({"a": a, "b": b})  # type: ignore[dict-item]
     return lst, a, b
 

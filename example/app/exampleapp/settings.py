@@ -2,7 +2,8 @@
 
 Env vars: EXAMPLE_DB_NAME (+ EXAMPLE_DB_HOST/PORT/USER/PASSWORD) selects
 MySQL/MariaDB via PyMySQL, otherwise sqlite in EXAMPLE_DATA_DIR (default: the
-checkout). STATIC_ROOT, CELERY_BROKER_URL and BLUEGREEN_COLOR are also read.
+checkout). STATIC_ROOT, CELERY_BROKER_URL, EXAMPLE_CELERY_QUEUE and BLUEGREEN_COLOR
+are also read.
 """
 
 import os
@@ -86,6 +87,8 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One queue per deployment (the tests run several side by side on one broker).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("EXAMPLE_CELERY_QUEUE", "celery")
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,247 @@
+"""The deploy sequence: a commit from git to live, the seed's post-receive hook made safe.
+
+``deploy()`` reads like the hook, one named step per line. What the hook lacked is in the steps:
+the idle color is drained before it is touched, the build runs in its own checkout (the live color
+never sees new templates or static files), the new color must answer its health check before any
+traffic moves, and the switch is atomic. Any failure before the switch leaves the live color as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import subprocess
+import time
+
+import psutil
+
+from . import backup, drain, notify, steps
+from .config import App, Color, Deploy
+from .orchestrator import Run, StepFailed, flip, health_gate, reconcile, verify_public
+from .supervisor_api import BAD_STATES, SupervisorError
+
+# letters, digits and . _ / @ ^ ~ - only, not starting with '-': branch, tag, sha, HEAD~2; nothing a shell reads
+REF_RE = re.compile(r"^(?!-)[A-Za-z0-9._/@^~-]{1,200}$")
+
+
+def ref_problem(ref: str) -> str | None:
+    """Why ``ref`` is refused before anything runs, or None (pure: the RPC extension uses it too)."""
+    if not REF_RE.match(ref) or ".." in ref or ref.endswith((".lock", "/", ".")) or "@{" in ref:
+        return f"refusing ref {ref!r}: use a branch, tag or commit (letters, digits and ._/@^~- only)"
+    return None
+
+
+def settings(app: App) -> Deploy:
+    if app.deploy is None:
+        raise StepFailed(f"{app.name} has no repo configured: deploy needs repo, checkout and build")
+    return app.deploy
+
+
+def git(run: Run, *args: str, cwd: str | None = None, timeout: float = 120) -> str:
+    """git as the app's user (git refuses repositories owned by someone else), its stdout."""
+    user = settings(run.app).user
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "GIT_"))}
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+            stdin=subprocess.DEVNULL, **steps.credentials(user),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StepFailed(f"git {args[0]}: {exc}") from None
+    if done.returncode != 0:
+        raise StepFailed(f"git {' '.join(args[:2])} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip()
+
+
+# -- steps ---------------------------------------------------------------------------------
+def resolve(run: Run, ref: str) -> str:
+    """REF to one commit of the app's repository; unknown refs are refused before anything changes."""
+    problem = ref_problem(ref)
+    if problem:
+        raise StepFailed(problem)
+    repo = settings(run.app).repo
+    try:
+        commit = git(
+            run, f"--git-dir={repo}", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"
+        )
+    except StepFailed:
+        raise StepFailed(f"unknown ref {ref!r} in {repo}") from None
+    run.log(f"{ref} is {commit}")
+    run.store.update_job(run.job["id"], ref=ref, commit=commit)
+    return commit
+
+
+def idle_color(run: Run, live: str | None) -> Color:
+    """The color to build: the one that is not live (the first color before any go-live)."""
+    target = run.app.other(live) if live else run.app.colors[0]
+    run.store.update_job(run.job["id"], color=target.name)
+    return target
+
+
+def drain_idle(run: Run, target: Color) -> None:
+    """Wait until the idle color serves no request and holds no connection (bounded), then stop it."""
+    if run.sup.state(target.program) in ("STOPPED", "EXITED", "FATAL"):
+        run.log(f"{target.program} is not running")
+        return
+    result = drain.wait_drained(target.socket, settings(run.app).drain_timeout)
+    if result.drained:
+        run.log(f"{target.name} idle after {result.waited:.2f} s")
+    else:
+        run.log(
+            f"{target.name} still holds {result.remaining} connection(s) after {result.waited:.0f} s: stopping anyway"
+        )
+    try:
+        run.sup.stop(target.program)
+    except SupervisorError as exc:
+        raise StepFailed(str(exc)) from None
+
+
+def update_checkout(run: Run, target: Color, commit: str) -> None:
+    """The idle checkout at exactly ``commit``: fetched from the repo, forced, no stray file left."""
+    repo, cwd = settings(run.app).repo, target.checkout
+    git(run, "fetch", "--quiet", "--no-tags", "--force", repo, "+refs/heads/*:refs/bluegreen/heads/*", cwd=cwd)
+    git(run, "checkout", "--quiet", "--force", "--detach", commit, cwd=cwd)
+    git(run, "clean", "-ffdxq", cwd=cwd)
+    head = git(run, "rev-parse", "HEAD", cwd=cwd)
+    if head != commit:
+        raise StepFailed(f"{cwd} is at {head}, not {commit}")
+
+
+def build(run: Run, target: Color, step: steps.BuildStep, commit: str) -> None:
+    """One build step as the app's user in the idle checkout, with its timeout, output into the log."""
+    config = settings(run.app)
+    env = steps.environment(target, config.user)
+    if not step.argv:
+        return take_backup(run, target, commit, env)
+    if step.skip_unless and not steps.probe(
+        steps.expand(step.skip_unless, target), cwd=target.checkout, env=env, user=config.user
+    ):
+        run.log(f"{step.name}: skipped, {' '.join(steps.expand(step.skip_unless, target))} is not available")
+        return None
+    argv = steps.expand(step.argv, target)
+    run.log("$ " + " ".join(argv))
+    try:
+        steps.run(
+            argv,
+            cwd=target.checkout,
+            env=env,
+            user=config.user,
+            timeout=config.step_timeout,
+            log=run.log,
+            cancelled=run.cancelled,
+        )
+    except steps.StepError as exc:
+        raise StepFailed(f"{step.name} failed: {exc}") from None
+    return None
+
+
+def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
+    """A restorable dump of the database the app is configured with, taken before anything migrates."""
+    config = settings(run.app)
+    backup_dir = config.backup_dir or os.path.join(run.app.state_dir, run.app.name, "backups")
+    try:
+        database = backup.django_database(steps.values(target)["python"], target.checkout, env, config.user)
+        plan = backup.plan_dump(
+            database, backup_dir, run.app.name, commit, datetime.datetime.now(), python=steps.values(target)["python"]
+        )
+        path = backup.run_dump(plan, user=config.user, timeout=config.step_timeout, log=run.log)
+    except backup.BackupError as exc:
+        raise StepFailed(f"backup failed: {exc}") from None
+    run.store.update_job(run.job["id"], backup=path)
+    for old in backup.prune(backup_dir, run.app.name, config.backup_keep):
+        run.log(f"backup: removed old {old}")
+
+
+def start_color(run: Run, target: Color) -> float:
+    """Ask supervisor to start the idle color; returns the instant from which its crashes count."""
+    since = time.monotonic()
+    try:
+        run.sup.start(target.program)
+    except SupervisorError as exc:
+        raise StepFailed(str(exc)) from None
+    return since
+
+
+def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> None:
+    colors = dict(run.store.read().get("colors", {}))
+    colors[target.name] = {"version": commit[:7], "commit": commit}
+    run.store.update(live=target.name, previous=live, switched_at=time.time(), colors=colors)
+
+
+def restart_workers(run: Run, target: Color, commit: str) -> None:
+    """Restart each worker program gracefully through supervisor and see it run the new checkout."""
+    for program in settings(run.app).workers:
+        restart_worker(run, program, target)
+
+
+def restart_worker(run: Run, program: str, target: Color) -> None:
+    """stop (supervisor's stopsignal and stopwaitsecs: running tasks finish), start, wait RUNNING, confirm."""
+    config = settings(run.app)
+    try:
+        run.sup.stop(program)
+        since = time.monotonic()
+        run.sup.start(program)
+    except SupervisorError as exc:
+        raise StepFailed(str(exc)) from None
+    deadline = time.monotonic() + config.worker_timeout
+    while True:
+        state = run.sup.state(program)
+        bad = run.watch.crashed_since(program, since)
+        if state == "RUNNING":
+            break
+        if bad or state in BAD_STATES or time.monotonic() > deadline:
+            raise StepFailed(f"worker {program} did not come back: {bad or state}")
+        time.sleep(0.2)
+    pid = run.sup.info(program)["pid"]
+    try:
+        cwd = psutil.Process(pid).cwd()
+    except psutil.Error as exc:
+        raise StepFailed(f"worker {program} (pid {pid}): cannot read its directory: {exc}") from None
+    if os.path.realpath(cwd) != os.path.realpath(target.checkout):
+        raise StepFailed(
+            f"worker {program} runs in {cwd}, not in {target.name}'s checkout {target.checkout}: "
+            "set its directory to the live_root link"
+        )
+    run.log(f"worker {program} pid {pid} runs {target.name}'s checkout")
+
+
+def announce(run: Run, event: str, text: str, **fields: object) -> None:
+    config = run.app.deploy
+    if config and config.webhooks:
+        notify.send(config.webhooks, notify.message(event, run.app.name, text, job=run.job["id"], **fields), run.log)
+
+
+# -- the sequence ----------------------------------------------------------------------------
+def deploy(run: Run, ref: str = "") -> str:
+    """git -> live for one app: resolve, drain, checkout, build, start, gate, switch, record, workers."""
+    config = settings(run.app)
+    commit = run.step("resolve", resolve, ref or config.branch)
+    live = run.step("reconcile", reconcile)
+    target = idle_color(run, live)
+    announce(run, "start", f"{run.app.name}: deploying {commit[:7]} to {target.name}", commit=commit)
+    started = False
+    try:
+        run.step("drain", drain_idle, target)
+        run.step("checkout", update_checkout, target, commit)
+        for step in config.steps:
+            run.step(step.name, build, target, step, commit)
+        since = run.step("start", start_color, target)
+        started = True
+        run.step("health gate", health_gate, target, since)
+        run.step("switch", flip, target)
+        run.step("verify", verify_public, target, live)
+        run.step("record", record_deploy, live, target, commit)
+        run.step("workers", restart_workers, target, commit)
+    except StepFailed as exc:
+        if started and run.cancellable:  # started but never live: do not leave a broken release running
+            run.log(f"stopping {target.program}")
+            try:
+                run.sup.stop(target.program)
+            except SupervisorError as stop_error:
+                run.log(f"could not stop {target.program}: {stop_error}")
+        announce(run, "failure", f"{run.app.name}: deploy of {commit[:7]} failed: {exc}", commit=commit)
+        raise
+    message = f"{run.app.name}: {target.name} live at {commit[:7]} in {run.elapsed():.1f} s"
+    announce(run, "success", message, commit=commit, color=target.name)
+    return message
