@@ -318,7 +318,10 @@ def run_dump(
     """
     tool = os.path.basename(plan.argv[0])
     directory = os.path.dirname(plan.path) or "."
-    os.makedirs(directory, mode=0o750, exist_ok=True)
+    try:
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(f"cannot create the backup directory {directory}: {exc.strerror}") from None
     tmp = plan.path + ".tmp"
     env = {**os.environ, **plan.env}
     as_user = _run_as(user, env)
