@@ -20,6 +20,7 @@ test: bootstrap
 
 bench: bootstrap
 	$(PY) -m bench.switch
+	$(PY) -m bench.deploy
 
 lint: bootstrap
 	.venv/bin/ruff check supervisor_bluegreen tests example bench

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,19 +42,38 @@ def instructions(conf: Path) -> str:
     ctl = f"{sys.prefix}/bin/supervisorctl -c {conf}"
     return f"""
 Demo running: supervisord with the bluegreen plugin, abiapp_blue and abiapp_green (gunicorn, the
-bundled Django example app) and nginx on http://127.0.0.1:{PORT}/ (all state in {ROOT}).
+bundled Django example app on MariaDB), abiapp_celery (on RabbitMQ) and nginx on
+http://127.0.0.1:{PORT}/ (all state in {ROOT}).
 
-  curl -i http://127.0.0.1:{PORT}/                  # X-Bluegreen-Color says which color answered
+  curl -i http://127.0.0.1:{PORT}/                  # X-Bluegreen-Color / X-App-Version: who answered
   {ctl} bluegreen status
   {ctl} bluegreen switch                  # health-gated switch to the idle color
   {ctl} bluegreen rollback                # back to the previous color
   {ctl} bluegreen health abiapp green     # probe a color over its own socket
-  {ctl} bluegreen status --json
+  {ctl} bluegreen history
   {ctl} help bluegreen
-  {ctl} status                            # supervisor's own view
+
+Push a change and watch it go live (the bare repository's post-receive hook deploys it):
+  git clone {ROOT}/app.git /tmp/abiapp-work && cd /tmp/abiapp-work
+  echo "my first change" > VERSION && git commit -qam "my first change" && git push
+  curl -s http://127.0.0.1:{PORT}/version
+Or deploy by hand, following every step:
+  {ctl} bluegreen deploy abiapp main
+  {ctl} bluegreen log -f                  # reattach to a running deploy from another terminal
 
   make demo-stop                           # stops everything the demo started
 """
+
+
+def install_hook(stack: Stack) -> None:
+    """The shipped post-receive hook in the demo's bare repository, configured for this supervisord."""
+    bare = stack.root / "app.git"
+    hook = bare / "hooks" / "post-receive"
+    shutil.copyfile(REPO / "conf" / "hooks" / "post-receive", hook)
+    hook.chmod(0o755)
+    ctl = f"{sys.prefix}/bin/supervisorctl -c {stack.conf}"
+    for key, value in (("app", "abiapp"), ("supervisorctl", ctl), ("branch", "main")):
+        subprocess.run(["git", "--git-dir", str(bare), "config", f"bluegreen.{key}", value], check=True)
 
 
 def start() -> int:
@@ -80,6 +100,13 @@ def start() -> int:
     print(out.stdout, end="")
     if out.returncode != 0:
         print("error: the first switch failed; the demo is left running for a look (make demo-stop)", file=sys.stderr)
+        return 1
+    install_hook(stack)
+    print("a deploy from the bare repository: main goes live on green", flush=True)
+    out = stack.ctl("bluegreen", "deploy", "abiapp", "main")
+    print(out.stdout, end="")
+    if out.returncode != 0:
+        print("error: the deploy failed; the demo is left running for a look (make demo-stop)", file=sys.stderr)
         return 1
     print(stack.ctl("bluegreen", "status").stdout, end="")
     print(instructions(stack.conf))

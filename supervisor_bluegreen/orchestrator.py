@@ -90,7 +90,7 @@ class Run:
             return result
         finally:
             seconds = round(time.monotonic() - t0, 3)
-            self.steps.append({"name": name, "seconds": seconds, "ok": ok})
+            self.steps.append({"name": name, "seconds": seconds, "ok": ok, "ended": time.time()})
             self.store.update_job(self.job["id"], steps=self.steps)
             self.log(f"{name} {'done' if ok else 'FAILED'} in {seconds:.2f} s")
 

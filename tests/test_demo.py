@@ -31,13 +31,25 @@ def test_demo_starts_switches_prints_commands_and_stops_everything() -> None:
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert "abiapp: blue live in" in started.stdout
+        assert "abiapp: green live at " in started.stdout
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
             assert resp.status == 200
-            assert resp.headers["X-Bluegreen-Color"] == "blue"
+            assert resp.headers["X-Bluegreen-Color"] == "green"
         status_line = next(line for line in started.stdout.splitlines() if line.strip().endswith("bluegreen status"))
         shown = subprocess.run(status_line.split(), capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0
-        assert "blue     live" in shown.stdout and "green    idle" in shown.stdout
+        assert "green    live" in shown.stdout and "blue     idle" in shown.stdout
+        # the printed push recipe: clone, commit, push; the post-receive hook takes it live
+        clone = next(line.split()[2] for line in started.stdout.splitlines() if line.strip().startswith("git clone"))
+        work = root / "work"
+        subprocess.run(["git", "clone", "-q", clone, str(work)], check=True)
+        (work / "VERSION").write_text("my first change\n")
+        ident = ["-c", "user.name=Abi", "-c", "user.email=abi@example.org"]
+        subprocess.run(["git", "-C", str(work), *ident, "commit", "-qam", "my first change"], check=True)
+        pushed = subprocess.run(["git", "-C", str(work), "push"], capture_output=True, text=True, timeout=180)
+        assert pushed.returncode == 0 and " live at " in pushed.stderr, pushed.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as resp:
+            assert b"my first change" in resp.read()
         children = psutil.Process(pid).children(recursive=True)
         assert len(children) >= 5  # nginx, listener, two gunicorn masters and their workers
     finally:

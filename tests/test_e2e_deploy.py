@@ -79,6 +79,7 @@ def stack(make_stack, webhooks) -> Stack:
             "health_passes": "2",
             "health_interval": "0.1",
             "drain_timeout": "10",
+            "health_deadline": "10",
             "webhooks": f"http://127.0.0.1:{webhooks.server_address[1]}/hook",
         }
     ).start()
