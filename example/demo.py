@@ -55,7 +55,7 @@ http://127.0.0.1:{PORT}/ (all state in {ROOT}).
 
 Push a change and watch it go live (the bare repository's post-receive hook deploys it):
   git clone {ROOT}/app.git /tmp/abiapp-work && cd /tmp/abiapp-work
-  echo "my first change" > VERSION && git commit -qam "my first change" && git push
+  echo "my first change" > VERSION && git add VERSION && git commit -qm "my first change" && git push
   curl -s http://127.0.0.1:{PORT}/version
 Or deploy by hand, following every step:
   {ctl} bluegreen deploy abiapp main
@@ -95,19 +95,17 @@ def start() -> int:
         print(f"error: {exc}; see {ROOT}/log", file=sys.stderr)
         stack.stop()
         return 1
-    print("first health-gated switch: blue goes live", flush=True)
-    out = stack.ctl("bluegreen", "switch", "abiapp", "blue")
-    print(out.stdout, end="")
-    if out.returncode != 0:
-        print("error: the first switch failed; the demo is left running for a look (make demo-stop)", file=sys.stderr)
-        return 1
     install_hook(stack)
-    print("a deploy from the bare repository: main goes live on green", flush=True)
-    out = stack.ctl("bluegreen", "deploy", "abiapp", "main")
-    print(out.stdout, end="")
-    if out.returncode != 0:
-        print("error: the deploy failed; the demo is left running for a look (make demo-stop)", file=sys.stderr)
-        return 1
+    for title, command in (
+        ("first health-gated switch: blue goes live", ("switch", "abiapp", "blue")),
+        ("a deploy from the bare repository: main goes live on green", ("deploy", "abiapp", "main")),
+    ):
+        print(title, flush=True)
+        out = stack.ctl("bluegreen", *command)
+        print(out.stdout, end="")
+        if out.returncode != 0:
+            print(f"error: {command[0]} failed; the demo is left running for a look (make demo-stop)", file=sys.stderr)
+            return 1
     print(stack.ctl("bluegreen", "status").stdout, end="")
     print(instructions(stack.conf))
     return 0

@@ -16,7 +16,7 @@ import time
 
 import psutil
 
-from . import backup, drain, notify, steps
+from . import backup, drain, steps
 from .config import App, Color, Deploy
 from .orchestrator import Run, StepFailed, flip, health_gate, reconcile, verify_public
 from .supervisor_api import BAD_STATES, SupervisorError
@@ -206,12 +206,6 @@ def restart_worker(run: Run, program: str, target: Color) -> None:
     run.log(f"worker {program} pid {pid} runs {target.name}'s checkout")
 
 
-def announce(run: Run, event: str, text: str, **fields: object) -> None:
-    config = run.app.deploy
-    if config and config.webhooks:
-        notify.send(config.webhooks, notify.message(event, run.app.name, text, job=run.job["id"], **fields), run.log)
-
-
 # -- the sequence ----------------------------------------------------------------------------
 def deploy(run: Run, ref: str = "") -> str:
     """git -> live for one app: resolve, drain, checkout, build, start, gate, switch, record, workers."""
@@ -219,7 +213,7 @@ def deploy(run: Run, ref: str = "") -> str:
     commit = run.step("resolve", resolve, ref or config.branch)
     live = run.step("reconcile", reconcile)
     target = idle_color(run, live)
-    announce(run, "start", f"{run.app.name}: deploying {commit[:7]} to {target.name}", commit=commit)
+    run.announce("start", f"{run.app.name}: deploying {commit[:7]} to {target.name}", commit=commit)
     started = False
     try:
         run.step("drain", drain_idle, target)
@@ -240,8 +234,8 @@ def deploy(run: Run, ref: str = "") -> str:
                 run.sup.stop(target.program)
             except SupervisorError as stop_error:
                 run.log(f"could not stop {target.program}: {stop_error}")
-        announce(run, "failure", f"{run.app.name}: deploy of {commit[:7]} failed: {exc}", commit=commit)
+        run.announce("failure", f"{run.app.name}: deploy of {commit[:7]} failed: {exc}", commit=commit)
         raise
     message = f"{run.app.name}: {target.name} live at {commit[:7]} in {run.elapsed():.1f} s"
-    announce(run, "success", message, commit=commit, color=target.name)
+    run.announce("success", message, commit=commit, color=target.name)
     return message

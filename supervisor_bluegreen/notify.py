@@ -10,6 +10,8 @@ from typing import Any
 
 import requests
 
+from .config import App
+
 EMOJI = {
     "start": ":rocket:",
     "success": ":white_check_mark:",
@@ -27,6 +29,12 @@ def message(event: str, app: str, text: str, **fields: Any) -> dict[str, Any]:
         "app": app,
         **fields,
     }
+
+
+def announce(app: App, job: dict[str, Any], log: Callable[[str], None], event: str, text: str, **fields: Any) -> None:
+    """Tell the app's webhooks (if any) about ``event`` of ``job``."""
+    if app.deploy and app.deploy.webhooks:
+        send(app.deploy.webhooks, message(event, app.name, text, job=job["id"], **fields), log)
 
 
 def send(urls: tuple[str, ...], body: dict[str, Any], log: Callable[[str], None], timeout: float = 5.0) -> None:

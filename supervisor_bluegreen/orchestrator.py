@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from . import health, switch
+from . import health, notify, switch
 from .config import App, Color
 from .state import Store
 from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
@@ -93,6 +93,10 @@ class Run:
             self.steps.append({"name": name, "seconds": seconds, "ok": ok, "ended": time.time()})
             self.store.update_job(self.job["id"], steps=self.steps)
             self.log(f"{name} {'done' if ok else 'FAILED'} in {seconds:.2f} s")
+
+    def announce(self, event: str, text: str, **fields: Any) -> None:
+        """Tell the app's webhooks; a webhook that is down only shows in the log."""
+        notify.announce(self.app, self.job, self.log, event, text, **fields)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -254,7 +258,9 @@ def rollback(run: Run) -> str:
     previous = run.store.read().get("previous")
     if not previous:
         raise StepFailed("nothing to roll back to: no previous color recorded")
-    return switch_to(run, previous)
+    message = switch_to(run, previous)
+    run.announce("rollback", message, color=previous)
+    return message
 
 
 def check_health(run: Run, color: str = "") -> str:

@@ -1,13 +1,22 @@
-"""Shared fixtures: real stacks (supervisord + two gunicorn colors + nginx) stopped by pid in teardown."""
+"""Shared fixtures and helpers.
+
+Real stacks (supervisord + two gunicorn colors + nginx) stopped by pid in teardown; tiny HTTP servers on
+unix sockets; a minimal nginx main config; the smallest ``[app:shop]`` config; stopping a child by pid.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
+import socketserver
+import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -50,3 +59,145 @@ def status(stack: Stack) -> dict:
     out = stack.ctl("bluegreen", "status", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout)[0]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a child we started, by its pid: SIGTERM, wait ``timeout`` s, then SIGKILL."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+def shop_config(tmp_path: Path, **extra: str) -> str:
+    """The smallest socket-mode ``[app:shop]`` config under tmp_path (whose run/ it creates), then ``extra`` keys."""
+    (tmp_path / "run").mkdir(exist_ok=True)
+    return (
+        "[app:shop]\n"
+        "program = shop_%(color)s\n"
+        f"socket = {tmp_path}/run/shop.%(color)s.sock\n"
+        f"live_socket = {tmp_path}/run/shop.live.sock\n"
+        "public_url = http://127.0.0.1/health\n"
+        f"state_dir = {tmp_path}/state\n"
+    ) + "".join(f"{key} = {value}\n" for key, value in extra.items())
+
+
+def write_nginx_conf(
+    tmp_path: Path, site: str, *, worker_processes: int | None = None, worker_connections: int | None = None
+) -> Path:
+    """Write ``site`` to tmp_path/site.conf and a minimal main nginx.conf including it; return nginx.conf.
+
+    Every path nginx writes (pid, error.log, *_temp_path) is in tmp_path; ``user root`` when run as root.
+    """
+    (tmp_path / "site.conf").write_text(site)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    workers = f"worker_processes {worker_processes};\n" if worker_processes else ""
+    events = f"events {{ worker_connections {worker_connections}; }}\n" if worker_connections else "events {}\n"
+    temps = "".join(
+        f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"{user}{workers}pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n{events}"
+        f"http {{\n{temps}    access_log off;\n    include {tmp_path}/site.conf;\n}}\n"
+    )
+    return conf
+
+
+# --------------------------------------------------------------------------------------------
+# tiny HTTP servers standing in for a color's gunicorn
+
+
+class ScriptedHandler(BaseHTTPRequestHandler):
+    """Answers with the server's next scripted (status, body); records path and headers."""
+
+    server: TinyServer  # type: ignore[assignment]
+
+    def do_GET(self) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.requests.append((self.path, dict(self.headers.items())))
+            status, body = srv.script[min(len(srv.requests), len(srv.script)) - 1]
+        if srv.hang:
+            srv.release.wait(10)
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Bluegreen-Color", srv.color)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def address_string(self) -> str:
+        return "unix"
+
+
+class TinyServer:
+    """State shared by both server flavours (mixed into each)."""
+
+    daemon_threads = True
+    block_on_close = False
+    script: list[tuple[int, str]]
+    requests: list[tuple[str, dict[str, str]]]
+    hang: bool
+    color: str
+    lock: threading.Lock
+    release: threading.Event
+
+    def setup_script(self, script: list[tuple[int, str]], hang: bool, color: str) -> None:
+        self.script, self.hang, self.color = script, hang, color
+        self.requests, self.lock, self.release = [], threading.Lock(), threading.Event()
+
+    @property
+    def paths(self) -> list[str]:
+        return [p for p, _ in self.requests]
+
+
+class UnixServer(TinyServer, socketserver.ThreadingUnixStreamServer):
+    pass
+
+
+class TCPServer(TinyServer, ThreadingHTTPServer):
+    pass
+
+
+ServerFactory = Callable[..., TinyServer]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServerFactory]:
+    """serve(address, script=[(200, 'ok')], hang=False, tcp=False, color='blue'): a running server, stopped at teardown.
+
+    ``address`` is a unix socket path, or (host, port) with tcp=True. Every answer carries X-Bluegreen-Color.
+    """
+    servers: list[tuple[TinyServer, threading.Thread]] = []
+
+    def start(
+        address: str | tuple[str, int],
+        script: list[tuple[int, str]] | None = None,
+        hang: bool = False,
+        tcp: bool = False,
+        color: str = "blue",
+    ) -> TinyServer:
+        cls = TCPServer if tcp else UnixServer
+        srv = cls(address, ScriptedHandler)
+        srv.setup_script(script or [(200, "ok")], hang, color)
+        thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        servers.append((srv, thread))
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv, thread in servers:
+            srv.release.set()
+            srv.shutdown()
+            srv.server_close()
+            thread.join(timeout=5)

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import write_nginx_conf
 from supervisor import events
 from supervisor.options import ClientOptions, EventListenerPoolConfig, ServerOptions
 
@@ -433,17 +434,9 @@ def test_shipped_ctlplugin_section_loads_in_supervisorctl(tmp_path: Path) -> Non
 
 def nginx_test(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
     """``nginx -t`` of ``site`` included in a minimal main config whose writable paths are in tmp_path."""
-    (tmp_path / "site.conf").write_text(site)
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temps = "".join(
-        f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp_path / "nginx.conf").write_text(
-        f"{user}pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-        f"http {{\n{temps}    access_log off;\n    include {tmp_path}/site.conf;\n}}\n"
-    )
+    conf = write_nginx_conf(tmp_path, site)
     return subprocess.run(
-        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
+        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "error.log")],
         capture_output=True,
         text=True,
         timeout=20,

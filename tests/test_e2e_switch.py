@@ -35,7 +35,8 @@ def stack(make_stack) -> Stack:
             "health_interval": "0.1",
         },
         # RUNNING at once, so a crashing target reaches the health gate (not just supervisor's startsecs)
-        program_overrides={"program:abiapp_green": {"startsecs": "0", "startretries": "1"}},
+        # stopwaitsecs short: the "hang" release would hold gunicorn's 30 s graceful stop on every repair
+        program_overrides={"program:abiapp_green": {"startsecs": "0", "startretries": "1", "stopwaitsecs": "3"}},
     ).start()
     first = s.ctl("bluegreen", "switch", "abiapp", "blue")
     assert first.returncode == 0, first.stdout

@@ -8,108 +8,17 @@ from __future__ import annotations
 
 import os
 import socket
-import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
+from conftest import ServerFactory
 
+from example.stack import free_port
 from supervisor_bluegreen.config import HealthCheck
 from supervisor_bluegreen.health import Probe, gate, probe
 
 FAST = HealthCheck(interval=0.01, timeout=1.0, passes=3, deadline=5.0)
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Answers with the server's next scripted (status, body); records path and headers."""
-
-    server: TinyServer  # type: ignore[assignment]
-
-    def do_GET(self) -> None:
-        srv = self.server
-        with srv.lock:
-            srv.requests.append((self.path, dict(self.headers.items())))
-            status, body = srv.script[min(len(srv.requests), len(srv.script)) - 1]
-        if srv.hang:
-            srv.release.wait(10)
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Bluegreen-Color", srv.color)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def address_string(self) -> str:
-        return "unix"
-
-
-class TinyServer:
-    """State shared by both server flavours (mixed into each)."""
-
-    daemon_threads = True
-    block_on_close = False
-    script: list[tuple[int, str]]
-    requests: list[tuple[str, dict[str, str]]]
-    hang: bool
-    color: str
-    lock: threading.Lock
-    release: threading.Event
-
-    def setup_script(self, script: list[tuple[int, str]], hang: bool, color: str) -> None:
-        self.script, self.hang, self.color = script, hang, color
-        self.requests, self.lock, self.release = [], threading.Lock(), threading.Event()
-
-    @property
-    def paths(self) -> list[str]:
-        return [p for p, _ in self.requests]
-
-
-class UnixServer(TinyServer, socketserver.ThreadingUnixStreamServer):
-    pass
-
-
-class TCPServer(TinyServer, ThreadingHTTPServer):
-    pass
-
-
-ServerFactory = Callable[..., TinyServer]
-
-
-@pytest.fixture
-def serve() -> Iterator[ServerFactory]:
-    """serve(address, script=[(200, 'ok')], hang=False, tcp=False): a running server, stopped at teardown."""
-    servers: list[tuple[TinyServer, threading.Thread]] = []
-
-    def start(
-        address: str | tuple[str, int],
-        script: list[tuple[int, str]] | None = None,
-        hang: bool = False,
-        tcp: bool = False,
-        color: str = "blue",
-    ) -> TinyServer:
-        cls = TCPServer if tcp else UnixServer
-        srv = cls(address, Handler)
-        srv.setup_script(script or [(200, "ok")], hang, color)
-        thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        servers.append((srv, thread))
-        return srv
-
-    try:
-        yield start
-    finally:
-        for srv, thread in servers:
-            srv.release.set()
-            srv.shutdown()
-            srv.server_close()
-            thread.join(timeout=5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,10 +201,7 @@ def test_url_target_uses_the_urls_own_path(serve: ServerFactory) -> None:
 
 
 def test_url_target_refused(tmp_path: Path) -> None:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # bound, never listened: nothing accepts on that port now
+    port = free_port()  # bound, never listened: nothing accepts on that port now
     result = probe(f"http://127.0.0.1:{port}/health", HealthCheck())
     assert (result.ok, result.detail) == (False, f"connection refused at http://127.0.0.1:{port}/health")
 

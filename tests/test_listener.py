@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import shop_config
 
 from supervisor_bluegreen import listener
 from supervisor_bluegreen.listener import Listener, parse_tokens
@@ -48,16 +49,8 @@ def expected_stdout(events: int) -> bytes:
 
 
 def write_config(tmp_path: Path) -> Path:
-    (tmp_path / "run").mkdir(exist_ok=True)
     path = tmp_path / "bluegreen.ini"
-    path.write_text(
-        "[app:shop]\n"
-        "program = shop_%(color)s\n"
-        f"socket = {tmp_path}/run/shop.%(color)s.sock\n"
-        f"live_socket = {tmp_path}/run/shop.live.sock\n"
-        "public_url = http://127.0.0.1/health\n"
-        f"state_dir = {tmp_path}/state\n"
-    )
+    path.write_text(shop_config(tmp_path))
     return path
 
 

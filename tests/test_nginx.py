@@ -10,17 +10,15 @@ import http.client
 import os
 import signal
 import socket
-import socketserver
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ServerFactory, stop_process, write_nginx_conf
 
+from example.stack import free_port
 from supervisor_bluegreen import config, nginx, switch
 from supervisor_bluegreen.config import App
 
@@ -127,76 +125,25 @@ def test_worker_pids_are_the_masters_children(tmp_path: Path) -> None:
 # real nginx, real unix-socket apps
 
 
-class ColorHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello from {self.server.color}\n".encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("X-Bluegreen-Color", self.server.color)  # type: ignore[attr-defined]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def address_string(self) -> str:
-        return "unix"
-
-
-class ColorServer(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, path: str, color: str):
-        self.color = color
-        super().__init__(path, ColorHandler)
-
-
 @pytest.fixture
-def colors(tmp_path: Path) -> Iterator[None]:
-    """One app server per color on tmp_path/run/shop.<color>.sock."""
+def colors(tmp_path: Path, serve: ServerFactory) -> None:
+    """One app server per color on tmp_path/run/shop.<color>.sock, answering "hello from <color>"."""
     (tmp_path / "run").mkdir()
-    servers = []
-    try:
-        for color in ("blue", "green"):
-            srv = ColorServer(str(tmp_path / "run" / f"shop.{color}.sock"), color)
-            thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-            thread.start()
-            servers.append((srv, thread))
-        yield
-    finally:
-        for srv, thread in servers:
-            srv.shutdown()
-            srv.server_close()
-            thread.join(timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for color in ("blue", "green"):
+        serve(str(tmp_path / "run" / f"shop.{color}.sock"), [(200, f"hello from {color}\n")], color=color)
 
 
 def start_nginx(tmp_path: Path, site: str, port: int) -> subprocess.Popen[bytes]:
-    (tmp_path / "site.conf").write_text(site)
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temps = "".join(
-        f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp_path / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/err.log;\n"
-        f"events {{ worker_connections 64; }}\n"
-        f"http {{\n{temps}    access_log off;\n    include {tmp_path}/site.conf;\n}}\n"
-    )
+    conf = write_nginx_conf(tmp_path, site, worker_processes=1, worker_connections=64)
     proc = subprocess.Popen(
         [
             NGINX,
             "-p",
             f"{tmp_path}/",
             "-c",
-            str(tmp_path / "nginx.conf"),
+            str(conf),
             "-e",
-            str(tmp_path / "err.log"),
+            str(tmp_path / "error.log"),
             "-g",
             "daemon off;",
         ],
@@ -206,7 +153,7 @@ def start_nginx(tmp_path: Path, site: str, port: int) -> subprocess.Popen[bytes]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"nginx exited {proc.returncode}: {(tmp_path / 'err.log').read_text()}")
+            raise AssertionError(f"nginx exited {proc.returncode}: {(tmp_path / 'error.log').read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             if nginx.worker_pids(str(tmp_path / "nginx.pid")):
@@ -224,13 +171,7 @@ def stop_nginx(proc: subprocess.Popen[bytes]) -> None:
         workers = psutil.Process(proc.pid).children()
     except psutil.NoSuchProcess:
         workers = []
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_process(proc, timeout=10)
     for w in workers:
         try:
             w.wait(timeout=5)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_bluegreen.state import AppLock, Store, read_json, write_json_atomic
+from supervisor_bluegreen.state import AppLock, Store, history_entry, read_json, write_json_atomic
 
 # --------------------------------------------------------------------------------------------
 # write_json_atomic / read_json
@@ -239,3 +239,28 @@ def test_no_stale_lock_after_holder_is_killed(tmp_path: Path, holder: subprocess
     assert lock.held_elsewhere() is False
     assert lock.acquire() is True
     lock.release()
+
+
+def test_queued_deploys_coalesce_to_the_newest_and_a_claim_wins_once(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    running = store.enqueue("deploy", {"ref": "a"}, coalesce=True)
+    assert store.claim(running["id"]) and not store.claim(running["id"])
+    queued = [store.enqueue("deploy", {"ref": ref}, coalesce=True) for ref in ("b", "c", "d")]
+    health = store.enqueue("health", {})
+    statuses = {j["id"]: (j["status"], j["message"]) for j in store.jobs()}
+    assert statuses[running["id"]][0] == "running"  # a running deploy is never superseded
+    assert statuses[queued[0]["id"]] == ("cancelled", f"shop: deploy superseded by job {queued[1]['id']}")
+    assert statuses[queued[1]["id"]] == ("cancelled", f"shop: deploy superseded by job {queued[2]['id']}")
+    assert statuses[queued[2]["id"]][0] == "queued"
+    assert statuses[health["id"]][0] == "queued"  # other kinds are left alone
+    assert not store.claim(queued[0]["id"])  # a superseded job is never run
+
+
+def test_history_entry_shows_who_what_and_the_first_line_of_the_outcome(tmp_path: Path) -> None:
+    job = {"id": 7, "kind": "deploy", "status": "failed", "ref": "main", "commit": "3f2c1a9e", "color": "green",
+           "who": "abi@vm via supervisorctl", "created": 1.0, "finished": 2.0, "backup": "/b/x.sql.gz",
+           "message": "abiapp: deploy failed: test failed\nblue live, unchanged",
+           "steps": [{"name": "test", "seconds": 1.5, "ok": False}]}  # fmt: skip
+    entry = history_entry(job)
+    assert entry["message"] == "abiapp: deploy failed: test failed"
+    assert entry["steps"] == job["steps"] and entry["backup"] == "/b/x.sql.gz" and entry["commit"] == "3f2c1a9e"

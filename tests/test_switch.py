@@ -6,24 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import shop_config
 
 from supervisor_bluegreen import config, nginx, switch
 from supervisor_bluegreen.config import App
 
 
 def socket_app(tmp_path: Path, static: bool = True) -> App:
-    text = (
-        "[app:shop]\n"
-        "program = shop_%(color)s\n"
-        f"socket = {tmp_path}/run/shop.%(color)s.sock\n"
-        f"live_socket = {tmp_path}/run/shop.live.sock\n"
-        "public_url = http://127.0.0.1/health\n"
-        f"state_dir = {tmp_path}/state\n"
-    )
-    if static:
-        text += f"static_root = {tmp_path}/%(color)s/static\nlive_static = {tmp_path}/run/shop.live-static\n"
-    (tmp_path / "run").mkdir(exist_ok=True)
-    return config.parse(text).app()
+    extra = {"static_root": f"{tmp_path}/%(color)s/static", "live_static": f"{tmp_path}/run/shop.live-static"}
+    return config.parse(shop_config(tmp_path, **(extra if static else {}))).app()
 
 
 def nginx_app(tmp_path: Path, test_cmd: str = "/bin/true") -> App:

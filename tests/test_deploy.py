@@ -1,0 +1,33 @@
+"""The pure parts of deploy: which refs are refused before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor_bluegreen.deploy import ref_problem
+
+
+@pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/yearbook-export", "HEAD~2", "main^", "3f2c1a9", "a" * 40])
+def test_ordinary_refs_pass(ref: str) -> None:
+    assert ref_problem(ref) is None
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "main;reboot",
+        "$(reboot)",
+        "`id`",
+        "a b",
+        "-x",
+        "--upload-pack=sh",
+        "a..b",
+        "x.lock",
+        "main@{1}",
+        "a|b",
+        "",
+        "x/",
+    ],
+)
+def test_refs_a_shell_or_git_option_could_read_are_refused(ref: str) -> None:
+    assert ref_problem(ref) == f"refusing ref {ref!r}: use a branch, tag or commit (letters, digits and ._/@^~- only)"

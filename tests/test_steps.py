@@ -1,0 +1,92 @@
+"""Build steps: argv templates per color, and running one as the app's user with a timeout."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor_bluegreen import config, steps
+
+
+def color(tmp_path: Path) -> config.Color:
+    return config.Color(
+        name="green", program="shop_green", socket="/run/g.sock", checkout=str(tmp_path),
+        static_root="/srv/shop/green/static", python="/srv/shop/green/venv/bin/python",
+        environment=(("BLUEGREEN_COLOR", "green"), ("DJANGO_SETTINGS_MODULE", "shop.settings")),
+    )  # fmt: skip
+
+
+def test_preset_steps_expand_per_color_to_argv(tmp_path: Path) -> None:
+    preset = steps.builtin_steps()
+    assert list(steps.PRESETS["django"]) == ["backup", "migrate", "collectstatic", "compress", "test"]
+    assert preset["backup"].argv == ()  # built into the deploy
+    assert steps.expand(preset["migrate"].argv, color(tmp_path)) == (
+        "/srv/shop/green/venv/bin/python", "manage.py", "migrate", "--noinput",
+    )  # fmt: skip
+    assert steps.expand(("cp", "-r", "%(checkout)s/x", "%(static_root)s/%(color)s"), color(tmp_path)) == (
+        "cp", "-r", f"{tmp_path}/x", "/srv/shop/green/static/green",
+    )  # fmt: skip
+
+
+def test_environment_is_the_colors_without_supervisors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPERVISOR_SERVER_URL", "unix:///x")
+    env = steps.environment(color(tmp_path), "nobody")
+    assert "SUPERVISOR_SERVER_URL" not in env
+    assert env["BLUEGREEN_COLOR"] == "green" and env["DJANGO_SETTINGS_MODULE"] == "shop.settings"
+    assert env["USER"] == "nobody" and env["HOME"] == os.path.expanduser("~nobody")
+
+
+def run(argv: tuple[str, ...], tmp_path: Path, **kwargs: object) -> list[str]:
+    lines: list[str] = []
+    steps.run(argv, cwd=str(tmp_path), env=dict(os.environ), user="", timeout=10, log=lines.append, **kwargs)
+    return lines
+
+
+def test_output_goes_line_by_line_into_the_log(tmp_path: Path) -> None:
+    lines = run(("sh", "-c", "echo one; echo two >&2; echo three"), tmp_path)
+    assert lines == ["    | one", "    | two", "    | three"]
+
+
+def test_a_failing_step_says_its_exit_status(tmp_path: Path) -> None:
+    with pytest.raises(steps.StepError, match="exit status 3"):
+        run(("sh", "-c", "exit 3"), tmp_path)
+
+
+def test_a_missing_program_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(steps.StepError, match="cannot run /no/such/tool"):
+        run(("/no/such/tool",), tmp_path)
+
+
+def test_timeout_kills_the_step_and_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "child-survived"
+    t0 = time.monotonic()
+    with pytest.raises(steps.StepError, match=r"timed out after 0\.5 s"):
+        steps.run(("sh", "-c", f"(sleep 2; touch {marker}) & sleep 30"), cwd=str(tmp_path), env=dict(os.environ),
+                  user="", timeout=0.5, log=lambda s: None)  # fmt: skip
+    assert time.monotonic() - t0 < 3
+    time.sleep(2.5)
+    assert not marker.exists()  # the whole process group went
+
+
+def test_cancel_stops_a_running_step(tmp_path: Path) -> None:
+    asked = time.monotonic() + 0.3
+    with pytest.raises(steps.StepError, match="cancelled"):
+        run(("sleep", "30"), tmp_path, cancelled=lambda: time.monotonic() > asked)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_steps_run_as_the_apps_user(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    lines: list[str] = []
+    steps.run(("id", "-un"), cwd=str(tmp_path), env=steps.environment(color(tmp_path), "nobody"), user="nobody",
+              timeout=10, log=lines.append)  # fmt: skip
+    assert lines == ["    | nobody"]
+
+
+def test_probe_tells_whether_an_optional_tool_is_there(tmp_path: Path) -> None:
+    assert steps.probe(("true",), cwd=str(tmp_path), env=dict(os.environ), user="")
+    assert not steps.probe(("false",), cwd=str(tmp_path), env=dict(os.environ), user="")
+    assert not steps.probe(("/no/such/tool",), cwd=str(tmp_path), env=dict(os.environ), user="")
