@@ -52,7 +52,8 @@ def new_commit(stack: Stack, version: str) -> str:
     work = stack.root / "work"
     (work / "VERSION").write_text(version + "\n")
     run = lambda *a: subprocess.run(["git", "-C", str(work), *a], check=True, capture_output=True, text=True)  # noqa: E731
-    run("-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qam", version)
+    run("add", "VERSION")
+    run("-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", version)
     run("push", "-q", "origin", "HEAD:main")
     return run("rev-parse", "HEAD").stdout.strip()
 

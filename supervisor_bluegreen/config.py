@@ -9,6 +9,7 @@ is checked at once so a user fixes everything in one go.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import math
 import os
 import re
@@ -418,7 +419,8 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
             argv = s.argv(f"step_{name}", own[name])
             for word in argv:
                 _check_keys(word, STEP_KEYS, s.where(f"step_{name}"), s.problems)
-            steps.append(BuildStep(name, argv))
+            # a step of one's own that takes a built-in's name keeps its conditions (deps: requirements changed)
+            steps.append(dataclasses.replace(known[name], argv=argv) if name in known else BuildStep(name, argv))
         elif name in known:
             steps.append(known[name])
         else:

@@ -9,6 +9,7 @@ traffic moves, and the switch is atomic. Any failure before the switch leaves th
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ import psutil
 from . import backup, drain, steps
 from .config import App, Color, Deploy
 from .orchestrator import Run, StepFailed, flip, health_gate, reconcile, verify_public
+from .state import read_json, write_json_atomic
 from .supervisor_api import BAD_STATES, SupervisorError
 
 # letters, digits and . _ / @ ^ ~ - only, not starting with '-': branch, tag, sha, HEAD~2; nothing a shell reads
@@ -119,6 +121,9 @@ def build(run: Run, target: Color, step: steps.BuildStep, commit: str) -> None:
     ):
         run.log(f"{step.name}: skipped, {' '.join(steps.expand(step.skip_unless, target))} is not available")
         return None
+    stamp, digest = changed_since_last_run(run, target, step)
+    if stamp and not digest:
+        return None
     argv = steps.expand(step.argv, target)
     run.log("$ " + " ".join(argv))
     try:
@@ -133,7 +138,29 @@ def build(run: Run, target: Color, step: steps.BuildStep, commit: str) -> None:
         )
     except steps.StepError as exc:
         raise StepFailed(f"{step.name} failed: {exc}") from None
+    if stamp:
+        write_json_atomic(stamp, {"sha256": digest, "commit": commit})
     return None
+
+
+def changed_since_last_run(run: Run, target: Color, step: steps.BuildStep) -> tuple[str, str]:
+    """For a step that runs only on change: (where its last input digest is kept, the new digest or '').
+
+    An empty digest means: skip (the file is absent, or the same as when this color last ran the step).
+    """
+    if not step.when_changed:
+        return "", ""
+    stamp = os.path.join(run.store.dir, f"{step.name}.{target.name}.json")
+    try:
+        with open(os.path.join(target.checkout, step.when_changed), "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        run.log(f"{step.name}: skipped, the checkout has no {step.when_changed}")
+        return stamp, ""
+    if (read_json(stamp, {}) or {}).get("sha256") == digest:
+        run.log(f"{step.name}: skipped, {step.when_changed} unchanged since {target.name} last ran it")
+        return stamp, ""
+    return stamp, digest
 
 
 def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:

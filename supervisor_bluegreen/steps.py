@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .config import Color
 
 STEP_KEYS = ("python", "color", "checkout", "static_root")
-PRESETS = {"django": ("backup", "migrate", "collectstatic", "compress", "test")}
+PRESETS = {"django": ("deps", "backup", "migrate", "collectstatic", "compress", "test")}
 
 
 class StepError(Exception):
@@ -35,12 +35,19 @@ class BuildStep:
     name: str
     argv: tuple[str, ...]  # empty: built into the deploy (backup)
     skip_unless: tuple[str, ...] = ()  # run only when this probe succeeds: optional tools such as compress
+    when_changed: str = ""  # run only when this file of the checkout changed since the color last ran the step
 
 
 def builtin_steps() -> dict[str, BuildStep]:
-    """The steps of the Django preset, the seed's hook in order: backup, migrate, collect, compress, test."""
+    """The steps of the Django preset: the color's dependencies, then the seed's hook in order."""
     manage = ("%(python)s", "manage.py")
     return {
+        # dependencies belong to the color: installed into ITS virtualenv, and only when they changed
+        "deps": BuildStep(
+            "deps",
+            ("%(python)s", "-m", "pip", "install", "--requirement", "requirements.txt"),
+            when_changed="requirements.txt",
+        ),
         "backup": BuildStep("backup", ()),
         "migrate": BuildStep("migrate", (*manage, "migrate", "--noinput")),
         "collectstatic": BuildStep("collectstatic", (*manage, "collectstatic", "--noinput")),

@@ -151,7 +151,8 @@ def test_pushed_commit_goes_live_under_load_and_celery_runs_every_task_once(stac
     assert out.returncode == 0, out.stdout
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith(f"abiapp: green live at {commit[:7]} in "), last
-    for step in ("resolve", "drain", "checkout", "backup", "migrate", "collectstatic", "test", "health gate",
+    assert "$ " + f"{stack.venv}/bin/python -m pip install --requirement requirements.txt" in out.stdout
+    for step in ("resolve", "drain", "checkout", "deps", "backup", "migrate", "collectstatic", "test", "health gate",
                  "switch", "verify", "record", "workers"):  # fmt: skip
         assert f"{step} done in" in out.stdout, step
     assert served(stack) == ("green", "v2")
@@ -367,6 +368,8 @@ def test_a_deploy_backup_restores_into_a_scratch_database(stack: Stack) -> None:
     push(stack, {"VERSION": "v-backup-check\n"}, "backup check")
     out = stack.ctl("bluegreen", "deploy")
     assert out.returncode == 0, out.stdout
+    # each color installed these requirements once already: into its own virtualenv, not again
+    assert "deps: skipped, requirements.txt unchanged since" in out.stdout
     history = stack.ctl("bluegreen", "history", "abiapp", "-n", "1").stdout
     backup = Path(history.split("backup: ")[1].split()[0])
     assert backup.name.startswith("abiapp-") and backup.suffixes[-2:] == [".sql", ".gz"]
@@ -393,10 +396,13 @@ def test_post_receive_hook_deploys_a_push_and_streams_progress(stack: Stack) -> 
     subprocess.run(["git", "-C", str(work), "fetch", "-q", "origin"], check=True)
     subprocess.run(["git", "-C", str(work), "checkout", "-q", "-B", "main", "origin/main"], check=True)
     (work / "VERSION").write_text("v-pushed\n")
+    with (work / "requirements.txt").open("a") as requirements:
+        requirements.write("requests>=2\n")  # new requirements: installed into the idle color's virtualenv
     subprocess.run(["git", "-C", str(work), "-c", "user.name=Abi", "-c", "user.email=a@b", "commit", "-qam", "pushed"],
                    check=True)  # fmt: skip
     pushed = subprocess.run(["git", "-C", str(work), "push", "origin", "main"], capture_output=True, text=True)
     assert pushed.returncode == 0, pushed.stderr
     assert "remote: [" in pushed.stderr and "health gate done in" in pushed.stderr
     assert " live at " in pushed.stderr
+    assert "-m pip install --requirement requirements.txt" in pushed.stderr
     assert served(stack)[1] == "v-pushed"

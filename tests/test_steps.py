@@ -21,7 +21,8 @@ def color(tmp_path: Path) -> config.Color:
 
 def test_preset_steps_expand_per_color_to_argv(tmp_path: Path) -> None:
     preset = steps.builtin_steps()
-    assert list(steps.PRESETS["django"]) == ["backup", "migrate", "collectstatic", "compress", "test"]
+    assert list(steps.PRESETS["django"]) == ["deps", "backup", "migrate", "collectstatic", "compress", "test"]
+    assert preset["deps"].when_changed == "requirements.txt"
     assert preset["backup"].argv == ()  # built into the deploy
     assert steps.expand(preset["migrate"].argv, color(tmp_path)) == (
         "/srv/shop/green/venv/bin/python", "manage.py", "migrate", "--noinput",
