@@ -62,17 +62,21 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         job_id, offset = job["id"], 0
         if announce:
             self.ctl.output(f"{job['app']}: {job['kind']} queued as job {job_id}")
-        while True:
-            answer = self.call(self.api.job, job["app"], job_id, offset)
-            if answer is None:
-                return
-            if answer["log"]:
-                self.ctl.output(answer["log"].rstrip("\n"))
-            offset = answer["offset"]
-            status = answer["job"]["status"]
-            if status not in ("queued", "running"):
-                break
-            time.sleep(self.poll_interval)
+        try:
+            while True:
+                answer = self.call(self.api.job, job["app"], job_id, offset)
+                if answer is None:
+                    return
+                if answer["log"]:
+                    self.ctl.output(answer["log"].rstrip("\n"))
+                offset = answer["offset"]
+                status = answer["job"]["status"]
+                if status not in ("queued", "running"):
+                    break
+                time.sleep(self.poll_interval)
+        except KeyboardInterrupt:  # only the watching stops: the job runs in the listener
+            self.fail(f"stopped following; job {job_id} goes on: bluegreen log {job['app']} {job_id} -f")
+            return
         message = answer["job"].get("message") or f"job {job_id} {status}"
         if status == "succeeded":
             self.ctl.output(message)
