@@ -86,6 +86,8 @@ def drain_idle(run: Run, target: Color) -> None:
     if run.sup.state(target.program) in ("STOPPED", "EXITED", "FATAL"):
         run.log(f"{target.program} is not running")
         return
+    if not drain.listening(drain.read_proc_net_unix(), target.socket):
+        run.log(f"nothing listens on {target.socket}: no connection to wait for")
     result = drain.wait_drained(target.socket, settings(run.app).drain_timeout)
     if result.drained:
         run.log(f"{target.name} idle after {result.waited:.2f} s")

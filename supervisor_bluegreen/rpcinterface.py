@@ -164,6 +164,7 @@ class BlueGreenNamespaceRPCInterface:
             "previous": state.get("previous") or "",
             "switch_mode": app.switch_mode,
             "switched_at": state.get("switched_at") or 0,
+            "locked": store.lock.held_elsewhere(),  # by a live listener running a job; never stale
             "colors": colors,
             "last_health": state.get("last_health") or {},
             "last_job": state.get("last_job") or {},

@@ -351,7 +351,7 @@ def test_kill_9_of_the_listener_leaves_no_stale_lock_and_the_next_deploy_works(s
     assert job["status"] == "interrupted"
     stack.wait_running(30, ("bluegreen",))
     after = status(stack)
-    assert after["live"] == before["live"] and not after["running"]
+    assert after["live"] == before["live"] and not after["running"] and after["locked"] is False
     assert not AppLock(str(stack.root / "state" / "abiapp" / "lock")).held_elsewhere()
     time.sleep(0.5)
     assert [p for p in psutil.process_iter(["cmdline"]) if "tests_slow" in " ".join(p.info["cmdline"] or [])] == []
