@@ -55,7 +55,8 @@ http://127.0.0.1:{PORT}/ (all state in {ROOT}).
 
 Push a change and watch it go live (the bare repository's post-receive hook deploys it):
   git clone {ROOT}/app.git /tmp/abiapp-work && cd /tmp/abiapp-work
-  echo "my first change" > VERSION && git add VERSION && git commit -qm "my first change" && git push
+  echo "my first change" > VERSION && git add VERSION
+  git -c user.name=You -c user.email=you@example.org commit -qm "my first change" && git push
   curl -s http://127.0.0.1:{PORT}/version
 Or deploy by hand, following every step:
   {ctl} bluegreen deploy abiapp main
