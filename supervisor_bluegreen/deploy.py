@@ -104,7 +104,8 @@ def drain_idle(run: Run, target: Color) -> None:
 def update_checkout(run: Run, target: Color, commit: str) -> None:
     """The idle checkout at exactly ``commit``: fetched from the repo, forced, no stray file left."""
     repo, cwd = settings(run.app).repo, target.checkout
-    git(run, "fetch", "--quiet", "--no-tags", "--force", repo, "+refs/heads/*:refs/bluegreen/heads/*", cwd=cwd)
+    refspecs = ("+refs/heads/*:refs/bluegreen/heads/*", "+refs/tags/*:refs/bluegreen/tags/*")
+    git(run, "fetch", "--quiet", "--no-tags", "--force", repo, *refspecs, cwd=cwd)
     git(run, "checkout", "--quiet", "--force", "--detach", commit, cwd=cwd)
     git(run, "clean", "-ffdxq", cwd=cwd)
     head = git(run, "rev-parse", "HEAD", cwd=cwd)

@@ -85,17 +85,19 @@ class AppWorker(threading.Thread):
                 log(f"{self.app.name}: lock held by another process; job {job['id']} waits")
                 return
             try:
-                if store.claim(job["id"]):
-                    execute(Run(self.app, store, job, Supervisor.from_env(), self.watch))
+                claimed = store.claim(job["id"])
+                if claimed:
+                    execute(Run(self.app, store, claimed, Supervisor.from_env(), self.watch))
             finally:
                 store.lock.release()
 
     def run_beside(self, job: dict) -> None:
         """Health checks only read: they run at once in their own thread, even while a deploy runs."""
         store = self.store
-        if store.claim(job["id"]):
+        claimed = store.claim(job["id"])
+        if claimed:
             threading.Thread(
-                target=execute, args=(Run(self.app, store, job, Supervisor.from_env(), self.watch),), daemon=True
+                target=execute, args=(Run(self.app, store, claimed, Supervisor.from_env(), self.watch),), daemon=True
             ).start()
 
     def dispatch_health(self) -> None:

@@ -8,6 +8,7 @@ sequence then stops and the job ends failed. Nothing before ``flip`` touches liv
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from . import health, notify, switch
+from . import health, notify, steps, switch
 from .config import App, Color
 from .state import Store
 from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
@@ -28,27 +29,20 @@ class StepFailed(Exception):
 
 
 class ProcessWatch:
-    """What PROCESS_STATE events said of each program: its latest state and its last crash.
+    """The last crash PROCESS_STATE events reported of each program, and when.
 
-    The bad one is kept apart because supervisord may restart a crashed program at once:
-    EXITED is followed by STARTING and RUNNING before a health gate looks again.
+    Crashes are kept, not the latest state: supervisord may restart a crashed program at once,
+    so EXITED is followed by STARTING and RUNNING before a health gate looks again.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: dict[str, tuple[str, float]] = {}
         self._crashed: dict[str, tuple[str, float]] = {}
 
     def update(self, program: str, state: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._latest[program] = (state, now)
-            if state in CRASH_STATES:
-                self._crashed[program] = (state, now)
-
-    def latest(self, program: str) -> str | None:
-        with self._lock:
-            return self._latest.get(program, (None, 0.0))[0]
+        if state in CRASH_STATES:
+            with self._lock:
+                self._crashed[program] = (state, time.monotonic())
 
     def crashed_since(self, program: str, t0: float) -> str | None:
         """The last crash state (BACKOFF, FATAL, EXITED) ``program`` entered after ``t0``, if any."""
@@ -108,14 +102,16 @@ def checkout_version(color: Color) -> str:
     if not color.checkout:
         return ""
     try:
+        owner = pwd.getpwuid(os.stat(color.checkout).st_uid).pw_name  # git refuses others' work trees
         out = subprocess.run(
             ["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
             check=False,
+            **steps.credentials(owner),
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, KeyError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
 

@@ -137,14 +137,13 @@ class Store:
         finally:
             os.close(fd)
 
-    def claim(self, job_id: int) -> bool:
-        """Mark a queued job running; False when it was cancelled or superseded meanwhile."""
+    def claim(self, job_id: int) -> dict[str, Any] | None:
+        """Mark a queued job running and return it as it is now; None when it was cancelled or superseded."""
         with self.queue_lock():
             job = self.read_job(job_id)
             if not job or job.get("status") != "queued":
-                return False
-            self.update_job(job_id, status="running", started=time.time(), step="")
-            return True
+                return None
+            return self.update_job(job_id, status="running", started=time.time(), step="")
 
     def enqueue(self, kind: str, args: dict[str, Any], who: str = "", coalesce: bool = False) -> dict[str, Any]:
         """Add a job; with ``coalesce``, queued jobs of the same kind give way to it (the newest wins)."""
@@ -198,8 +197,8 @@ class Store:
     def read_job(self, job_id: int) -> dict[str, Any] | None:
         try:
             return read_json(self.job_path(job_id))
-        except json.JSONDecodeError:  # created but not yet written: still queued
-            return {"id": int(job_id), "app": self.app, "status": "queued", "kind": "", "args": {}}
+        except json.JSONDecodeError:  # its id is taken but it is not written yet: not there for readers
+            return None
 
     def update_job(self, job_id: int, **changes: Any) -> dict[str, Any]:
         job = self.read_job(job_id) or {"id": job_id}
