@@ -124,10 +124,13 @@ def test_update_job_and_status_filter(tmp_path: Path) -> None:
     assert store.read_job(99) is None
 
 
-def test_job_file_created_but_not_yet_written_reads_as_queued(tmp_path: Path) -> None:
+def test_job_file_created_but_not_yet_written_is_not_there_for_readers(tmp_path: Path) -> None:
+    """A worker must never pick up (and run) a job before its kind and arguments are written."""
     store = Store(str(tmp_path), "shop").ensure()
     Path(store.job_path(7)).touch()  # the O_EXCL placeholder, before its JSON is written
-    assert store.read_job(7) == {"id": 7, "app": "shop", "status": "queued", "kind": "", "args": {}}
+    assert store.read_job(7) is None
+    assert store.jobs(("queued",)) == []
+    assert store.claim(7) is None
 
 
 def test_read_log_whole_lines_and_offsets(tmp_path: Path) -> None:
