@@ -86,7 +86,7 @@ def run(switches: int, pause: float) -> dict[str, Any]:
     try:
         root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
         roots.append(root)
-        stack = Stack(root, ini_overrides=FAST_GATE).layout().start()
+        stack = Stack(root, ini_overrides=FAST_GATE, celery=False).layout().start()
         try:
             assert stack.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
             print(f"bluegreen: {switches} switches under load ...", flush=True)
@@ -97,7 +97,7 @@ def run(switches: int, pause: float) -> dict[str, Any]:
             stack.stop()
         root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
         roots.append(root)
-        stack = Stack(root, mode="nginx", ini_overrides=FAST_GATE).layout().start()
+        stack = Stack(root, mode="nginx", ini_overrides=FAST_GATE, celery=False).layout().start()
         try:
             # the first go-live renders both per-color site files; from then on the seed's procedure switches
             assert stack.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0

@@ -302,6 +302,16 @@ def default_template() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "site.conf.j2")
 
 
+def _http_url(url: str) -> bool:
+    """An http(s) URL with a host and, if any, a valid port."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _parse_app(parser: configparser.RawConfigParser, section: str, problems: list[str]) -> App | None:
     name = section.split(":", 1)[1].strip()
     s = _Section(parser, section, problems)
@@ -342,7 +352,7 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
     if mode not in SWITCH_MODES:
         problems.append(f"{s.where('switch')}: {mode!r} is not one of {', '.join(SWITCH_MODES)}")
     public_url = s.text("public_url")
-    if public_url and urlsplit(public_url).scheme not in ("http", "https"):
+    if public_url and not _http_url(public_url):
         problems.append(f"{s.where('public_url')}: {public_url!r} is not an http:// URL")
     health = HealthCheck(
         path=s.text("health_path", "/health"),
@@ -484,4 +494,6 @@ def load(path: str) -> Config:
             text = f.read()
     except OSError as exc:
         raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text: {exc}"]) from None
     return parse(text, path)

@@ -233,6 +233,8 @@ def format_status(app: dict[str, Any]) -> str:
         verdict = "ok" if health["ok"] else "FAIL"
         lines.append(f"  last health: {health['color']} {verdict} {health['detail']} at {ago(health['at'])}")
     running = app.get("running") or {}
+    if app.get("locked"):
+        lines.append("  lock: held by the listener running a job")
     if running:
         lines.append(
             f"  in progress: {running['kind']} job {running['id']} {running['status']}"

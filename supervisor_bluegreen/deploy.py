@@ -11,17 +11,16 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import pwd
 import re
 import subprocess
 import time
 
-import psutil
-
-from . import backup, drain, steps
+from . import backup, drain, steps, switch
 from .config import App, Color, Deploy
-from .orchestrator import Run, StepFailed, flip, health_gate, reconcile, verify_public
+from .orchestrator import Run, StepFailed, flip, health_gate, reconcile, restart_workers, verify_public
 from .state import read_json, write_json_atomic
-from .supervisor_api import BAD_STATES, SupervisorError
+from .supervisor_api import SupervisorError
 
 # letters, digits and . _ / @ ^ ~ - only, not starting with '-': branch, tag, sha, HEAD~2; nothing a shell reads
 REF_RE = re.compile(r"^(?!-)[A-Za-z0-9._/@^~-]{1,200}$")
@@ -62,6 +61,12 @@ def resolve(run: Run, ref: str) -> str:
     problem = ref_problem(ref)
     if problem:
         raise StepFailed(problem)
+    user = settings(run.app).user
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise StepFailed(f"the app's user {user!r} does not exist on this machine") from None
     repo = settings(run.app).repo
     try:
         commit = git(
@@ -99,6 +104,9 @@ def drain_idle(run: Run, target: Color) -> None:
         run.sup.stop(target.program)
     except SupervisorError as exc:
         raise StepFailed(str(exc)) from None
+    if run.store.read().get("previous") == target.name:  # its release is about to be replaced
+        run.store.update(previous=None)
+        run.log(f"{target.name} is no longer a rollback target")
 
 
 def update_checkout(run: Run, target: Color, commit: str) -> None:
@@ -199,43 +207,6 @@ def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Non
     run.store.update(live=target.name, previous=live, switched_at=time.time(), colors=colors)
 
 
-def restart_workers(run: Run, target: Color, commit: str) -> None:
-    """Restart each worker program gracefully through supervisor and see it run the new checkout."""
-    for program in settings(run.app).workers:
-        restart_worker(run, program, target)
-
-
-def restart_worker(run: Run, program: str, target: Color) -> None:
-    """stop (supervisor's stopsignal and stopwaitsecs: running tasks finish), start, wait RUNNING, confirm."""
-    config = settings(run.app)
-    try:
-        run.sup.stop(program)
-        since = time.monotonic()
-        run.sup.start(program)
-    except SupervisorError as exc:
-        raise StepFailed(str(exc)) from None
-    deadline = time.monotonic() + config.worker_timeout
-    while True:
-        state = run.sup.state(program)
-        bad = run.watch.crashed_since(program, since)
-        if state == "RUNNING":
-            break
-        if bad or state in BAD_STATES or time.monotonic() > deadline:
-            raise StepFailed(f"worker {program} did not come back: {bad or state}")
-        time.sleep(0.2)
-    pid = run.sup.info(program)["pid"]
-    try:
-        cwd = psutil.Process(pid).cwd()
-    except psutil.Error as exc:
-        raise StepFailed(f"worker {program} (pid {pid}): cannot read its directory: {exc}") from None
-    if os.path.realpath(cwd) != os.path.realpath(target.checkout):
-        raise StepFailed(
-            f"worker {program} runs in {cwd}, not in {target.name}'s checkout {target.checkout}: "
-            "set its directory to the live_root link"
-        )
-    run.log(f"worker {program} pid {pid} runs {target.name}'s checkout")
-
-
 # -- the sequence ----------------------------------------------------------------------------
 def deploy(run: Run, ref: str = "") -> str:
     """git -> live for one app: resolve, drain, checkout, build, start, gate, switch, record, workers."""
@@ -256,9 +227,9 @@ def deploy(run: Run, ref: str = "") -> str:
         run.step("switch", flip, target)
         run.step("verify", verify_public, target, live)
         run.step("record", record_deploy, live, target, commit)
-        run.step("workers", restart_workers, target, commit)
+        run.step("workers", restart_workers, target)
     except StepFailed as exc:
-        if started and run.cancellable:  # started but never live: do not leave a broken release running
+        if started and switch.live_color(run.app) != target.name:  # never (or no longer) live: stop it
             run.log(f"stopping {target.program}")
             try:
                 run.sup.stop(target.program)

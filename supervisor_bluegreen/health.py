@@ -71,7 +71,10 @@ def judge(status: int, body: str, check: HealthCheck) -> str | None:
 def probe(target: str, check: HealthCheck, path: str | None = None, host: str | None = None) -> Probe:
     """One GET of the health path on ``target`` (socket path or URL) within ``check.timeout``."""
     started = time.monotonic()
-    conn, base = connection_for(target, check.timeout)
+    try:
+        conn, base = connection_for(target, check.timeout)
+    except ValueError as exc:  # a URL with a bad port: a failed probe, not a crashed job
+        return Probe(False, None, f"bad URL {target!r}: {exc}", 0.0, {})
     url = path or base or check.path  # a URL target names its own path
 
     def elapsed() -> float:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 
 from . import switch
 from .deploy import deploy
 from .orchestrator import Run, StepFailed, check_health, rollback, switch_to
+from .supervisor_api import SupervisorError
 
 SEQUENCES: dict[str, Callable[..., str]] = {
     "switch": switch_to,
@@ -31,7 +34,7 @@ def execute(run: Run) -> None:
     try:
         message = SEQUENCES[job["kind"]](run, **job.get("args", {}))
         status = "succeeded"
-    except StepFailed as exc:
+    except (StepFailed, SupervisorError) as exc:
         if run.cancelled() or str(exc).startswith("cancelled"):
             status = "cancelled"
         message = failure_message(run, str(exc))
@@ -41,3 +44,6 @@ def execute(run: Run) -> None:
     finally:
         store.update_job(job["id"], status=status, message=message, finished=time.time(), step="")
         store.update(last_job={"id": job["id"], "kind": job["kind"], "status": status, "message": message})
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(store.cancel_path(job["id"]))
+        store.prune()

@@ -14,7 +14,8 @@ import threading
 import time
 from typing import IO
 
-from .config import App, Config, ConfigError, load
+from . import switch
+from .config import App, Config, load
 from .jobs import execute
 from .orchestrator import ProcessWatch, Run, reconcile_links
 from .state import Store
@@ -119,6 +120,12 @@ def reconcile_on_start(app: App) -> None:
             message=f"{app.name}: {job['kind']} interrupted (listener restarted)",
         )
     live = reconcile_links(app, store, log)
+    if app.switch_mode == "nginx" and live is not None:
+        # a crash between re-pointing the enabled site and nginx's reload: make nginx serve what the link says
+        try:
+            switch.reload_nginx(app, log)
+        except switch.SwitchError as exc:
+            log(f"{app.name}: nginx not reloaded at start: {exc}")
     log(f"{app.name}: live color {live or 'none'}")
 
 
@@ -143,7 +150,7 @@ class Listener:
         self.config_mtime = mtime
         try:
             self.config = load(self.config_path)
-        except ConfigError as exc:
+        except Exception as exc:  # noqa: BLE001 (a broken config must not crash-loop the listener)
             log(f"config is broken, no jobs will run until it is fixed: {exc}")
             return
         for app in self.config.apps.values():

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from . import health, notify, steps, switch
+from . import health, notify, steps, switch, workers
 from .config import App, Color
 from .state import Store
 from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
@@ -109,6 +109,7 @@ def checkout_version(color: Color) -> str:
             text=True,
             timeout=10,
             check=False,
+            stdin=subprocess.DEVNULL,  # the listener's stdin is supervisor's event protocol
             **steps.credentials(owner),
         )
     except (OSError, KeyError, subprocess.TimeoutExpired):
@@ -231,6 +232,20 @@ def verify_public(run: Run, target: Color, live: str | None) -> None:
     raise StepFailed(f"{reason}; links removed again")
 
 
+def restart_workers(run: Run, target: Color) -> None:
+    """Restart each worker program gracefully through supervisor and see it run the new live checkout.
+
+    After every change of the live color, deploy, switch or rollback alike: the workers follow the
+    live_root link, and until restarted they keep running the code traffic just left.
+    """
+    config = run.app.deploy
+    for program in config.workers if config else ():
+        try:
+            workers.restart(run.sup, run.watch, program, target, config.worker_timeout, run.log)
+        except workers.WorkerError as exc:
+            raise StepFailed(str(exc)) from None
+
+
 def record_switch(run: Run, live: str | None, target: Color) -> None:
     run.store.update(live=target.name, previous=live, switched_at=time.time())
 
@@ -245,6 +260,8 @@ def switch_to(run: Run, wanted: str = "") -> str:
     run.step("switch", flip, target)
     run.step("verify", verify_public, target, live)
     run.step("record", record_switch, live, target)
+    if run.app.deploy and run.app.deploy.workers:
+        run.step("workers", restart_workers, target)
     was = f" (was {live})" if live else ""
     return f"{run.app.name}: {target.name} live{was} in {run.elapsed():.1f} s"
 

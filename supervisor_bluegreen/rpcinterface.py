@@ -53,6 +53,8 @@ def read_config(path: str) -> Config | ConfigError:
             cached = (mtime, load(path))
         except ConfigError as exc:
             cached = (mtime, exc)
+        except Exception as exc:  # noqa: BLE001 (whatever the file holds, supervisord must start)
+            cached = (mtime, ConfigError(path, [f"cannot parse: {type(exc).__name__}: {exc}"]))
         _cache[path] = cached
     return cached[1]
 
@@ -175,10 +177,12 @@ class BlueGreenNamespaceRPCInterface:
         """Queue a health-gated switch to ``color`` (default: the idle color); returns the job."""
         a = self._app(app)
         target = self._color(a, color)
-        if target:
-            state = self._process_state(a.color(target).program)
+        live = Store(a.state_dir, a.name).read().get("live")
+        name = target or (a.other(live).name if live else "")
+        if name:
+            state = self._process_state(a.color(name).program)
             if state != "RUNNING":
-                raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {target} is {state}, not RUNNING; nothing changed")
+                raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {name} is {state}, not RUNNING; nothing changed")
         return self._queue(a, "switch", {"wanted": target}, who)
 
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
@@ -220,7 +224,8 @@ class BlueGreenNamespaceRPCInterface:
                     )
                 else:
                     open(store.cancel_path(j["id"]), "w").close()
-        return xmlrpc_safe(deploys[-1])
+        running = [j for j in deploys if j["status"] == "running"]
+        return xmlrpc_safe((running or deploys)[-1])  # the caller waits for the one that matters
 
     def log(self, app: str = "", job_id: int = 0, offset: int = 0) -> dict[str, Any]:
         """Job ``job_id`` (0: the newest) with its log from byte ``offset``; poll it to follow."""
@@ -235,7 +240,7 @@ class BlueGreenNamespaceRPCInterface:
         """The newest ``count`` finished jobs: id, kind, ref, commit, color, who, outcome, step timings, backup."""
         a = self._app(app)
         finished = Store(a.state_dir, a.name).jobs(FINISHED)
-        return xmlrpc_safe([history_entry(j) for j in finished[-int(count) :]][::-1])
+        return xmlrpc_safe([history_entry(j) for j in finished[-max(1, int(count)) :]][::-1])
 
     def job(self, app: str, job_id: int, offset: int = 0) -> dict[str, Any]:
         """A job, and its log from byte ``offset``: poll it to follow progress."""
@@ -244,6 +249,12 @@ class BlueGreenNamespaceRPCInterface:
         job = store.read_job(int(job_id))
         if job is None:
             raise RPCError(Faults.BAD_NAME, f"{a.name}: no job {job_id}")
+        listener = self._process_state(self.listener)
+        if job["status"] in ACTIVE and listener not in ("RUNNING", "STARTING", "BACKOFF"):
+            raise RPCError(
+                Faults.NOT_RUNNING,
+                f"{a.name}: job {job_id} is {job['status']} but the bluegreen event listener is {listener}",
+            )
         text, new_offset = store.read_log(int(job_id), int(offset))
         return xmlrpc_safe({"job": job, "log": text, "offset": new_offset})
 

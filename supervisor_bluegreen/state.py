@@ -13,11 +13,14 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 ACTIVE = ("queued", "running")
+KEEP_JOBS = 200  # finished jobs kept for history and log
+_STATE_LOCK = threading.Lock()
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 
 
@@ -110,10 +113,11 @@ class Store:
 
     def update(self, **changes: Any) -> dict[str, Any]:
         """Merge ``changes`` into the state and write it atomically (single writer: the listener)."""
-        state = self.read()
-        state.update(changes)
-        write_json_atomic(self.state_path, state)
-        return state
+        with _STATE_LOCK:  # health checks run in threads beside the app's worker
+            state = self.read()
+            state.update(changes)
+            write_json_atomic(self.state_path, state)
+            return state
 
     # -- jobs --------------------------------------------------------------------
     def job_path(self, job_id: int) -> str:
@@ -215,12 +219,20 @@ class Store:
         with open(self.log_path(job_id), "a", encoding="utf-8") as f:
             f.write(line.rstrip("\n") + "\n")
 
-    def read_log(self, job_id: int, offset: int = 0) -> tuple[str, int]:
-        """Log text of a job from byte ``offset`` on, and the offset to continue from."""
+    def prune(self, keep: int = KEEP_JOBS) -> None:
+        """Forget all but the newest ``keep`` finished jobs, so reading the queue stays cheap."""
+        finished = [j["id"] for j in self.jobs(FINISHED)]
+        for job_id in finished[:-keep] if keep else finished:
+            for path in (self.job_path(job_id), self.log_path(job_id), self.cancel_path(job_id)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    def read_log(self, job_id: int, offset: int = 0, limit: int = 65536) -> tuple[str, int]:
+        """Up to ``limit`` bytes of a job's log from byte ``offset`` on, and the offset to continue from."""
         try:
             with open(self.log_path(job_id), "rb") as f:
                 f.seek(offset)
-                data = f.read()
+                data = f.read(limit)
         except FileNotFoundError:
             return "", offset
         end = data.rfind(b"\n") + 1  # hand out whole lines only

@@ -90,7 +90,9 @@ def write_sites(app: App) -> None:
 def run(argv: tuple[str, ...], timeout: float = 30) -> tuple[int, str]:
     """Run a configured command (argv, no shell); its exit status and output."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+        )  # the listener's stdin is supervisor's event protocol
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 127, str(exc)
     return proc.returncode, (proc.stdout + proc.stderr).strip()

@@ -468,3 +468,16 @@ def test_rendered_example_site_passes_nginx_t(tmp_path: Path, label: str, site: 
 
 def test_package_template_is_the_shipped_one() -> None:
     assert Path(config.default_template()).read_text() == (CONF / "nginx" / "site.conf.j2").read_text()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:80800/health", "http:///health", "http://[::1:80/health"])
+def test_a_public_url_that_cannot_be_reached_is_refused_when_loaded(url: str) -> None:
+    problems = problems_of(app_section("a", public_url=url))
+    assert f"[app:a] public_url: {url!r} is not an http:// URL" in problems
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bluegreen.ini"
+    path.write_bytes(b"; caf\xe9\n[app:a]\n")
+    with pytest.raises(config.ConfigError, match="not UTF-8 text"):
+        config.load(str(path))

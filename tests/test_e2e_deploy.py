@@ -406,3 +406,13 @@ def test_post_receive_hook_deploys_a_push_and_streams_progress(stack: Stack) -> 
     assert " live at " in pushed.stderr
     assert "-m pip install --requirement requirements.txt" in pushed.stderr
     assert served(stack)[1] == "v-pushed"
+
+
+def test_rollback_moves_the_workers_back_too(stack: Stack) -> None:
+    """After a rollback Celery must run the code traffic went back to, not the release it left."""
+    live = status(stack)["live"]
+    out = stack.ctl("bluegreen", "rollback")
+    assert out.returncode == 0, out.stdout
+    previous = status(stack)["live"]
+    assert previous != live
+    assert "worker abiapp_celery pid" in out.stdout and f"runs {previous}'s checkout" in out.stdout

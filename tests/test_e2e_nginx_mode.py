@@ -16,7 +16,9 @@ from example.stack import Stack
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
     s = make_stack(
-        mode="nginx", ini_overrides={"health_passes": "2", "health_interval": "0.1", "nginx_verify_timeout": "2"}
+        mode="nginx",
+        celery=False,
+        ini_overrides={"health_passes": "2", "health_interval": "0.1", "nginx_verify_timeout": "2"},
     ).start()
     out = s.ctl("bluegreen", "switch", "abiapp", "blue")
     assert out.returncode == 0, out.stdout

@@ -28,6 +28,7 @@ BROKEN_CODE = {
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
     s = make_stack(
+        celery=False,  # an app without worker programs: a switch moves traffic only
         ini_overrides={
             "health_deadline": str(DEADLINE),
             "health_timeout": "1",

@@ -267,3 +267,25 @@ def test_history_entry_shows_who_what_and_the_first_line_of_the_outcome(tmp_path
     entry = history_entry(job)
     assert entry["message"] == "abiapp: deploy failed: test failed"
     assert entry["steps"] == job["steps"] and entry["backup"] == "/b/x.sql.gz" and entry["commit"] == "3f2c1a9e"
+
+
+def test_prune_keeps_the_newest_finished_jobs_and_every_active_one(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    ids = [store.create_job("health", {})["id"] for _ in range(6)]
+    for job_id in ids[:5]:
+        store.update_job(job_id, status="succeeded")
+        store.append_log(job_id, "done")
+    store.prune(keep=2)
+    assert store.job_ids() == [ids[3], ids[4], ids[5]]  # two newest finished + the queued one
+    assert not os.path.exists(store.log_path(ids[0]))
+
+
+def test_read_log_hands_out_at_most_limit_bytes_per_call(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    job = store.create_job("deploy", {})["id"]
+    for i in range(100):
+        store.append_log(job, f"line {i:03d}")
+    text, offset = store.read_log(job, 0, limit=100)
+    assert text == "".join(f"line {i:03d}\n" for i in range(11)) and offset == 99
+    rest, end = store.read_log(job, offset)
+    assert (text + rest).count("\n") == 100 and end == os.path.getsize(store.log_path(job))

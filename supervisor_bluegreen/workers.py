@@ -1,0 +1,58 @@
+"""Worker programs (Celery): restarted gracefully through supervisor, confirmed on the new code.
+
+supervisor's stop is the graceful part: its ``stopsignal`` (TERM is Celery's warm shutdown: running
+tasks finish; with ``acks_late``, tasks not started stay in the broker) within ``stopwaitsecs``.
+A worker runs from the ``live_root`` link, so after the restart its directory must be the live
+color's checkout: that is the confirmation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import psutil
+
+from .config import Color
+from .supervisor_api import BAD_STATES, Supervisor, SupervisorError
+
+if TYPE_CHECKING:
+    from .orchestrator import ProcessWatch
+
+
+class WorkerError(Exception):
+    """A worker did not come back, or came back on other code."""
+
+
+def restart(
+    sup: Supervisor, watch: ProcessWatch, program: str, target: Color, timeout: float, log: Callable[[str], None]
+) -> None:
+    """stop, start, wait until RUNNING (a crash ends the wait at once), then confirm its checkout."""
+    try:
+        sup.stop(program)
+        since = time.monotonic()
+        sup.start(program)
+        deadline = since + timeout
+        while True:
+            state = sup.state(program)
+            crashed = watch.crashed_since(program, since)
+            if state == "RUNNING":
+                break
+            if crashed or state in BAD_STATES or time.monotonic() > deadline:
+                raise WorkerError(f"worker {program} did not come back: {crashed or state}")
+            time.sleep(0.2)
+        pid = sup.info(program)["pid"]
+    except SupervisorError as exc:
+        raise WorkerError(str(exc)) from None
+    try:
+        cwd = psutil.Process(pid).cwd()
+    except psutil.Error as exc:
+        raise WorkerError(f"worker {program} (pid {pid}): cannot read its directory: {exc}") from None
+    if os.path.realpath(cwd) != os.path.realpath(target.checkout):
+        raise WorkerError(
+            f"worker {program} runs in {cwd}, not in {target.name}'s checkout {target.checkout}: "
+            "set its directory to the live_root link"
+        )
+    log(f"worker {program} pid {pid} runs {target.name}'s checkout")
