@@ -231,19 +231,11 @@ _SETTINGS_SCRIPT = (
 def django_database(python: str, checkout: str, env: dict[str, str], user: str, timeout: float = 120) -> dict[str, Any]:
     """``settings.DATABASES["default"]`` of the app in ``checkout``, asked of Django itself (as the app's user)."""
     argv = (python, "manage.py", "shell", "-c", _SETTINGS_SCRIPT)
-    env = dict(env)
     try:
-        done = subprocess.run(
-            argv,
-            cwd=checkout,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            **_run_as(user, env),
-        )
+        env = {**env, **(steps.user_env(user) if user else {})}  # the user's dotfiles, as for the dump
+        done = steps.capture(argv, cwd=checkout, env=env, user=user, timeout=timeout)
+    except KeyError:
+        raise BackupError(f"cannot read the Django database settings as {user!r}: no such user") from None
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BackupError(f"cannot read the Django database settings: {exc}") from None
     if done.returncode != 0:

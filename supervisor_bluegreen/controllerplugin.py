@@ -116,26 +116,24 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         for app in apps:
             self.ctl.output(format_status(app))
 
-    def cmd_switch(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 2 or flags:
-            return self.usage_error("usage: bluegreen switch [APP] [COLOR]")
-        job = self.call(self.api.switch, *(args + [""] * (2 - len(args))), self.who)
+    def start_and_follow(self, method: str, usage: str, args: list[str], flags: set[str]) -> None:
+        """``bluegreen METHOD [APP] [COLOR]``-style commands: positional words padded with '', then ``who``."""
+        words = usage.count("[")
+        if len(args) > words or flags:
+            return self.usage_error(f"usage: {usage}")
+        job = self.call(getattr(self.api, method), *(args + [""] * (words - len(args))), self.who)
         if job:
             self.follow(job["app"], job)
+        return None
+
+    def cmd_switch(self, args: list[str], flags: set[str]) -> None:
+        self.start_and_follow("switch", "bluegreen switch [APP] [COLOR]", args, flags)
 
     def cmd_rollback(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 1 or flags:
-            return self.usage_error("usage: bluegreen rollback [APP]")
-        job = self.call(self.api.rollback, args[0] if args else "", self.who)
-        if job:
-            self.follow(job["app"], job)
+        self.start_and_follow("rollback", "bluegreen rollback [APP]", args, flags)
 
     def cmd_health(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 2 or flags:
-            return self.usage_error("usage: bluegreen health [APP] [COLOR]")
-        job = self.call(self.api.health, *(args + [""] * (2 - len(args))), self.who)
-        if job:
-            self.follow(job["app"], job)
+        self.start_and_follow("health", "bluegreen health [APP] [COLOR]", args, flags)
 
     def app_and_word(self, args: list[str]) -> tuple[str, str]:
         """``[APP] [WORD]``: a single word is the app when it names one, else the WORD (ref, id)."""

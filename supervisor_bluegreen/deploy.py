@@ -44,10 +44,7 @@ def git(run: Run, *args: str, cwd: str | None = None, timeout: float = 120) -> s
     user = settings(run.app).user
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "GIT_"))}
     try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-            stdin=subprocess.DEVNULL, **steps.credentials(user),
-        )  # fmt: skip
+        done = steps.capture(["git", *args], cwd=cwd, env=env, user=user, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise StepFailed(f"git {args[0]}: {exc}") from None
     if done.returncode != 0:

@@ -103,15 +103,7 @@ def checkout_version(color: Color) -> str:
         return ""
     try:
         owner = pwd.getpwuid(os.stat(color.checkout).st_uid).pw_name  # git refuses others' work trees
-        out = subprocess.run(
-            ["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-            stdin=subprocess.DEVNULL,  # the listener's stdin is supervisor's event protocol
-            **steps.credentials(owner),
-        )
+        out = steps.capture(["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"], user=owner, timeout=10)
     except (OSError, KeyError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""

@@ -155,13 +155,27 @@ def _pump(stream: Any, log: Callable[[str], None]) -> None:
         log("    | " + raw.decode("utf-8", "replace").rstrip())
 
 
+def capture(
+    argv: tuple[str, ...] | list[str],
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    user: str = "",
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command quietly as ``user`` and keep what it printed; OSError and TimeoutExpired propagate.
+
+    stdin is /dev/null: the listener's own stdin is supervisor's event protocol.
+    """
+    return subprocess.run(
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        preexec_fn=_die_with_parent, check=False, **credentials(user),
+    )  # fmt: skip
+
+
 def probe(argv: tuple[str, ...], *, cwd: str, env: dict[str, str], user: str, timeout: float = 60) -> bool:
     """True when ``argv`` exits 0 (quietly): is an optional tool there?"""
     try:
-        done = subprocess.run(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
-            preexec_fn=_die_with_parent, check=False, **credentials(user),
-        )  # fmt: skip
+        return capture(argv, cwd=cwd, env=env, user=user, timeout=timeout).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0
