@@ -14,7 +14,7 @@ import subprocess
 import time
 from typing import Callable
 
-from . import nginx
+from . import nginx, steps
 from .config import App, Color
 
 
@@ -90,9 +90,7 @@ def write_sites(app: App) -> None:
 def run(argv: tuple[str, ...], timeout: float = 30) -> tuple[int, str]:
     """Run a configured command (argv, no shell); its exit status and output."""
     try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
-        )  # the listener's stdin is supervisor's event protocol
+        proc = steps.capture(argv, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 127, str(exc)
     return proc.returncode, (proc.stdout + proc.stderr).strip()
