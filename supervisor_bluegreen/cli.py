@@ -3,14 +3,74 @@
 from __future__ import annotations
 
 import argparse
+import configparser
+import os
+import stat
 import sys
 
-from . import listener, nginx
-from .config import ConfigError, load
+from .config import Config, ConfigError, load
+from .state import private_dir_problem
 
 
-def check(path: str) -> int:
-    """Validate a config file the way supervisord will; print every problem with file and key."""
+def trust_warnings(config: Config, supervisord_conf: str = "") -> list[str]:
+    """What a valid config (and supervisord's own) still leaves open to the app user or to the network."""
+    found = []
+    for app in config.apps.values():
+        folders = [("state_dir", app.state_dir)]
+        if app.deploy is not None:
+            if not app.deploy.user:
+                found.append(
+                    f"{app.name}: user is not set: build steps, git and backups run as the listener's user "
+                    "(root, usually), so pushed code runs as root; set user = <the app's user>"
+                )
+            folders.append(("backup_dir", app.deploy.backup_dir or os.path.join(app.state_dir, app.name, "backups")))
+        for key, folder in folders:
+            problem = private_dir_problem(folder)
+            if problem:
+                found.append(f"{app.name}: {key} {folder} is not private: {problem}")
+    if supervisord_conf:
+        found.extend(supervisord_warnings(supervisord_conf))
+    return found
+
+
+def supervisord_warnings(path: str) -> list[str]:
+    """An HTTP server of supervisord without a password lets anyone who reaches it deploy any branch."""
+    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, source=path)
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        return [f"{path}: cannot read supervisord's config: {exc}"]
+    found = []
+    for section in parser.sections():
+        if section not in ("inet_http_server", "unix_http_server"):
+            continue
+        auth = parser.has_option(section, "username") and parser.has_option(section, "password")
+        if section == "inet_http_server" and not auth:
+            port = parser.get(section, "port", fallback="?")
+            found.append(
+                f"{path}: [inet_http_server] port = {port} has no username and password: whoever reaches it can "
+                "stop programs and run any branch's deploy (and its migrations); set both, or remove it"
+            )
+        if section == "unix_http_server" and not auth:
+            try:
+                mode = int(parser.get(section, "chmod", fallback="0700"), 8)
+            except ValueError:
+                continue
+            if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                found.append(
+                    f"{path}: [unix_http_server] chmod = {mode:04o} without username and password: every "
+                    f"{'user' if mode & stat.S_IWOTH else 'member of its group'} can control supervisord and deploy"
+                )
+    return found
+
+
+def check(path: str, supervisord_conf: str = "") -> int:
+    """Validate a config file the way supervisord will; print every problem with file and key.
+
+    Warnings (exit status still 0): build steps that would run as root, state or backups in a folder
+    the app user could write, supervisord HTTP servers without a password (``--supervisord-conf``).
+    """
     try:
         config = load(path)
     except ConfigError as exc:
@@ -21,12 +81,16 @@ def check(path: str) -> int:
     for app in config.apps.values():
         colors = ", ".join(f"{c.name}={c.program}" for c in app.colors)
         print(f"{app.name}: {colors}; {app.switch_mode} switch; health {app.health.path} on each color's socket")
+    for warning in trust_warnings(config, supervisord_conf):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: OK")
     return 0
 
 
 def nginx_site(path: str, app_name: str, color: str) -> int:
     """Print the nginx site of an app (socket mode) or of one color (nginx mode)."""
+    from . import nginx  # jinja2: only this command needs it
+
     try:
         app = load(path).app(app_name)
         print(nginx.render_site(app, app.color(color) if color else None), end="")
@@ -42,19 +106,33 @@ def nginx_site(path: str, app_name: str, color: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bluegreen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("check", help="validate a bluegreen config file")
+    p = sub.add_parser("check", help="validate a bluegreen config file (and warn about what it leaves open)")
     p.add_argument("config")
+    p.add_argument(
+        "--supervisord-conf", default="", metavar="FILE", help="also warn about supervisord's HTTP servers in FILE"
+    )
     p = sub.add_parser("nginx-site", help="render the nginx site of an app (or of one color)")
     p.add_argument("config")
     p.add_argument("app", nargs="?", default="")
     p.add_argument("color", nargs="?", default="")
+    p = sub.add_parser("restore", help="restore a backup into the app's live database (fresh backup first)")
+    p.add_argument("--config", default="/etc/supervisor/bluegreen.ini")
+    p.add_argument("app")
+    p.add_argument("backup", help="a file name listed by `supervisorctl bluegreen backups APP`")
+    p.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")
     p = sub.add_parser("listener", help="the event listener; run by supervisord only")
     p.add_argument("--config", required=True)
     args = parser.parse_args(argv)
     if args.command == "check":
-        return check(args.config)
+        return check(args.config, args.supervisord_conf)
     if args.command == "nginx-site":
         return nginx_site(args.config, args.app, args.color)
+    if args.command == "restore":
+        from . import restore
+
+        return restore.main(args.config, args.app, args.backup, args.yes)
+    from . import listener  # the listener's whole stack: only this command needs it
+
     return listener.main(args.config)
 
 

@@ -1,16 +1,20 @@
 """Webhooks on deploy start, success, failure and rollback: Slack-compatible JSON, never fatal.
 
-A webhook that is down must not fail a deploy, so errors are logged and swallowed.
+A webhook that is down must not fail a deploy, so errors are logged and swallowed. A webhook URL's
+path is its secret (Slack's ``/services/T…/B…/…``): logs show only ``scheme://host/…``. A chat gets the
+outcome's first line, never the detail under it (a failed health gate's stderr tail stays in the log).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from .config import App
+from .masking import mask_credentials, mask_url, mask_urls
 
 EMOJI = {
     "start": ":rocket:",
@@ -21,9 +25,14 @@ EMOJI = {
 
 
 def message(event: str, app: str, text: str, **fields: Any) -> dict[str, Any]:
-    """The JSON body: ``text`` for Slack and compatible chats, the rest for machines."""
+    """The JSON body: ``text`` for Slack and compatible chats, the rest for machines.
+
+    Only the first line of ``text`` is sent (what happened), with no credentials in it: the lines under
+    it (a stderr tail, the app's output) may hold secrets and belong in the deploy log only.
+    """
+    first = mask_credentials(text.split("\n", 1)[0].strip())
     return {
-        "text": f"{EMOJI.get(event, '')} {text}".strip(),
+        "text": f"{EMOJI.get(event, '')} {first}".strip(),
         "username": "bluegreen",
         "event": event,
         "app": app,
@@ -43,6 +52,16 @@ def send(urls: tuple[str, ...], body: dict[str, Any], log: Callable[[str], None]
         try:
             resp = requests.post(url, json=body, timeout=timeout)
             if resp.status_code >= 400:
-                log(f"webhook {url}: HTTP {resp.status_code}")
-        except requests.RequestException as exc:
-            log(f"webhook {url}: {type(exc).__name__}: {exc}")
+                log(f"webhook {mask_url(url)}: HTTP {resp.status_code}")
+        except requests.RequestException as exc:  # its text repeats the URL: masked too
+            log(f"webhook {mask_url(url)}: {type(exc).__name__}: {_without(url, str(exc))}")
+
+
+def _without(url: str, text: str) -> str:
+    """An error's text without the URL's secrets: requests repeats the URL, or its path alone ("with url: /…")."""
+    text = mask_urls(text)
+    parts = urlsplit(url)
+    for secret in (f"{parts.path}?{parts.query}", parts.path, parts.query):
+        if secret.strip("/?"):
+            text = text.replace(secret, "/…")
+    return text

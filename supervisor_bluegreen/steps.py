@@ -8,53 +8,26 @@ user, with a timeout; its output goes line by line into the deploy log.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
+import errno
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps  # noqa: F401 (defined there: config.py needs them)
 
 if TYPE_CHECKING:
     from .config import Color
 
-STEP_KEYS = ("python", "color", "checkout", "static_root")
-PRESETS = {"django": ("deps", "backup", "migrate", "collectstatic", "compress", "test")}
-
 
 class StepError(Exception):
     """A build step failed; the message says how (exit status, timeout, cancel)."""
-
-
-@dataclass(frozen=True)
-class BuildStep:
-    name: str
-    argv: tuple[str, ...]  # empty: built into the deploy (backup)
-    skip_unless: tuple[str, ...] = ()  # run only when this probe succeeds: optional tools such as compress
-    when_changed: str = ""  # run only when this file of the checkout changed since the color last ran the step
-
-
-def builtin_steps() -> dict[str, BuildStep]:
-    """The steps of the Django preset: the color's dependencies, then the seed's hook in order."""
-    manage = ("%(python)s", "manage.py")
-    return {
-        # dependencies belong to the color: installed into ITS virtualenv, and only when they changed
-        "deps": BuildStep(
-            "deps",
-            ("%(python)s", "-m", "pip", "install", "--requirement", "requirements.txt"),
-            when_changed="requirements.txt",
-        ),
-        "backup": BuildStep("backup", ()),
-        "migrate": BuildStep("migrate", (*manage, "migrate", "--noinput")),
-        "collectstatic": BuildStep("collectstatic", (*manage, "collectstatic", "--noinput")),
-        # django-compressor's offline compression; skipped (and said so) when the app does not use it
-        "compress": BuildStep("compress", (*manage, "compress", "--force"), skip_unless=(*manage, "help", "compress")),
-        "test": BuildStep("test", (*manage, "test", "--noinput")),
-    }
 
 
 def values(color: Color) -> dict[str, str]:
@@ -101,13 +74,33 @@ def credentials(user: str) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(user, entry.pw_gid)}
 
 
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
-PR_SET_PDEATHSIG = 1
+SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")  # util-linux: on every Debian
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the listener dies (kill -9 included), so no build runs on orphaned."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def tied(argv: tuple[str, ...] | list[str], cwd: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+    """``argv`` run through ``setpriv --pdeathsig KILL``: it dies with the listener (kill -9 included).
+
+    No ``preexec_fn`` (CPython documents it as deadlock-prone in a threaded process, and the listener
+    is one): setpriv sets the parent-death signal after Popen's own ``user``/``group`` switch and then
+    execs ``argv``, which keeps it. A program that is not there is an OSError here, as Popen would raise.
+    """
+    program = argv[0]
+    if "/" in program:
+        found = os.path.exists(os.path.join(cwd or "", program))
+    else:
+        found = shutil.which(program, path=(env if env is not None else os.environ).get("PATH", os.defpath)) is not None
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv] if SETPRIV else list(argv)
+
+
+def spawn(argv: tuple[str, ...] | list[str], *, user: str = "", cwd: str | None = None,
+          env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:  # fmt: skip
+    """The one way the listener starts a child: as ``user`` (Popen's own user/group/extra_groups, no
+    ``preexec_fn``), tied to the listener's life (``tied``), with no descriptor of ours but 0-2.
+    Build steps, git, probes, checkout reads and dumps all start here.
+    """
+    return subprocess.Popen(tied(argv, cwd, env), cwd=cwd, env=env, close_fds=True, **popen, **credentials(user))
 
 
 def run(
@@ -122,9 +115,9 @@ def run(
 ) -> None:
     """Run one command, its output into ``log``; StepError on a non-zero exit, a timeout or a cancel."""
     try:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent, **credentials(user),
+        proc = spawn(
+            argv, user=user, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     except OSError as exc:
         raise StepError(f"cannot run {argv[0]}: {exc.strerror}") from None
@@ -165,12 +158,19 @@ def capture(
 ) -> subprocess.CompletedProcess[str]:
     """Run a short command quietly as ``user`` and keep what it printed; OSError and TimeoutExpired propagate.
 
-    stdin is /dev/null: the listener's own stdin is supervisor's event protocol.
+    stdin is /dev/null: the listener's own stdin is supervisor's event protocol. On a timeout the
+    command's whole process group is killed (it runs in its own session), then TimeoutExpired.
     """
-    return subprocess.run(
-        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-        preexec_fn=_die_with_parent, check=False, **credentials(user),
-    )  # fmt: skip
+    with spawn(argv, user=user, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+               stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
 
 
 def probe(argv: tuple[str, ...], *, cwd: str, env: dict[str, str], user: str, timeout: float = 60) -> bool:
@@ -179,3 +179,53 @@ def probe(argv: tuple[str, ...], *, cwd: str, env: dict[str, str], user: str, ti
         return capture(argv, cwd=cwd, env=env, user=user, timeout=timeout).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+class ReadError(OSError):
+    """A file of the checkout could not be read as the app's user (not a regular file, too big, too slow)."""
+
+    def __str__(self) -> str:  # the message alone, not "[Errno 22] ...": it is shown to users as is
+        return self.strerror or super().__str__()
+
+
+# Runs as the app's user, with POSIX tools only (the listener's own interpreter may sit where the user
+# cannot execute it): exit 3 when absent, 5 when not a regular file (FIFO, device), else at most $2 bytes.
+# Swapping the file for a FIFO after the test only makes head wait until the timeout kills it.
+_READER = '[ -e "$1" ] || exit 3; [ -f "$1" ] || exit 5; exec head -c "$2" -- "$1"'
+
+
+def read_as_user(path: str, user: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes | None:
+    """The bytes of ``path`` (a file of the checkout) read by a child running as ``user``; None when absent.
+
+    Root never opens what the app user controls: a symlink to /etc/shadow is read with the user's rights
+    (and refused), a FIFO or device (``-> /dev/zero``, ``-> /dev/stdin``) is refused without reading, a
+    file larger than ``limit`` bytes is refused, and the child is killed after ``timeout`` seconds.
+    ReadError (an OSError) says which; the child's stdin is /dev/null, never the listener's event pipe.
+    """
+    argv = ["/bin/sh", "-c", _READER, "read_as_user", path, str(int(limit) + 1)]
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
+    try:
+        with spawn(argv, user=user, cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE) as proc:  # fmt: skip
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # head itself: sh execs it
+                proc.communicate()
+                raise
+        done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        raise ReadError(errno.ETIMEDOUT, f"reading {path} took more than {timeout:g} s") from None
+    except OSError as exc:
+        raise ReadError(exc.errno or errno.EIO, f"cannot read {path}: {exc.strerror or exc}") from None
+    who = f" as {user}" if user else ""
+    if done.returncode == 3:
+        return None
+    if done.returncode == 5:
+        raise ReadError(errno.EINVAL, f"refusing {path}: not a regular file")
+    if done.returncode == 0 and len(done.stdout) > limit:
+        raise ReadError(errno.EFBIG, f"refusing {path}: larger than {limit} bytes")
+    if done.returncode != 0:
+        reason = done.stderr.decode("utf-8", "replace").strip()[-200:] or f"exit status {done.returncode}"
+        raise ReadError(errno.EIO, f"cannot read {path}{who}: {reason}")
+    return done.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor_bluegreen.deploy import ref_problem
+from supervisor_bluegreen.refs import ref_problem
 
 
 @pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/yearbook-export", "HEAD~2", "main^", "3f2c1a9", "a" * 40])

@@ -48,5 +48,31 @@ def test_send_posts_json_and_logs_failures_without_raising(server: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}/hook"
     notify.send((f"{server}/hook", f"{server}/broken", dead), notify.message("start", "abiapp", "x"), log.append, 2)
     assert [b["event"] for b in Recorder.bodies] == ["start", "start"]
-    assert log[0] == f"webhook {server}/broken: HTTP 500"
-    assert log[1].startswith(f"webhook {dead}: ConnectionError")
+    assert log[0] == f"webhook {server}/…: HTTP 500"  # the path (a Slack webhook's secret) is never logged
+    assert log[1].startswith(f"webhook {dead.rsplit('/', 1)[0]}/…: ConnectionError")
+    assert "/hook" not in log[1]
+
+
+def test_webhook_secrets_never_reach_logs(server: str) -> None:
+    """A Slack URL's path, a token in the query and user:password never appear in what is logged."""
+    log: list[str] = []
+    port = free_port()
+    secret = f"http://bot:hunter2@127.0.0.1:{port}/services/T000/B000/XXXXSECRET?token=abc123"
+    notify.send((secret,), notify.message("start", "abiapp", "x"), log.append, 2)
+    assert len(log) == 1 and log[0].startswith(f"webhook http://127.0.0.1:{port}/…: ConnectionError")
+    for leak in ("XXXXSECRET", "abc123", "hunter2", "services"):
+        assert leak not in log[0]
+
+
+def test_webhook_text_is_the_first_line_only() -> None:
+    """A failed health gate's stderr tail (the lines under the reason) stays in the deploy log."""
+    text = (
+        "abiapp: deploy of 3f2c1a9 failed: blue is not healthy: HTTP 500\n"
+        "--- abiapp_blue stderr (errors, then the last lines) ---\n"
+        "django.db.OperationalError: (1045, \"Access denied for user 'abiapp' using password: s3cret\")"
+    )
+    body = notify.message("failure", "abiapp", text)
+    assert body["text"] == ":x: abiapp: deploy of 3f2c1a9 failed: blue is not healthy: HTTP 500"
+    assert "s3cret" not in json.dumps(body)
+    masked = notify.message("failure", "abiapp", "fetch https://deploy:tok3n@git.example.org/app.git failed")
+    assert "tok3n" not in masked["text"] and "https://***@git.example.org/app.git" in masked["text"]
