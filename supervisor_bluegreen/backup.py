@@ -15,6 +15,12 @@ Restore (stdin is the uncompressed dump, into an empty database)::
 
     argv, env = restore_argv(kind, settings.DATABASES["default"])
     gunzip -c <backup> | env <env> <argv>
+
+Proven restorable: :func:`plan_verify` / :func:`run_verify` (or :func:`verify`, both at once) load
+a backup into a scratch database beside the source and compare tables and row counts (what is
+compared, and why, is noted above plan_verify); the outcome is a :class:`VerifyResult`, also kept as
+``<backup>.verified.json``. :func:`plan_restore` / :func:`run_restore` replace the live database's
+contents with a backup (``bluegreen restore``, restore.py, verifies first and takes a fresh backup).
 """
 
 from __future__ import annotations
@@ -24,21 +30,23 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
 from . import steps
+from .backuplist import NAME_TAIL, backup_dir_of, list_backups, verified_path  # noqa: F401 (re-exported)
 
 KINDS = ("mysql", "postgresql", "sqlite")
 SUFFIXES = {"mysql": ".sql.gz", "postgresql": ".sql.gz", "sqlite": ".sqlite.sql.gz"}
-# <app>-<YYYYmmdd>-<HHMMSS>-<commit>.sql.gz: the app part is matched literally by prune().
-_NAME_TAIL = re.compile(r"-(\d{8}-\d{6})-([0-9A-Za-z_]+)\.(?:sqlite\.)?sql\.gz$")
+_NAME_TAIL = NAME_TAIL  # <app>-<YYYYmmdd>-<HHMMSS>-<commit>.sql.gz (backuplist.py)
 _STDERR_TAIL = 1500  # characters of the dump tool's stderr quoted in errors
 
 # Dumps through iterdump() inside one read transaction (a consistent snapshot while the
@@ -395,5 +403,725 @@ def prune(backup_dir: str, app: str, keep: int) -> list[str]:
     deleted = []
     for _, _, path in found[keep:]:
         _remove(path)
+        _remove(verified_path(path))
         deleted.append(path)
     return deleted
+
+
+# -- verify: the backup restores, and holds what the source held ----------------------------
+#
+# What is compared, and why that is honest. The dump is a consistent snapshot (InnoDB
+# --single-transaction, pg_dump's own snapshot, SQLite's read transaction), but the live app
+# keeps writing while and after it is taken, and mysqldump's snapshot cannot be shared with
+# another session. Row counts read from the live database after the dump would differ for
+# every table the app writes to, and a "tolerance" would hide real losses. So:
+#
+# 1. rows: the dump's own row count per table, counted from the dump file itself (mysqldump's
+#    INSERT tuples, pg_dump's COPY lines, SQLite's INSERT statements): that is what the
+#    source held at the dump's snapshot. The scratch copy must hold exactly as many, per table.
+# 2. tables: the source's list of tables must equal the scratch copy's. The schema does not
+#    move between the dump and the check (only migrate changes it, and migrate runs after).
+# 3. the dump must end with its tool's end-of-dump marker (a truncated file has none).
+# 4. drift: the source's counts now, read in one read-only snapshot transaction, minus the
+#    dump's. Reported, never a failure: it is what the app wrote since the dump.
+
+VERIFY_INFIX = "_bgverify_"
+_COMPLETE = {
+    "mysql": b"-- Dump completed",
+    "postgresql": b"-- PostgreSQL database dump complete",
+}
+_MYSQL_INSERT = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES\s")
+_MYSQL_TOKENS = re.compile(rb"'(?:[^'\\]|\\.|'')*'|[()]", re.DOTALL)
+_PG_IDENT = rb'(?:"(?:[^"]|"")*"|[^\s."(]+)'
+_PG_COPY = re.compile(rb"^COPY (" + _PG_IDENT + rb")\.(" + _PG_IDENT + rb") .*FROM stdin;$")
+_SQLITE_INSERT = re.compile(r'^INSERT INTO "((?:[^"]|"")+)" VALUES\(')
+
+# Every base table of the current database with its row count, in one consistent snapshot.
+# One statement built from the catalog (no round trips): "name<TAB>count" lines.
+_MYSQL_COUNT = """\
+SET SESSION group_concat_max_len = 4294967295;
+SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;
+START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;
+SELECT COALESCE(GROUP_CONCAT(CONCAT('SELECT ', QUOTE(table_name), ', COUNT(*) FROM `',
+    REPLACE(table_name, '`', '``'), '`') ORDER BY table_name SEPARATOR ' UNION ALL '),
+    'SELECT 1, 1 FROM DUAL WHERE FALSE') INTO @bluegreen_counts
+  FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE';
+PREPARE bluegreen_counts FROM @bluegreen_counts;
+EXECUTE bluegreen_counts;
+DEALLOCATE PREPARE bluegreen_counts;
+COMMIT;
+"""
+# Ordinary tables (not partitioned parents, whose rows pg_dump writes under each partition) that
+# are not an extension's, "schema.table<TAB>count" lines.
+_PG_COUNT = r"""
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+SELECT n.nspname || '.' || c.relname,
+       (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname),
+                                            false, true, '')))[1]::text
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                   AND d.deptype = 'e')
+ ORDER BY 1;
+COMMIT;
+"""
+_SQLITE_COUNT = """\
+import json, sqlite3, sys, urllib.parse
+db = sqlite3.connect("file:" + urllib.parse.quote(sys.argv[1]) + "?mode=ro", uri=True)
+db.execute("BEGIN")
+names = [r[0] for r in db.execute(
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\\\_%' ESCAPE '\\\\'")]
+counts = {n: db.execute('SELECT COUNT(*) FROM "%s"' % n.replace('"', '""')).fetchone()[0] for n in names}
+print(json.dumps(counts))
+"""
+
+
+class VerifyError(BackupError):
+    """The backup could not be checked at all (no scratch database, a tool missing, a timeout).
+
+    A dump that fails to restore, or restores other than it should, is not an error: it is a
+    VerifyResult with ``ok`` False.
+    """
+
+
+class RestoreError(BackupError):
+    """A restore into the live database was refused or failed; the message says what was left as it was."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One client invocation: ``argv`` with ``env`` added to ours; ``stdin`` is fed first (then the dump, if any)."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    stdin: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    """Everything a verify runs, decided up front: create, restore (the dump on stdin), count, drop."""
+
+    kind: str
+    backup: str
+    scratch: str  # the scratch database's name (SQLite: its file)
+    create: Command | None  # None: the restore creates it (SQLite)
+    restore: Command
+    count_scratch: Command
+    count_source: Command
+    drop: Command | None  # None: the executor removes the file (SQLite)
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of one verify, JSON-ready for the job history (``as_dict``)."""
+
+    backup: str
+    kind: str
+    scratch: str
+    ok: bool
+    tables: int  # tables in the restored copy
+    rows: int  # rows in the restored copy, all tables
+    seconds: float
+    mismatches: list[str]
+    drift: dict[str, int]  # per table: live rows now minus rows in the dump (writes since the dump)
+    verified_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        head = f"verify: {os.path.basename(self.backup)} restored into scratch {self.scratch}: "
+        if self.ok:
+            text = head + f"OK, {self.tables} tables, {self.rows} rows, same as the dump ({self.seconds:.1f} s)"
+            moved = sum(abs(v) for v in self.drift.values())
+            return text + (f"; {moved} rows written to the live database since the dump" if moved else "")
+        return head + f"FAILED ({self.seconds:.1f} s): " + "; ".join(self.mismatches)
+
+
+def scratch_name(name: str, token: str, limit: int = 63) -> str:
+    """``<name>_bgverify_<token>``, the name cut so that it fits MySQL's and PostgreSQL's identifier limits."""
+    if not re.fullmatch(r"[0-9a-z]{1,16}", token):
+        raise ValueError(f"scratch token must be 1-16 lowercase letters or digits, got {token!r}")
+    room = limit - len(VERIFY_INFIX) - len(token)
+    base = name.encode("utf-8")[:room].decode("utf-8", "ignore") or "bluegreen"
+    return f"{base}{VERIFY_INFIX}{token}"
+
+
+def _mysql_quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _pg_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _with_name(kind: str, database: dict[str, Any], name: str) -> dict[str, Any]:
+    """``database`` pointing at ``name`` instead: same server, same credentials."""
+    options = dict(database.get("OPTIONS") or {})
+    if kind == "mysql":
+        for key in ("database", "db"):
+            options.pop(key, None)
+    return {**database, "NAME": name, "OPTIONS": options}
+
+
+def _source_name(kind: str, database: dict[str, Any]) -> str:
+    if kind == "mysql":
+        return _mysql_connection(database)[3]
+    if kind == "postgresql":
+        return _text(database.get("NAME"))
+    return os.path.basename(_sqlite_path(database))
+
+
+def plan_verify(
+    database: dict[str, Any],
+    backup: str,
+    token: str,
+    python: str = sys.executable,
+    scratch_dir: str | None = None,
+) -> VerifyPlan:
+    """How to restore ``backup`` into a scratch database beside ``database`` and count both (pure).
+
+    MySQL/MariaDB: ``CREATE DATABASE <name>_bgverify_<token>`` on the same server with the same
+    credentials (the app's user needs CREATE and DROP on ``<name>\\_bgverify\\_%``, as Django's test
+    runner needs them on ``test_<name>``). PostgreSQL: the same through psql connected to the source
+    database (the role needs CREATEDB). SQLite: a file in ``scratch_dir`` (default: the temp dir).
+    ``python`` runs the SQLite scripts.
+    """
+    kind = kind_of(_text(database.get("ENGINE")))
+    if kind == "sqlite":
+        source = _sqlite_path(database)
+        base = os.path.basename(source).rsplit(".", 1)[0]
+        scratch = os.path.join(scratch_dir or tempfile.gettempdir(), scratch_name(base, token) + ".sqlite3")
+        target = _with_name(kind, database, scratch)
+        argv, env = restore_argv(kind, target)
+        return VerifyPlan(
+            kind,
+            backup,
+            scratch,
+            None,
+            Command((python, *argv[1:]), env),
+            Command((python, "-c", _SQLITE_COUNT, scratch), {}),
+            Command((python, "-c", _SQLITE_COUNT, source), {}),
+            None,
+        )
+    scratch = scratch_name(_source_name(kind, database) or "bluegreen", token)
+    target = _with_name(kind, database, scratch)
+    restore, restore_env = restore_argv(kind, target)
+    if kind == "mysql":
+        first, args, env, _ = _mysql_connection(database)
+        server = ("mysql", *first, "--batch", *args)
+
+        def count(db: dict[str, Any]) -> Command:
+            f, a, e, n = _mysql_connection(db)
+            return Command(("mysql", *f, "--batch", "--skip-column-names", *a, "--", n), e, _MYSQL_COUNT)
+
+        return VerifyPlan(
+            kind,
+            backup,
+            scratch,
+            Command((*server, "-e", f"CREATE DATABASE {_mysql_quote(scratch)}"), env),
+            Command(restore, restore_env),
+            count(target),
+            count(database),
+            Command((*server, "-e", f"DROP DATABASE IF EXISTS {_mysql_quote(scratch)}"), env),
+        )
+    args, env = _pg_connection(database)
+    psql = ("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1")
+
+    def pg_count(db: dict[str, Any]) -> Command:
+        a, e = _pg_connection(db)
+        return Command((*psql, "-A", "-t", "-F", "\t", *a), e, _PG_COUNT)
+
+    return VerifyPlan(
+        kind,
+        backup,
+        scratch,
+        Command((*psql, "-c", f"CREATE DATABASE {_pg_quote(scratch)}", *args), env),
+        Command(restore, restore_env),
+        pg_count(target),
+        pg_count(database),
+        Command((*psql, "-c", f"DROP DATABASE IF EXISTS {_pg_quote(scratch)}", *args), env),
+    )
+
+
+@dataclass
+class DumpContents:
+    """What a dump file holds: rows per table (tables with data only), and whether it is complete."""
+
+    rows: dict[str, int]
+    complete: bool
+
+
+def _mysql_tuples(values: bytes) -> int:
+    """The number of ``(...)`` row tuples in the VALUES part of a mysqldump INSERT line."""
+    depth = rows = 0
+    for match in _MYSQL_TOKENS.finditer(values):
+        token = match.group()
+        if token == b"(":
+            if depth == 0:
+                rows += 1
+            depth += 1
+        elif token == b")":
+            depth -= 1
+    return rows
+
+
+def _pg_unquote(ident: bytes) -> str:
+    text = ident.decode("utf-8", "surrogateescape")
+    return text[1:-1].replace('""', '"') if text.startswith('"') else text
+
+
+def dump_contents(kind: str, lines: Any) -> DumpContents:
+    """Count the rows per table in a dump, from an iterable of its lines (bytes, with their newline)."""
+    rows: dict[str, int] = {}
+    complete = False
+    if kind == "mysql":
+        # One INSERT per line, or (MariaDB 10.11+) "INSERT ... VALUES" then one row per line until ";".
+        # Strings never hold a raw newline (mysqldump writes \n), so every line holds whole rows.
+        inside = None
+        for line in lines:
+            if inside is not None:
+                rows[inside] += _mysql_tuples(line)
+            else:
+                match = _MYSQL_INSERT.match(line)
+                if match:
+                    inside = match.group(1).decode("utf-8", "surrogateescape").replace("``", "`")
+                    rows[inside] = rows.get(inside, 0) + _mysql_tuples(line[match.end() :])
+                elif line.startswith(_COMPLETE[kind]):
+                    complete = True
+                    continue
+            if inside is not None and line.rstrip().endswith(b";"):
+                inside = None
+        return DumpContents(rows, complete)
+    if kind == "postgresql":
+        table = None
+        for line in lines:
+            if table is not None:
+                if line in (b"\\.\n", b"\\.\r\n", b"\\."):
+                    table = None
+                else:
+                    rows[table] += 1
+                continue
+            match = _PG_COPY.match(line.rstrip(b"\r\n"))
+            if match:
+                table = f"{_pg_unquote(match.group(1))}.{_pg_unquote(match.group(2))}"
+                rows.setdefault(table, 0)
+            elif line.startswith(_COMPLETE[kind]):
+                complete = True
+        return DumpContents(rows, complete)
+    if kind == "sqlite":
+        import sqlite3
+
+        statement = ""
+        last = ""
+        for line in lines:
+            statement += line.decode("utf-8", "surrogateescape")
+            if not sqlite3.complete_statement(statement):
+                continue
+            match = _SQLITE_INSERT.match(statement)
+            if match and not match.group(1).startswith("sqlite_"):  # internal tables, as the count skips them
+                name = match.group(1).replace('""', '"')
+                rows[name] = rows.get(name, 0) + 1
+            last, statement = statement.strip(), ""
+        return DumpContents(rows, last == "COMMIT;" and not statement.strip())
+    raise BackupError(f"cannot read a dump of kind {kind!r}: expected one of {', '.join(KINDS)}")
+
+
+def compare(
+    source: dict[str, int] | None, restored: dict[str, int], dumped: DumpContents
+) -> tuple[list[str], dict[str, int]]:
+    """Mismatches (empty: verified) and drift, from the three views of the data (see the note above).
+
+    ``source`` None: the restored copy is compared with the dump only (a restore of an old backup,
+    whose tables the live database no longer has to match).
+    """
+    problems = []
+    if source is None:
+        source = dict(restored)
+    if not dumped.complete:
+        problems.append("the dump has no end-of-dump marker: it is truncated or was not written to the end")
+    for name in sorted(set(source) - set(restored)):
+        problems.append(f"table {name} is in the source database but not in the restored copy")
+    for name in sorted(set(restored) - set(source)):
+        problems.append(f"table {name} is in the restored copy but not in the source database")
+    for name in sorted(set(dumped.rows) - set(restored)):
+        problems.append(f"table {name}: the dump holds {dumped.rows[name]} rows but the table was not restored")
+    for name in sorted(restored):
+        want = dumped.rows.get(name, 0)
+        if restored[name] != want:
+            problems.append(f"table {name}: the dump holds {want} rows, the restored copy {restored[name]}")
+    drift = {n: source[n] - dumped.rows.get(n, 0) for n in sorted(set(source) & set(restored))}
+    return problems, {n: d for n, d in drift.items() if d}
+
+
+def parse_counts(kind: str, output: str) -> dict[str, int]:
+    """The output of a count command: ``name<TAB>count`` lines (SQLite: a JSON object)."""
+    if kind == "sqlite":
+        return {str(k): int(v) for k, v in json.loads(output.strip().splitlines()[-1]).items()}
+    counts = {}
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        name, _, count = line.rpartition("\t")
+        if kind == "mysql":  # --batch escapes these in names
+            name = name.replace("\\t", "\t").replace("\\n", "\n").replace("\\\\", "\\")
+        counts[name] = int(count)
+    return counts
+
+
+def _open_dump(path: str) -> Any:
+    """The backup, uncompressed, opened without following a symlink (root reads what the app user may write)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise VerifyError(f"cannot open {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VerifyError(f"{path} is not a regular file")
+    return gzip.GzipFile(fileobj=os.fdopen(fd, "rb"), mode="rb")
+
+
+def run_command(
+    command: Command,
+    *,
+    dump: str | None = None,
+    user: str | None = None,
+    timeout: float = 600,
+) -> tuple[int, str, str]:
+    """Run one client command, feeding ``command.stdin`` and then the uncompressed ``dump``; (status, out, err).
+
+    Killed with its process group after ``timeout`` seconds (then VerifyError). A tool that is
+    missing is a VerifyError too; a non-zero status is for the caller to judge.
+    """
+    tool = os.path.basename(command.argv[0])
+    env = {**os.environ, **command.env}
+    as_user = _run_as(user, env)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(
+                command.argv,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=errors,
+                env=env,
+                start_new_session=True,
+                **as_user,
+            )
+        except OSError as exc:
+            raise VerifyError(f"cannot run {tool}: {exc}") from exc
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _kill(proc)
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            try:
+                proc.stdin.write(command.stdin.encode("utf-8"))  # type: ignore[union-attr]
+                if dump is not None:
+                    with _open_dump(dump) as source:
+                        while chunk := source.read(1 << 16):
+                            proc.stdin.write(chunk)  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass  # the tool stopped reading: its status and stderr say why
+            except (OSError, EOFError) as exc:  # a corrupt gzip stream: the tool gets a cut-off input
+                _kill(proc)
+                proc.wait()
+                return 1, "", f"cannot read {dump}: {exc}"
+            finally:
+                try:
+                    proc.stdin.close()  # type: ignore[union-attr]
+                except BrokenPipeError:
+                    pass
+            status = proc.wait()
+        except BaseException:
+            _kill(proc)
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            raise VerifyError(f"{tool} did not finish within {timeout:g} s and was killed")
+        out.seek(0)
+        return status, out.read().decode("utf-8", "replace"), _tail(errors)
+
+
+def _checked(command: Command, what: str, **kwargs: Any) -> str:
+    status, out, err = run_command(command, **kwargs)
+    if status != 0:
+        raise VerifyError(f"{what}: {os.path.basename(command.argv[0])} exited {status}: {err}")
+    return out
+
+
+def _read_contents(kind: str, path: str) -> DumpContents:
+    """The dump's own row counts; a cut-off or corrupt gzip stream reads as an incomplete dump."""
+    broken = []
+
+    def lines(f: Any) -> Any:
+        try:
+            yield from f
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            broken.append(exc)
+
+    with _open_dump(path) as f:
+        contents = dump_contents(kind, lines(f))
+    return DumpContents(contents.rows, complete=False) if broken else contents
+
+
+def _record(result: VerifyResult) -> None:
+    """Write ``<backup>.verified.json`` atomically (temp file + rename, never through a symlink)."""
+    directory = os.path.dirname(result.backup) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".verified-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(result.as_dict(), f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, verified_path(result.backup))
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _drop_sqlite(path: str) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        _remove(path + suffix)
+
+
+def run_verify(
+    plan: VerifyPlan,
+    *,
+    user: str | None = None,
+    timeout: float = 600,
+    log: Callable[[str], None] = lambda s: None,
+    record: bool = True,
+    against_source: bool = True,
+) -> VerifyResult:
+    """Restore ``plan.backup`` into its scratch database, count, compare, and drop the scratch database.
+
+    The scratch database is dropped in every case (failure, timeout, Ctrl-C). ``record`` writes the
+    result next to the backup (``<backup>.verified.json``), which ``backups`` shows.
+    ``timeout`` bounds each command. Raises VerifyError when the check could not be made at all.
+    ``against_source`` False skips the source's tables and counts (a restore of an older backup).
+    """
+    started = time.monotonic()
+    # The dump's own counts are read beside the restore (both read the file; neither waits for the other).
+    parsed: list[DumpContents | BaseException] = []
+
+    def parse() -> None:
+        try:
+            parsed.append(_read_contents(plan.kind, plan.backup))
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller below)
+            parsed.append(exc)
+
+    reader = threading.Thread(target=parse, name="bluegreen-verify-parse", daemon=True)
+    reader.start()
+
+    def contents() -> DumpContents:
+        reader.join()
+        if isinstance(parsed[0], BaseException):
+            raise parsed[0]
+        return parsed[0]
+
+    source = None
+    if against_source:
+        out = _checked(plan.count_source, "cannot count the source", user=user, timeout=timeout)
+        source = parse_counts(plan.kind, out)
+    created = False
+    try:
+        if plan.create is not None:
+            _checked(plan.create, f"cannot create the scratch database {plan.scratch}", user=user, timeout=timeout)
+        created = True
+        status, _, err = run_command(plan.restore, dump=plan.backup, user=user, timeout=timeout)
+        if status != 0:
+            mismatches = [f"the restore failed ({os.path.basename(plan.restore.argv[0])} exited {status}): {err}"]
+            if not contents().complete:
+                mismatches.insert(0, "the dump has no end-of-dump marker: it is truncated or not written to the end")
+            restored: dict[str, int] = {}
+            drift: dict[str, int] = {}
+        else:
+            out = _checked(plan.count_scratch, "cannot count the restored copy", user=user, timeout=timeout)
+            restored = parse_counts(plan.kind, out)
+            mismatches, drift = compare(source, restored, contents())
+    finally:
+        reader.join()
+        if plan.drop is not None and created:
+            status, _, err = run_command(plan.drop, user=user, timeout=timeout)
+            if status != 0:
+                log(f"verify: could not drop the scratch database {plan.scratch}: {err}")
+        elif plan.drop is None:
+            _drop_sqlite(plan.scratch)
+    result = VerifyResult(
+        backup=plan.backup,
+        kind=plan.kind,
+        scratch=plan.scratch,
+        ok=not mismatches,
+        tables=len(restored),
+        rows=sum(restored.values()),
+        seconds=round(time.monotonic() - started, 3),
+        mismatches=mismatches,
+        drift=drift,
+        verified_at=time.time(),
+    )
+    if record:
+        _record(result)
+    log(result.summary())
+    return result
+
+
+def verify(
+    database: dict[str, Any],
+    backup: str,
+    *,
+    python: str = sys.executable,
+    user: str | None = None,
+    timeout: float = 600,
+    log: Callable[[str], None] = lambda s: None,
+) -> VerifyResult:
+    """plan_verify + run_verify with a fresh random scratch name: what a deploy calls after run_dump."""
+    import secrets
+
+    return run_verify(plan_verify(database, backup, secrets.token_hex(4), python), user=user, timeout=timeout, log=log)
+
+
+# -- restore into the live database ---------------------------------------------------------------
+# The live database is emptied and loaded from the dump in one client session, so that it ends up
+# holding exactly the backup (tables created by later migrations would otherwise survive and break
+# the next migrate). PostgreSQL does both in one transaction: a dump that fails half-way leaves the
+# database as it was. MySQL/MariaDB DDL is not transactional: that is why restore verifies the dump
+# in a scratch database first and takes a fresh backup before it touches the live one.
+
+_MYSQL_CLEAR = """\
+SET FOREIGN_KEY_CHECKS = 0;
+SET SESSION group_concat_max_len = 4294967295;
+SELECT COALESCE(CONCAT('DROP VIEW IF EXISTS ', GROUP_CONCAT(CONCAT('`', REPLACE(table_name, '`', '``'), '`'))),
+    'DO 0') INTO @bluegreen_drop FROM information_schema.tables
+  WHERE table_schema = DATABASE() AND table_type = 'VIEW';
+PREPARE bluegreen_drop FROM @bluegreen_drop;
+EXECUTE bluegreen_drop;
+DEALLOCATE PREPARE bluegreen_drop;
+SELECT COALESCE(CONCAT('DROP TABLE IF EXISTS ', GROUP_CONCAT(CONCAT('`', REPLACE(table_name, '`', '``'), '`'))),
+    'DO 0') INTO @bluegreen_drop FROM information_schema.tables
+  WHERE table_schema = DATABASE() AND table_type <> 'VIEW';
+PREPARE bluegreen_drop FROM @bluegreen_drop;
+EXECUTE bluegreen_drop;
+DEALLOCATE PREPARE bluegreen_drop;
+"""
+# Everything of the database's own schemas that the dump recreates: other schemas whole, and in
+# public the relations, routines and types (extension members stay, they are not in the dump).
+_PG_CLEAR = r"""
+DO $bluegreen$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT n.nspname FROM pg_namespace n
+            WHERE n.nspname NOT IN ('public', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
+                              AND d.objid = n.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', r.nspname);
+  END LOOP;
+  FOR r IN SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                              AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+  LOOP
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.relkind WHEN 'v' THEN 'VIEW'
+      WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+      r.name);
+  END LOOP;
+  FOR r IN SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS name
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p')
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                              AND d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', r.name);
+  END LOOP;
+  FOR r IN SELECT format('%I.%I', n.nspname, t.typname) AS name, t.typtype FROM pg_type t
+             JOIN pg_namespace n ON n.oid = t.typnamespace
+            WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r')
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                              AND d.objid = t.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.name);
+  END LOOP;
+END
+$bluegreen$;
+"""
+# SQLite: the dump is loaded into a scratch file, then copied page by page into the live file with
+# SQLite's online backup API, in one write transaction (open connections of the app see it at once).
+_SQLITE_COPY = """\
+import sqlite3, sys
+source, live = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+source.backup(live)
+live.close()
+source.close()
+"""
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A restore into the live database: ``load`` reads the dump on stdin; ``then`` (SQLite) copies the scratch file."""
+
+    kind: str
+    backup: str
+    load: Command
+    then: Command | None = None
+    scratch: str = ""
+
+
+def plan_restore(
+    database: dict[str, Any], backup: str, token: str, python: str = sys.executable, scratch_dir: str | None = None
+) -> RestorePlan:
+    """How to replace the contents of ``database`` with ``backup`` (pure: argv and env, passwords in env)."""
+    kind = kind_of(_text(database.get("ENGINE")))
+    if kind == "mysql":
+        argv, env = restore_argv(kind, database)
+        return RestorePlan(kind, backup, Command(argv, env, _MYSQL_CLEAR))
+    if kind == "postgresql":
+        argv, env = restore_argv(kind, database)
+        return RestorePlan(kind, backup, Command(argv, env, _PG_CLEAR))
+    live = _sqlite_path(database)
+    base = os.path.basename(live).rsplit(".", 1)[0]
+    scratch = os.path.join(scratch_dir or tempfile.gettempdir(), scratch_name(base, token) + ".sqlite3")
+    argv, env = restore_argv(kind, _with_name(kind, database, scratch))
+    return RestorePlan(
+        kind,
+        backup,
+        Command((python, *argv[1:]), env),
+        Command((python, "-c", _SQLITE_COPY, scratch, live), {}),
+        scratch,
+    )
+
+
+def run_restore(
+    plan: RestorePlan, *, user: str | None = None, timeout: float = 3600, log: Callable[[str], None] = lambda s: None
+) -> float:
+    """Load ``plan.backup`` into the live database; the seconds it took. RestoreError says what happened."""
+    started = time.monotonic()
+    tool = os.path.basename(plan.load.argv[0])
+    try:
+        status, _, err = run_command(plan.load, dump=plan.backup, user=user, timeout=timeout)
+        if status != 0:
+            left = {
+                "postgresql": "the live database is unchanged (one transaction)",
+                "mysql": "the live database may be partly restored: load the fresh backup",
+                "sqlite": "the live database is unchanged",
+            }[plan.kind]
+            raise RestoreError(f"{tool} exited {status}: {err}; {left}")
+        if plan.then is not None:
+            status, _, err = run_command(plan.then, user=user, timeout=timeout)
+            if status != 0:
+                raise RestoreError(f"copying the restored file into the live database failed: {err}")
+    except VerifyError as exc:
+        raise RestoreError(str(exc)) from None
+    finally:
+        if plan.scratch:
+            _drop_sqlite(plan.scratch)
+    seconds = time.monotonic() - started
+    log(f"restore: {plan.backup} loaded into the live database ({seconds:.1f} s)")
+    return seconds
