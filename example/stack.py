@@ -59,6 +59,7 @@ class Stack:
     program_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     celery: bool = True  # restart abiapp_celery after a deploy
     ini_overrides: dict[str, str] = field(default_factory=dict)
+    watch: str = "0"  # the watch window: off unless a test or the demo is about it (deploys wait it out)
     pid: int | None = None
     name: str = field(default_factory=lambda: f"bg_{secrets.token_hex(4)}")  # database and Celery queue
 
@@ -102,9 +103,13 @@ class Stack:
             ("/run/nginx.pid", f"{self.root}/nginx/nginx.pid"),
             ("http://127.0.0.1:80/", f"http://127.0.0.1:{self.port}/"),
             ("listen = 80", f"listen = 127.0.0.1:{self.port}"),
+            ("/var/lib/supervisor-bluegreen", f"{self.root}/state"),
+            ("/var/backups/supervisor-bluegreen", f"{self.root}/backups"),
             ("/srv/abiapp", str(self.root)),
             ("\nuser = abiapp\n", "\n"),
             ("\nworkers = abiapp_celery\n", "\nworkers = abiapp_celery\n" if self.celery else "\nworkers =\n"),
+            # a node name of its own: two stacks' workers on one RabbitMQ would fight over celery@host's pidbox
+            ("-A exampleapp worker ", f"-A exampleapp worker -n {self.name}@%%h "),
         ]:
             text = text.replace(old, new)
         return text
@@ -202,7 +207,7 @@ password = {self.password}
 logfile = {r}/log/supervisord.log
 pidfile = {r}/run/supervisord.pid
 childlogdir = {r}/log
-environment = EXAMPLE_DATA_DIR="{r}/state"
+environment = EXAMPLE_DATA_DIR="{r}/state",BLUEGREEN_FAILPOINTS="1"
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
@@ -228,7 +233,7 @@ files = {r}/etc/supervisor.d/*.conf
     def write_ini(self) -> None:
         example = "conf/bluegreen-nginx-mode.ini" if self.mode == "nginx" else "conf/bluegreen.ini"
         text = self.rewrite((REPO / example).read_text())
-        for key, value in self.ini_overrides.items():
+        for key, value in {"watch": self.watch, **self.ini_overrides}.items():
             lines = text.splitlines()
             hits = [i for i, line in enumerate(lines) if line.split("=")[0].strip() == key]
             if hits:

@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .steps import PRESETS, STEP_KEYS, BuildStep, builtin_steps
+from .stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SWITCH_MODES = ("socket", "nginx")
@@ -45,6 +45,15 @@ class HealthCheck:
     timeout: float = 2.0
     passes: int = 3
     deadline: float = 60.0
+
+
+@dataclass(frozen=True)
+class Watch:
+    """The window after a go-live in which a crash or K failed probes of the new color roll back by themselves."""
+
+    seconds: float = 60.0  # 0: no window, no automatic rollback
+    interval: float = 1.0
+    failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,7 @@ class Deploy:
     workers: tuple[str, ...]
     worker_timeout: float
     webhooks: tuple[str, ...]
+    verify_backup: bool = False  # restore each new backup into a scratch database and compare before migrate
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ class App:
     nginx: NginxSite | None = None
     live_root: str = ""
     deploy: Deploy | None = None
+    watch: Watch = field(default_factory=Watch)
 
     @property
     def color_names(self) -> tuple[str, ...]:
@@ -167,7 +178,10 @@ def _expand(value: str, color: str, where: str, problems: list[str]) -> str:
 
 
 def parse_environment(value: str, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
-    """supervisor's ``KEY="value",KEY2="value2"`` syntax."""
+    """supervisor's ``KEY="value",KEY2="value2"`` syntax.
+
+    Values may be secrets (passwords, tokens): problems name keys and positions, never a value.
+    """
     pairs = []
     try:
         lexer = shlex.shlex(value, posix=True, punctuation_chars=False)
@@ -175,12 +189,16 @@ def parse_environment(value: str, where: str, problems: list[str]) -> tuple[tupl
         lexer.whitespace_split = True
         tokens = list(lexer)
     except ValueError as exc:
-        problems.append(f"{where}: cannot parse {value!r}: {exc}")
+        problems.append(f"{where}: cannot parse it: {exc} (values not shown: they may be secrets)")
         return ()
-    for token in tokens:
+    for n, token in enumerate(tokens, 1):
         key, sep, val = token.strip().partition("=")
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            problems.append(f"{where}: {token!r} is not KEY=value")
+            name = f"{key!r}" if sep else "it"
+            problems.append(
+                f"{where}: entry {n} is not KEY=value ({name} is not a variable name; "
+                'quote a value with commas: KEY="a,b")'
+            )
             continue
         pairs.append((key, val))
     return tuple(pairs)
@@ -218,6 +236,13 @@ class _Section:
             self.problems.append(f"{self.where(key)}: {raw!r} must be at least {minimum}")
             return default
         return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        raw = self.text(key, "true" if default else "false").lower()
+        if raw not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            self.problems.append(f"{self.where(key)}: {raw!r} is not true or false")
+            return default
+        return raw in ("true", "yes", "on", "1")
 
     def path(self, key: str, default: str | None = None) -> str:
         value = self.text(key, default)
@@ -279,6 +304,9 @@ APP_KEYS = {
     "python",
     "environment",
     "live_root",
+    "watch",
+    "watch_interval",
+    "watch_failures",
 }
 DEPLOY_KEYS = {
     "repo",
@@ -288,6 +316,7 @@ DEPLOY_KEYS = {
     "step_timeout",
     "backup_dir",
     "backup_keep",
+    "verify_backup",
     "drain_timeout",
     "workers",
     "worker_timeout",
@@ -396,6 +425,11 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         nginx=nginx,
         live_root=s.path("live_root", ""),
         deploy=_parse_deploy(s, colors),
+        watch=Watch(
+            seconds=s.number("watch", 60.0, float, 0),
+            interval=s.number("watch_interval", 1.0, float, 0.05),
+            failures=int(s.number("watch_failures", 3, int, 1)),
+        ),
     )
     if app.live_static and not all(c.static_root for c in colors):
         problems.append(f"{s.where('live_static')}: needs static_root for every color")
@@ -449,6 +483,7 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         step_timeout=s.number("step_timeout", 600.0, float, 1),
         backup_dir=s.path("backup_dir", ""),
         backup_keep=int(s.number("backup_keep", 10, int, 1)),
+        verify_backup=s.flag("verify_backup", False),
         drain_timeout=s.number("drain_timeout", 30.0, float, 0),
         workers=tuple(s.text("workers", "").split()),
         worker_timeout=s.number("worker_timeout", 120.0, float, 1),

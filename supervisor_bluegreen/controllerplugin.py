@@ -19,15 +19,24 @@ from supervisor.supervisorctl import ControllerPluginBase, LSBInitExitStatuses
 
 USAGE = """\
 bluegreen status [APP] [--json]     live and idle color per app, versions, states, last health, jobs
-bluegreen switch [APP] [COLOR]      health-gated switch to the idle color (or COLOR); it must be RUNNING
+bluegreen switch [APP] [COLOR] [--wait]
+                                    health-gated switch to the idle color (or COLOR); it must be RUNNING
 bluegreen rollback [APP]            back to the previous color (still running, warm), health-gated
 bluegreen health [APP] [COLOR]      probe COLOR (default: the live one) over its own socket now
-bluegreen deploy [APP] [REF] [--detach]
+bluegreen deploy [APP] [REF] [--detach | --wait]
                                     git to live: resolve, drain, checkout, build, start, health gate,
-                                    switch, record, workers; REF defaults to the configured branch
+                                    switch, record, workers; REF defaults to the configured branch.
+                                    Returns at go-live while the watch window runs (a crash or failed
+                                    probes of the new color roll back by themselves); --wait waits the
+                                    window out and fails if it rolled back
 bluegreen cancel [APP]              stop a queued or running deploy before its switch
-bluegreen log [APP] [ID] [-f]       the log of job ID (default: the newest); -f follows it
+bluegreen log [APP] [ID] [-f]       the log of job ID (default: the newest); -f follows it and its window
 bluegreen history [APP] [-n N]      the last N jobs (default 10): ref, commit, color, who, outcome, steps
+bluegreen backups [APP]             the app's database backups, newest first: name, size, time, commit,
+                                    and whether the last verify restored it into a scratch database
+                                    intact. Restore one from a root shell (never from here):
+                                    bluegreen restore APP BACKUP --yes (fresh backup first; refused
+                                    while a job runs)
 APP may be omitted when one app is configured. Exit status 0 only when the command did what it says."""
 
 
@@ -57,8 +66,12 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             self.ctl.set_exitstatus_from_xmlrpc_fault(exc.faultCode)
             return None
 
-    def follow(self, app: str, job: dict[str, Any], announce: bool = True) -> None:
-        """Print a job's log as it grows until it ends; exit status 0 only when it succeeded."""
+    def follow(self, app: str, job: dict[str, Any], announce: bool = True, window: bool = False) -> None:
+        """Print a job's log as it grows until it ends; exit status 0 only when it succeeded.
+
+        With ``window``, a job that went live is followed through its watch window too, and a
+        window that rolled back by itself fails the command.
+        """
         job_id, offset = job["id"], 0
         if announce:
             self.ctl.output(f"{job['app']}: {job['kind']} queued as job {job_id}")
@@ -71,17 +84,26 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
                     self.ctl.output(answer["log"].rstrip("\n"))
                 offset = answer["offset"]
                 status = answer["job"]["status"]
-                if status not in ("queued", "running"):
+                watched = window and (answer["job"].get("watch") or {}).get("state") == "running"
+                if status not in ("queued", "running") and not watched:
                     break
                 time.sleep(self.poll_interval)
         except KeyboardInterrupt:  # only the watching stops: the job runs in the listener
             self.fail(f"stopped following; job {job_id} goes on: bluegreen log {job['app']} {job_id} -f")
             return
         message = answer["job"].get("message") or f"job {job_id} {status}"
-        if status == "succeeded":
-            self.ctl.output(message)
-        else:
+        outcome = answer["job"].get("watch") or {}
+        if status != "succeeded":
             self.fail(message)
+        elif window and outcome.get("state") == "rolled back":
+            self.fail(f"{message.splitlines()[0]}\nrolled back automatically: {outcome.get('reason', '')}")
+        elif window and outcome.get("state"):
+            self.ctl.output(message.splitlines()[0])
+            self.ctl.output(
+                f"watch window {outcome['state']}" + (f": {outcome['reason']}" if outcome.get("reason") else "")
+            )
+        else:
+            self.ctl.output(message)
 
     # -- commands ----------------------------------------------------------------------------
     def do_bluegreen(self, arg: str) -> None:
@@ -116,18 +138,20 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         for app in apps:
             self.ctl.output(format_status(app))
 
-    def start_and_follow(self, method: str, usage: str, args: list[str], flags: set[str]) -> None:
+    def start_and_follow(
+        self, method: str, usage: str, args: list[str], flags: set[str], allowed: frozenset[str] = frozenset()
+    ) -> None:
         """``bluegreen METHOD [APP] [COLOR]``-style commands: positional words padded with '', then ``who``."""
-        words = usage.count("[")
-        if len(args) > words or flags:
+        words = usage.count("[") - len(allowed)
+        if len(args) > words or flags - allowed:
             return self.usage_error(f"usage: {usage}")
         job = self.call(getattr(self.api, method), *(args + [""] * (words - len(args))), self.who)
         if job:
-            self.follow(job["app"], job)
+            self.follow(job["app"], job, window="--wait" in flags)
         return None
 
     def cmd_switch(self, args: list[str], flags: set[str]) -> None:
-        self.start_and_follow("switch", "bluegreen switch [APP] [COLOR]", args, flags)
+        self.start_and_follow("switch", "bluegreen switch [APP] [COLOR] [--wait]", args, flags, frozenset({"--wait"}))
 
     def cmd_rollback(self, args: list[str], flags: set[str]) -> None:
         self.start_and_follow("rollback", "bluegreen rollback [APP]", args, flags)
@@ -147,8 +171,8 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         return "", ""
 
     def cmd_deploy(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 2 or flags - {"--detach"}:
-            return self.usage_error("usage: bluegreen deploy [APP] [REF] [--detach]")
+        if len(args) > 2 or flags - {"--detach", "--wait"} or flags >= {"--detach", "--wait"}:
+            return self.usage_error("usage: bluegreen deploy [APP] [REF] [--detach | --wait]")
         app, ref = self.app_and_word(args)
         job = self.call(self.api.deploy, app, ref, self.who)
         if not job:
@@ -157,7 +181,7 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             app, job_id = job["app"], job["id"]
             self.ctl.output(f"{app}: deploy queued as job {job_id}; follow it: bluegreen log {app} {job_id} -f")
             return None
-        return self.follow(job["app"], job)
+        return self.follow(job["app"], job, window="--wait" in flags)
 
     def cmd_cancel(self, args: list[str], flags: set[str]) -> None:
         if len(args) > 1 or flags:
@@ -189,7 +213,7 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             return None
         job = answer["job"]
         if flags & {"-f", "--follow"}:
-            return self.follow(job["app"], job, announce=False)
+            return self.follow(job["app"], job, announce=False, window=True)
         if answer["log"]:
             self.ctl.output(answer["log"].rstrip("\n"))
         self.ctl.output(job.get("message") or f"job {job['id']} {job['status']}")
@@ -208,6 +232,18 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             return None
         for e in entries:
             self.ctl.output(format_history(e))
+        return None
+
+    def cmd_backups(self, args: list[str], flags: set[str]) -> None:
+        if len(args) > 1 or flags:
+            return self.usage_error("usage: bluegreen backups [APP]")
+        entries = self.call(self.api.backups, args[0] if args else "")
+        if entries is None:
+            return None
+        if not entries:
+            self.ctl.output("no backups")
+        for e in entries:
+            self.ctl.output(format_backup(e))
         return None
 
     def help_bluegreen(self) -> None:
@@ -230,6 +266,12 @@ def format_status(app: dict[str, Any]) -> str:
     if health:
         verdict = "ok" if health["ok"] else "FAIL"
         lines.append(f"  last health: {health['color']} {verdict} {health['detail']} at {ago(health['at'])}")
+    window = app.get("watch") or {}
+    if window:
+        lines.append(
+            f"  watch: {window['color']} watched for {window['remaining']:.0f} s more; a crash or failed probes"
+            f" roll back to {window['previous']} by themselves"
+        )
     running = app.get("running") or {}
     if app.get("locked"):
         lines.append("  lock: held by the listener running a job")
@@ -242,6 +284,25 @@ def format_status(app: dict[str, Any]) -> str:
     if last:
         lines.append(f"  last job: {last['kind']} job {last['id']} {last['status']}: {last['message'].splitlines()[0]}")
     return "\n".join(lines)
+
+
+def format_backup(e: dict[str, Any]) -> str:
+    """One line per backup: name, size, when taken, commit, last verify."""
+    size, unit = float(e["size"]), "B"
+    for bigger in ("kB", "MB", "GB", "TB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    v = e.get("verified") or {}
+    if not v:
+        verified = "not verified"
+    elif v.get("ok"):
+        verified = f"verified {ago(v['verified_at'])}: {v['tables']} tables, {v['rows']} rows ({v['seconds']:.1f} s)"
+    else:
+        first = (v.get("mismatches") or ["?"])[0]
+        verified = f"VERIFY FAILED {ago(v.get('verified_at') or 0)}: {first}"
+    shown = f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+    return f"{e['name']}  {shown}  taken {e['taken']}  commit {e['commit']}  {verified}"
 
 
 def format_history(e: dict[str, Any]) -> str:
@@ -257,6 +318,10 @@ def format_history(e: dict[str, Any]) -> str:
         lines.append(f"      steps: {steps}")
     if e.get("backup"):
         lines.append(f"      backup: {e['backup']}")
+    check = e.get("backup_verify") or {}
+    if check:
+        verdict = "verified" if check.get("ok") else "VERIFY FAILED: " + "; ".join(check.get("mismatches") or [])
+        lines.append(f"      backup {verdict} ({check.get('tables')} tables, {check.get('rows')} rows)")
     return "\n".join(lines)
 
 

@@ -12,25 +12,26 @@ import datetime
 import hashlib
 import os
 import pwd
-import re
 import subprocess
 import time
 
 from . import backup, drain, steps, switch
 from .config import App, Color, Deploy
-from .orchestrator import Run, StepFailed, flip, health_gate, reconcile, restart_workers, verify_public
-from .state import read_json, write_json_atomic
+from .orchestrator import (
+    Run,
+    StepFailed,
+    flip,
+    go_live,
+    health_gate,
+    reconcile,
+    restart_workers,
+    verify_public,
+    watching,
+)
+from .refs import ref_problem
+from .state import check_private_dir, read_json, write_json_atomic
 from .supervisor_api import SupervisorError
-
-# letters, digits and . _ / @ ^ ~ - only, not starting with '-': branch, tag, sha, HEAD~2; nothing a shell reads
-REF_RE = re.compile(r"^(?!-)[A-Za-z0-9._/@^~-]{1,200}$")
-
-
-def ref_problem(ref: str) -> str | None:
-    """Why ``ref`` is refused before anything runs, or None (pure: the RPC extension uses it too)."""
-    if not REF_RE.match(ref) or ".." in ref or ref.endswith((".lock", "/", ".")) or "@{" in ref:
-        return f"refusing ref {ref!r}: use a branch, tag or commit (letters, digits and ._/@^~- only)"
-    return None
+from .watch import Window
 
 
 def settings(app: App) -> Deploy:
@@ -159,12 +160,14 @@ def changed_since_last_run(run: Run, target: Color, step: steps.BuildStep) -> tu
     if not step.when_changed:
         return "", ""
     stamp = os.path.join(run.store.dir, f"{step.name}.{target.name}.json")
-    try:
-        with open(os.path.join(target.checkout, step.when_changed), "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-    except FileNotFoundError:
+    try:  # the checkout is the app user's: read as that user, bounded, never as root
+        data = steps.read_as_user(os.path.join(target.checkout, step.when_changed), settings(run.app).user)
+    except steps.ReadError as exc:
+        raise StepFailed(f"{step.name}: {exc}") from None
+    if data is None:
         run.log(f"{step.name}: skipped, the checkout has no {step.when_changed}")
         return stamp, ""
+    digest = hashlib.sha256(data).hexdigest()
     if (read_json(stamp, {}) or {}).get("sha256") == digest:
         run.log(f"{step.name}: skipped, {step.when_changed} unchanged since {target.name} last ran it")
         return stamp, ""
@@ -172,18 +175,28 @@ def changed_since_last_run(run: Run, target: Color, step: steps.BuildStep) -> tu
 
 
 def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
-    """A restorable dump of the database the app is configured with, taken before anything migrates."""
+    """A restorable dump of the database the app is configured with, taken before anything migrates.
+
+    With ``verify_backup`` it is restored into a scratch database and compared before migrate may run.
+    """
     config = settings(run.app)
     backup_dir = config.backup_dir or os.path.join(run.app.state_dir, run.app.name, "backups")
+    python = steps.values(target)["python"]
     try:
-        database = backup.django_database(steps.values(target)["python"], target.checkout, env, config.user)
-        plan = backup.plan_dump(
-            database, backup_dir, run.app.name, commit, datetime.datetime.now(), python=steps.values(target)["python"]
-        )
+        check_private_dir(backup_dir, "backup_dir")  # root writes dumps there: nobody else may
+        database = backup.django_database(python, target.checkout, env, config.user)
+        plan = backup.plan_dump(database, backup_dir, run.app.name, commit, datetime.datetime.now(), python=python)
         path = backup.run_dump(plan, user=config.user, timeout=config.step_timeout, log=run.log)
-    except backup.BackupError as exc:
+        run.store.update_job(run.job["id"], backup=path)  # a failed verify still names the file
+        if config.verify_backup:
+            checked = backup.verify(
+                database, path, python=python, user=config.user, timeout=config.step_timeout, log=run.log
+            )
+            run.store.update_job(run.job["id"], backup_verify=checked.as_dict())
+            if not checked.ok:
+                raise StepFailed(f"backup {path} does not restore as taken: {'; '.join(checked.mismatches)}")
+    except (backup.BackupError, OSError) as exc:
         raise StepFailed(f"backup failed: {exc}") from None
-    run.store.update_job(run.job["id"], backup=path)
     for old in backup.prune(backup_dir, run.app.name, config.backup_keep):
         run.log(f"backup: removed old {old}")
 
@@ -198,10 +211,11 @@ def start_color(run: Run, target: Color) -> float:
     return since
 
 
-def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> None:
+def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Window | None:
+    """The new color live at ``commit``, the old one its rollback target, the watch window open."""
     colors = dict(run.store.read().get("colors", {}))
     colors[target.name] = {"version": commit[:7], "commit": commit}
-    run.store.update(live=target.name, previous=live, switched_at=time.time(), colors=colors)
+    return go_live(run, live, target, colors=colors)
 
 
 # -- the sequence ----------------------------------------------------------------------------
@@ -223,17 +237,26 @@ def deploy(run: Run, ref: str = "") -> str:
         run.step("health gate", health_gate, target, since)
         run.step("switch", flip, target)
         run.step("verify", verify_public, target, live)
-        run.step("record", record_deploy, live, target, commit)
+        window = run.step("record", record_deploy, live, target, commit)
         run.step("workers", restart_workers, target)
-    except StepFailed as exc:
-        if started and switch.live_color(run.app) != target.name:  # never (or no longer) live: stop it
-            run.log(f"stopping {target.program}")
-            try:
-                run.sup.stop(target.program)
-            except SupervisorError as stop_error:
-                run.log(f"could not stop {target.program}: {stop_error}")
-        run.announce("failure", f"{run.app.name}: deploy of {commit[:7]} failed: {exc}", commit=commit)
+    except Exception:
+        if started:
+            stop_unless_live(run, target)
         raise
     message = f"{run.app.name}: {target.name} live at {commit[:7]} in {run.elapsed():.1f} s"
     run.announce("success", message, commit=commit, color=target.name)
-    return message
+    return message + watching(window, run.app, run.job["id"])
+
+
+def stop_unless_live(run: Run, target: Color) -> None:
+    """A build that never went live (or was switched away from) stops: it is nobody's rollback target."""
+    try:
+        if switch.live_color(run.app) == target.name:
+            return
+    except switch.LiveLinkError:
+        return  # the links are broken: touch nothing more
+    run.log(f"stopping {target.program}")
+    try:
+        run.sup.stop(target.program)
+    except SupervisorError as stop_error:
+        run.log(f"could not stop {target.program}: {stop_error}")

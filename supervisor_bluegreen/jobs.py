@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
+import traceback
 from collections.abc import Callable
 
 from . import switch
 from .deploy import deploy
-from .orchestrator import Run, StepFailed, check_health, rollback, switch_to
+from .orchestrator import Interrupted, Run, StepFailed, check_health, recover, rollback, switch_to
 from .supervisor_api import SupervisorError
 
 SEQUENCES: dict[str, Callable[..., str]] = {
@@ -17,33 +19,48 @@ SEQUENCES: dict[str, Callable[..., str]] = {
     "rollback": rollback,
     "health": check_health,
     "deploy": deploy,
+    "recover": recover,
 }
 
 
 def failure_message(run: Run, reason: str) -> str:
     """What failed, and what is live now: "unchanged" only when it really is."""
-    live = switch.live_color(run.app)
+    try:
+        live = switch.live_color(run.app)
+    except switch.LiveLinkError as exc:
+        return f"{run.app.name}: {run.job['kind']} failed: {reason}\nno color is surely live: {exc}"
     where = f"{live or 'no color'} live" + (", unchanged" if live == run.live_before else "")
     return f"{run.app.name}: {run.job['kind']} failed: {reason}\n{where}"
 
 
 def execute(run: Run) -> None:
-    """Run the job's sequence (already claimed: status running) and record how it ended; never raises for a step."""
+    """Run the job's sequence (already claimed: status running) and record how it ended; never raises.
+
+    Every way a sequence can end (success, a failed step, a cancel, the listener stopping, a bug)
+    ends the job with a status and a message naming the live color, and a failure tells the webhooks.
+    """
     store, job = run.store, run.job
     status, message = "failed", ""
+    with contextlib.suppress(switch.LiveLinkError):  # what "unchanged" means, even before the first step
+        run.live_before = switch.live_color(run.app)
     try:
         message = SEQUENCES[job["kind"]](run, **job.get("args", {}))
         status = "succeeded"
+    except Interrupted as exc:
+        status, message = "interrupted", failure_message(run, str(exc))
     except (StepFailed, SupervisorError) as exc:
         if run.cancelled() or str(exc).startswith("cancelled"):
             status = "cancelled"
         message = failure_message(run, str(exc))
-    except Exception as exc:  # a bug must still end the job with a message, never leave it "running"
-        message = f"{run.app.name}: {job['kind']} failed: internal error {type(exc).__name__}: {exc}"
-        raise
+    except Exception as exc:  # noqa: BLE001 (a bug must still end the job with a message, never leave it "running")
+        traceback.print_exc(file=sys.stderr)
+        message = failure_message(run, f"internal error {type(exc).__name__}: {exc}")
     finally:
         store.update_job(job["id"], status=status, message=message, finished=time.time(), step="")
         store.update(last_job={"id": job["id"], "kind": job["kind"], "status": status, "message": message})
         with contextlib.suppress(FileNotFoundError):
             os.unlink(store.cancel_path(job["id"]))
         store.prune()
+    if status != "succeeded" and job["kind"] != "health":
+        commit = (store.read_job(job["id"]) or {}).get("commit", "")
+        run.announce("failure", message.replace("\n", "; "), commit=commit)

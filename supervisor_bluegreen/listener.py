@@ -9,19 +9,24 @@ events feed the ProcessWatch that aborts a health gate when the target stops run
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
 from typing import IO
 
-from . import switch
+from . import health, switch
 from .config import App, Config, load
 from .jobs import execute
 from .orchestrator import ProcessWatch, Run, reconcile_links
-from .state import Store
+from .refs import WAKE_TYPE
+from .state import Store, check_private_dir
 from .supervisor_api import Supervisor
+from .watch import Outcome, Verdict, Window, observe
 
-WAKE_TYPE = "bluegreen"
+
+class Stopping(Exception):
+    """Raised in the protocol loop by SIGTERM: the listener shuts down in order."""
 
 
 def parse_tokens(line: str) -> dict[str, str]:
@@ -54,52 +59,176 @@ def log(message: str) -> None:
 
 
 class AppWorker(threading.Thread):
-    """Runs one app's queued jobs one at a time, holding the app's lock while it does."""
+    """Runs one app's queued jobs one at a time, and its watch windows, holding the app's lock."""
 
-    def __init__(self, app: App, watch: ProcessWatch):
+    def __init__(self, app: App, watch: ProcessWatch, stopping: threading.Event | None = None):
         super().__init__(name=f"bluegreen-{app.name}", daemon=True)
         self.app, self.watch = app, watch
+        self.stopping = stopping or threading.Event()
         self.wake = threading.Event()
+        self.recovered = False
+        watch.subscribe(self.wake)  # a crash of the live color wakes a watch window at once
 
     @property
     def store(self) -> Store:
-        """The app's store, from the current config (a reload may move state_dir)."""
+        """The app's store, from the current config (a reload may move state_dir); refused where others write."""
+        check_private_dir(self.app.state_dir, "state_dir")
         return Store(self.app.state_dir, self.app.name).ensure()
+
+    def new_run(self, store: Store, job: dict) -> Run:
+        return Run(self.app, store, job, Supervisor.from_env(), self.watch, self.stopping)
 
     def run(self) -> None:
         while True:
-            self.wake.wait(timeout=1.0)
-            self.wake.clear()
             try:
                 self.run_queued()
             except Exception as exc:  # noqa: BLE001 (keep the worker alive; the job already says it failed)
                 log(f"{self.app.name}: {type(exc).__name__}: {exc}")
                 time.sleep(1.0)
+            if self.stopping.is_set():
+                return
+            self.wake.wait(timeout=1.0)
+            self.wake.clear()
 
     def run_queued(self) -> None:
+        """Under the app's lock: repair after a restart, then windows and queued jobs, oldest first."""
         store = self.store
+        if not store.lock.acquire():
+            log(f"{self.app.name}: lock held by another process; jobs wait")
+            return
+        try:
+            if not self.recovered:
+                self.recover(store)
+                self.recovered = True
+            while not self.stopping.is_set():
+                self.watch_window(store)
+                job = self.next_job(store)
+                if job is None:
+                    return
+                claimed = store.claim(job["id"])
+                if claimed:
+                    execute(self.new_run(store, claimed))
+        finally:
+            store.lock.release()
+
+    def next_job(self, store: Store) -> dict | None:
+        """The oldest queued job that needs the lock (health checks run beside, at once)."""
         for job in store.jobs(("queued",)):
             if job["kind"] == "health":
                 self.run_beside(job)
-                continue
-            if not store.lock.acquire():
-                log(f"{self.app.name}: lock held by another process; job {job['id']} waits")
-                return
+            else:
+                return job
+        return None
+
+    def recover(self, store: Store) -> None:
+        """After a crash or restart: end what was running, finish an interrupted go-live, restart workers.
+
+        Jobs that were running are over ("interrupted"); the links say who is live. A job killed
+        after moving traffic, or while its workers were down, left a record of it in the state:
+        then a ``recover`` job (in history, with its log) records the go-live and restarts the workers.
+        """
+        for job in store.jobs(("running",)):
+            store.append_log(job["id"], "interrupted: the listener stopped while this job ran")
+            store.update_job(
+                job["id"],
+                status="interrupted",
+                finished=time.time(),
+                step="",
+                message=f"{self.app.name}: {job['kind']} interrupted (listener restarted)",
+            )
+        state = store.read()
+        if state.get("switching") or state.get("workers_restarting"):
+            job = store.claim(store.enqueue("recover", {}, "bluegreen listener (restart)")["id"])
+            if job:
+                execute(self.new_run(store, job))
+            live = store.read().get("live")
+        else:
             try:
-                claimed = store.claim(job["id"])
-                if claimed:
-                    execute(Run(self.app, store, claimed, Supervisor.from_env(), self.watch))
-            finally:
-                store.lock.release()
+                live = reconcile_links(self.app, store, log)
+            except switch.LiveLinkError as exc:
+                log(f"{self.app.name}: {exc}")
+                return
+        if self.app.switch_mode == "nginx" and live is not None:
+            # a crash between re-pointing the enabled site and nginx's reload: make nginx serve what the link says
+            try:
+                switch.reload_nginx(self.app, log)
+            except switch.SwitchError as exc:
+                log(f"{self.app.name}: nginx not reloaded at start: {exc}")
+        log(f"{self.app.name}: live color {live or 'none'}")
+
+    def watch_window(self, store: Store) -> None:
+        """Watch the live color while a window is open; roll back by itself on a crash or failed probes."""
+        window = Window.from_state(store.read().get("watch"))
+        if window is None:
+            return
+        try:
+            color = self.app.color(window.color)
+            self.app.color(window.previous)
+            live = switch.live_color(self.app)
+        except (KeyError, switch.LiveLinkError) as exc:
+            live, color = None, None
+            log(f"{self.app.name}: watch window dropped: {exc}")
+        if color is None or live != window.color:
+            self.end_window(store, window, Outcome(Verdict.ENDED, f"{window.color} is no longer live"))
+            return
+        since = time.monotonic() - max(0.0, time.time() - window.since)  # crash events from the go-live on
+        log(f"{self.app.name}: watching {window.color} for {window.remaining():.0f} s more")
+        outcome = observe(
+            window,
+            self.app.watch,
+            crashed=lambda: self.crashed(color.program, since),
+            probe=lambda: health.probe(color.socket, self.app.health),
+            interrupted=lambda: self.interruption(store),
+            wait=self.wake.wait,
+        )
+        if outcome.verdict is Verdict.SUSPENDED:
+            log(f"{self.app.name}: watch window suspended; it resumes when the listener is back")
+            return
+        if outcome.verdict is Verdict.ROLLBACK:
+            store.append_log(window.job, f"rolling back automatically: {outcome.reason}")
+            job = store.claim(store.enqueue("rollback", {"reason": outcome.reason}, "bluegreen watch")["id"])
+            if job:
+                execute(self.new_run(store, job))
+                done = store.read_job(job["id"]) or {}
+                if done.get("status") != "succeeded":
+                    outcome = Outcome(Verdict.ENDED, f"automatic rollback failed: {done.get('message', '')}")
+        self.end_window(store, window, outcome)
+
+    def crashed(self, program: str, since: float) -> str | None:
+        state = self.watch.crashed_since(program, since)
+        return f"{program} went {state}" if state else None
+
+    def interruption(self, store: Store) -> Outcome | None:
+        """Why a window ends before its time: the listener stops, or a person asked to switch or roll back."""
+        if self.stopping.is_set():
+            return Outcome(Verdict.SUSPENDED)
+        if not self.wake.is_set():
+            return None
+        self.wake.clear()
+        for job in store.jobs(("queued",)):
+            if job["kind"] in ("switch", "rollback"):
+                return Outcome(Verdict.ENDED, f"cut short by {job['kind']} job {job['id']}")
+        return None
+
+    def end_window(self, store: Store, window: Window, outcome: Outcome) -> None:
+        """Close the window in the state and tell the job that opened it (its log and ``watch``)."""
+        if Window.from_state(store.read().get("watch")) == window:
+            store.update(watch=None)
+        text = {
+            Verdict.PASSED: f"watch: {window.color} held for {window.until - window.since:g} s",
+            Verdict.ROLLBACK: f"rolled back automatically: {outcome.reason}",
+            Verdict.ENDED: f"watch ended: {outcome.reason}",
+        }[outcome.verdict]
+        store.append_log(window.job, text)
+        store.update_job(window.job, watch={"state": outcome.verdict.value, "reason": outcome.reason})
+        log(f"{self.app.name}: {text}")
 
     def run_beside(self, job: dict) -> None:
         """Health checks only read: they run at once in their own thread, even while a deploy runs."""
         store = self.store
         claimed = store.claim(job["id"])
         if claimed:
-            threading.Thread(
-                target=execute, args=(Run(self.app, store, claimed, Supervisor.from_env(), self.watch),), daemon=True
-            ).start()
+            threading.Thread(target=execute, args=(self.new_run(store, claimed),), daemon=True).start()
 
     def dispatch_health(self) -> None:
         """Called from the protocol loop on a wake: start queued health checks without waiting for the worker."""
@@ -108,33 +237,13 @@ class AppWorker(threading.Thread):
                 self.run_beside(job)
 
 
-def reconcile_on_start(app: App) -> None:
-    """After a crash or restart: jobs that were running are over, and the links say who is live."""
-    store = Store(app.state_dir, app.name).ensure()
-    for job in store.jobs(("running",)):
-        store.append_log(job["id"], "interrupted: the listener stopped while this job ran")
-        store.update_job(
-            job["id"],
-            status="interrupted",
-            finished=time.time(),
-            message=f"{app.name}: {job['kind']} interrupted (listener restarted)",
-        )
-    live = reconcile_links(app, store, log)
-    if app.switch_mode == "nginx" and live is not None:
-        # a crash between re-pointing the enabled site and nginx's reload: make nginx serve what the link says
-        try:
-            switch.reload_nginx(app, log)
-        except switch.SwitchError as exc:
-            log(f"{app.name}: nginx not reloaded at start: {exc}")
-    log(f"{app.name}: live color {live or 'none'}")
-
-
 class Listener:
     """The protocol loop, plus one worker thread per app."""
 
     def __init__(self, config_path: str, stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout):
         self.config_path, self.stdin, self.stdout = config_path, stdin, stdout
         self.watch = ProcessWatch()
+        self.stopping = threading.Event()
         self.workers: dict[str, AppWorker] = {}
         self.config: Config | None = None
         self.config_mtime: float | None = None
@@ -158,11 +267,7 @@ class Listener:
             if worker is not None:
                 worker.app = app  # picked up at the next job
                 continue
-            try:
-                reconcile_on_start(app)
-            except OSError as exc:
-                log(f"{app.name}: cannot reconcile: {exc}")
-            worker = AppWorker(app, self.watch)
+            worker = AppWorker(app, self.watch, self.stopping)  # it reconciles first, off the protocol loop
             worker.start()
             self.workers[app.name] = worker
 
@@ -183,14 +288,37 @@ class Listener:
                 worker.wake.set()
 
     def run(self) -> None:
-        self.start_workers()
-        while True:
-            write_ready(self.stdout)
-            event = read_event(self.stdin)
-            if event is None:
-                return
-            self.handle(*event)
-            write_ok(self.stdout)
+        """Answer events until supervisord stops us (SIGTERM) or goes away (end of input), then shut down."""
+        previous = signal.signal(signal.SIGTERM, self.on_sigterm)
+        try:
+            self.start_workers()
+            while True:
+                write_ready(self.stdout)
+                event = read_event(self.stdin)
+                if event is None:
+                    break
+                self.handle(*event)
+                write_ok(self.stdout)
+        except Stopping:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        self.shutdown()
+
+    def on_sigterm(self, signum: int, frame: object) -> None:
+        """supervisord stops the listener (stop, restart, update, reload): leave the protocol loop."""
+        raise Stopping
+
+    def shutdown(self) -> None:
+        """No new step starts; a running step finishes (supervisord's stopwaitsecs bounds it); windows suspend."""
+        self.stopping.set()
+        busy = [w for w in self.workers.values() if w.is_alive()]
+        if busy:
+            log("stopping: the running step of a job may finish, no new step starts")
+        for worker in busy:
+            worker.wake.set()
+        for worker in busy:
+            worker.join()
 
 
 def main(config_path: str) -> int:

@@ -16,16 +16,21 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from . import health, notify, steps, switch, workers
+from . import failpoint, health, notify, steps, switch, workers
 from .config import App, Color
 from .state import Store
 from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
+from .watch import Window
 
 T = TypeVar("T")
 
 
 class StepFailed(Exception):
     """A step could not complete; the message is shown to the user as the reason."""
+
+
+class Interrupted(StepFailed):
+    """The listener is stopping: no new step starts before the switch; the job ends "interrupted"."""
 
 
 class ProcessWatch:
@@ -38,11 +43,18 @@ class ProcessWatch:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._crashed: dict[str, tuple[str, float]] = {}
+        self._subscribers: list[threading.Event] = []
+
+    def subscribe(self, event: threading.Event) -> None:
+        """Have ``event`` set on every crash: a watch window wakes at once instead of at its next probe."""
+        self._subscribers.append(event)
 
     def update(self, program: str, state: str) -> None:
         if state in CRASH_STATES:
             with self._lock:
                 self._crashed[program] = (state, time.monotonic())
+            for event in self._subscribers:
+                event.set()
 
     def crashed_since(self, program: str, t0: float) -> str | None:
         """The last crash state (BACKOFF, FATAL, EXITED) ``program`` entered after ``t0``, if any."""
@@ -54,8 +66,17 @@ class ProcessWatch:
 class Run:
     """One job being executed: where its log goes, its timings, and the handles it needs."""
 
-    def __init__(self, app: App, store: Store, job: dict[str, Any], sup: Supervisor, watch: ProcessWatch):
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        job: dict[str, Any],
+        sup: Supervisor,
+        watch: ProcessWatch,
+        stopping: threading.Event | None = None,
+    ):
         self.app, self.store, self.job, self.sup, self.watch = app, store, job, sup, watch
+        self.stopping = stopping or threading.Event()  # set when supervisord stops the listener
         self.started = time.monotonic()
         self.steps: list[dict[str, Any]] = []
         self.live_before: str | None = None  # set by reconcile: what "unchanged" means in a failure
@@ -63,7 +84,7 @@ class Run:
 
     def cancelled(self) -> bool:
         """True once someone asked to cancel this job (and it is still before its switch)."""
-        return self.cancellable and os.path.exists(self.store.cancel_path(self.job["id"]))
+        return self.cancellable and self.store.cancel_requested(self.job["id"])
 
     def log(self, message: str) -> None:
         line = f"[{time.monotonic() - self.started:6.2f}s] {message}"
@@ -74,6 +95,9 @@ class Run:
         """Run one named step, log it with its duration, and record it in the job."""
         if self.cancelled():
             raise StepFailed(f"cancelled before {name}")
+        if self.cancellable and self.stopping.is_set():
+            raise Interrupted(f"interrupted before {name}: the listener is stopping")
+        failpoint.hit(self.store.dir, name)
         self.log(f"{name} ...")
         self.store.update_job(self.job["id"], step=name)
         t0 = time.monotonic()
@@ -110,19 +134,40 @@ def checkout_version(color: Color) -> str:
 
 
 def reconcile_links(app: App, store: Store, log: Callable[[str], None]) -> str | None:
-    """Take the live color from the links (the real world), repair a half-moved set, record it."""
+    """Take the live color from the links (the real world), repair a half-moved set, record it.
+
+    A job killed between moving traffic and recording it left a ``switching`` intent: when the
+    links say its target is live, the move happened, so the color it left is the rollback target
+    and a watch window opens, as if the job had finished its record step. LiveLinkError when the
+    deciding link points at no color.
+    """
     live = switch.live_color(app)
     if live is not None:
         switch.point(app, app.color(live))
     state = store.read()
     if state.get("live") != live:
         log(f"state said live={state.get('live')}, links say {live}: recording {live}")
-    store.update(live=live, colors={c.name: {"version": checkout_version(c)} for c in app.colors})
+    changes: dict[str, Any] = {"live": live, "colors": {c.name: {"version": checkout_version(c)} for c in app.colors}}
+    pending = state.get("switching")
+    if isinstance(pending, dict):
+        if live == pending.get("to") and pending.get("from") != live:
+            log(f"an interrupted {pending.get('kind')} job {pending.get('job')} had made {live} live: recorded")
+            previous = pending.get("previous") or None
+            changes.update(previous=previous, switched_at=time.time(), workers_restarting=live)
+            window = Window.opened(
+                live, previous or "", int(pending.get("job") or 0), app.watch, str(pending.get("kind"))
+            )
+            changes["watch"] = window.record() if window else None
+        changes["switching"] = None
+    store.update(**changes)
     return live
 
 
 def reconcile(run: Run) -> str | None:
-    run.live_before = reconcile_links(run.app, run.store, run.log)
+    try:
+        run.live_before = reconcile_links(run.app, run.store, run.log)
+    except switch.LiveLinkError as exc:
+        raise StepFailed(f"refusing to act: {exc}") from None
     return run.live_before
 
 
@@ -187,10 +232,22 @@ def health_record(color: str, probe: health.Probe | None) -> dict[str, Any]:
 
 
 def flip(run: Run, target: Color) -> None:
+    """Move traffic, with the intent recorded first: a kill before ``go_live`` is finished on restart."""
     run.cancellable = False
+    automatic = bool(run.job.get("args", {}).get("reason"))  # the color it leaves failed: no rollback target
+    run.store.update(
+        switching={
+            "job": run.job["id"],
+            "kind": run.job["kind"],
+            "from": run.live_before,
+            "to": target.name,
+            "previous": None if automatic else run.live_before,
+        }
+    )
     try:
         switch.flip(run.app, target, run.log)
     except switch.SwitchError as exc:
+        run.store.update(switching=None)
         raise StepFailed(f"could not switch: {exc}; links restored") from None
 
 
@@ -217,11 +274,16 @@ def verify_public(run: Run, target: Color, live: str | None) -> None:
             break
         time.sleep(0.1)
     reason = f"public {app.public_url} answered {probe.detail}" + (f" from {seen}" if seen else "")
-    if live is not None:
-        switch.flip(app, app.color(live), run.log)
-        raise StepFailed(f"{reason}; switched back to {live}")
-    switch.restore(app, {link: None for link, _ in switch.planned_links(app, target)})
-    raise StepFailed(f"{reason}; links removed again")
+    try:
+        if live is not None:
+            switch.flip(app, app.color(live), run.log)
+        else:
+            switch.restore(app, {link: None for link, _ in switch.planned_links(app, target)})
+    except (switch.SwitchError, OSError) as exc:
+        raise StepFailed(f"{reason}; switching back failed too: {exc}") from None
+    finally:
+        run.store.update(switching=None)
+    raise StepFailed(f"{reason}; " + (f"switched back to {live}" if live else "links removed again"))
 
 
 def restart_workers(run: Run, target: Color) -> None:
@@ -231,15 +293,56 @@ def restart_workers(run: Run, target: Color) -> None:
     live_root link, and until restarted they keep running the code traffic just left.
     """
     config = run.app.deploy
-    for program in config.workers if config else ():
+    if not config or not config.workers:
+        return
+    run.store.update(workers_restarting=target.name)  # a kill from here on: the next start restarts them
+    for program in config.workers:
         try:
-            workers.restart(run.sup, run.watch, program, target, config.worker_timeout, run.log)
+            workers.restart(
+                run.sup,
+                run.watch,
+                program,
+                target,
+                config.worker_timeout,
+                run.log,
+                stopped=lambda: failpoint.hit(run.store.dir, "workers.stopped"),
+            )
         except workers.WorkerError as exc:
             raise StepFailed(str(exc)) from None
+    run.store.update(workers_restarting=None)
 
 
-def record_switch(run: Run, live: str | None, target: Color) -> None:
-    run.store.update(live=target.name, previous=live, switched_at=time.time())
+def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, **changes: Any) -> Window | None:
+    """Record ``target`` as live and ``live`` as the rollback target, and open the watch window.
+
+    One atomic state write: live, previous, the window and the end of the ``switching`` intent
+    are never seen apart. An ``automatic`` rollback leaves no rollback target (the color it left
+    failed); only a deploy or a switch opens a window (a rollback goes back to what served before).
+    """
+    previous = None if automatic else live
+    window = Window.opened(target.name, previous or "", run.job["id"], run.app.watch, run.job["kind"])
+    run.store.update(
+        live=target.name,
+        previous=previous,
+        switched_at=time.time(),
+        switching=None,
+        watch=window.record() if window else None,
+        **changes,
+    )
+    if window:
+        run.store.update_job(run.job["id"], watch={"state": "running", "until": window.until})
+    return window
+
+
+def watching(window: Window | None, app: App, job_id: int) -> str:
+    """What the end of a deploy or switch says about the window that runs after it."""
+    if window is None:
+        return ""
+    return (
+        f"\nwatching {window.color} for {window.until - window.since:g} s: a crash or "
+        f"{app.watch.failures} failed probes in a row switch back to {window.previous} by themselves "
+        f"(bluegreen status {app.name}; bluegreen log {app.name} {job_id} -f)"
+    )
 
 
 # -- sequences -----------------------------------------------------------------------------
@@ -251,26 +354,88 @@ def switch_to(run: Run, wanted: str = "") -> str:
     run.step("health gate", health_gate, target)
     run.step("switch", flip, target)
     run.step("verify", verify_public, target, live)
-    run.step("record", record_switch, live, target)
+    window = run.step("record", go_live, live, target)
     if run.app.deploy and run.app.deploy.workers:
         run.step("workers", restart_workers, target)
     was = f" (was {live})" if live else ""
-    return f"{run.app.name}: {target.name} live{was} in {run.elapsed():.1f} s"
+    message = f"{run.app.name}: {target.name} live{was} in {run.elapsed():.1f} s"
+    return message + watching(window, run.app, run.job["id"])
 
 
-def rollback(run: Run) -> str:
-    """Back to the previous color, still running and warm: the same gate, no rebuild."""
+def rollback(run: Run, reason: str = "") -> str:
+    """Back to the previous color, still running and warm: the same gate, no rebuild.
+
+    With ``reason`` it is the watch window's automatic rollback: the live color is dying and
+    every moment costs requests, so traffic moves as soon as supervisor says the previous color
+    runs (it served a minute ago, and its health is checked right after); the color that failed
+    is stopped and is no rollback target.
+    """
     previous = run.store.read().get("previous")
     if not previous:
         raise StepFailed("nothing to roll back to: no previous color recorded")
-    message = switch_to(run, previous)
-    run.announce("rollback", message, color=previous)
+    if not reason:
+        message = switch_to(run, previous)
+        run.announce("rollback", message, color=previous)
+        return message
+    live = run.step("live color", live_by_links)
+    target = run.app.color(previous)
+    run.log(f"rolling back automatically: {reason}")
+    run.step("check target", require_running, target)
+    run.step("switch", flip, target)
+    run.step("record", go_live, live, target, True)
+    run.step("probe", probe_once, target)
+    if live:
+        run.step("stop failed color", stop_failed, run.app.color(live))
+    if run.app.deploy and run.app.deploy.workers:
+        run.step("workers", restart_workers, target)
+    message = f"{run.app.name}: rolled back automatically to {previous}: {reason}"
+    run.announce("rollback", message, color=previous, reason=reason)
     return message
+
+
+def live_by_links(run: Run) -> str | None:
+    """The live color as the links say, without reconcile's repairs and git reads: fast, for a rollback."""
+    try:
+        run.live_before = switch.live_color(run.app)
+    except switch.LiveLinkError as exc:
+        raise StepFailed(f"refusing to act: {exc}") from None
+    return run.live_before
+
+
+def probe_once(run: Run, target: Color) -> None:
+    """One GET over the color just made live: it answered a minute ago, so this only reports."""
+    probe = health.probe(target.socket, run.app.health)
+    run.store.update(last_health=health_record(target.name, probe))
+    run.log(f"{target.name}: {probe.describe()}")
+    if not probe.ok:
+        raise StepFailed(f"{target.name} is live again but does not answer either: {probe.describe()}")
+
+
+def stop_failed(run: Run, color: Color) -> None:
+    """Show why the rolled-back color failed (its stderr, in the log only), then stop it."""
+    tail = stderr_summary(run.sup.stderr_tail(color.program))
+    if tail:
+        run.log(f"--- {color.program} stderr (errors, then the last lines) ---\n{tail}")
+    try:
+        run.sup.stop(color.program)
+    except SupervisorError as exc:
+        run.log(f"could not stop {color.program}: {exc}")
+
+
+def recover(run: Run) -> str:
+    """After a listener restart: finish the record of an interrupted go-live, restart the workers it left."""
+    live = run.step("reconcile", reconcile)
+    if live and run.store.read().get("workers_restarting"):
+        run.step("workers", restart_workers, run.app.color(live))
+    return f"{run.app.name}: repaired after a listener restart: {live or 'no color'} live"
 
 
 def check_health(run: Run, color: str = "") -> str:
     """Probe a color (default: the live one) now, once, and record the result."""
-    name = color or switch.live_color(run.app)
+    try:
+        name = color or switch.live_color(run.app)
+    except switch.LiveLinkError as exc:
+        raise StepFailed(str(exc)) from None
     if not name:
         raise StepFailed("no color is live yet: name one")
     target = run.app.color(name)

@@ -4,14 +4,21 @@ Thin on purpose: supervisord is single-threaded, so nothing here waits on a proc
 or a subprocess; the listener does the work. The factory is called once per HTTP server and
 again after every ``reload``, so nothing shared lives on the instance: it is on disk (state.py)
 or at module level (the config cache and the set of errors already logged).
+
+It imports supervisor, the standard library and the stdlib-only modules config, stepdefs, refs,
+backuplist and state: never the listener's side (requests, jinja2, psutil, subprocess), so a broken install there
+cannot keep supervisord, and the live app, from starting. No call here waits: the queue lock is only
+tried (a busy queue answers "try again"), nothing is fsynced, and every file read is bounded.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from supervisor.events import RemoteCommunicationEvent, notify
 from supervisor.options import split_namespec
@@ -19,15 +26,37 @@ from supervisor.states import getProcessStateDescription
 from supervisor.xmlrpc import Faults, RPCError
 
 from . import __version__
+from .backuplist import backup_dir_of, list_backups
 from .config import App, Config, ConfigError, load
-from .deploy import ref_problem
-from .listener import WAKE_TYPE
-from .state import ACTIVE, FINISHED, Store, history_entry
+from .refs import WAKE_TYPE, ref_problem
+from .state import ACTIVE, FINISHED, Busy, Store, history_entry, private_dir_problem
 
 API_VERSION = "1.0"
 EXCLUSIVE = ("switch", "rollback")
 _cache: dict[str, tuple[float, Config | ConfigError]] = {}
 _logged: set[str] = set()
+LOCK_WAIT = 0.05  # the longest supervisord's loop waits for the job queue's lock before answering "busy"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def app_store(app: App) -> Store:
+    """The app's state as supervisord uses it: no fsync, the queue lock only tried (never waited for)."""
+    return Store(app.state_dir, app.name, sync=False, lock_wait=LOCK_WAIT)
+
+
+def answers(method: F) -> F:
+    """An API method whose file troubles come back as a Fault that says what, never as a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Busy as exc:
+            raise RPCError(Faults.STILL_RUNNING, f"{exc}; nothing changed") from None
+        except (OSError, ValueError) as exc:  # UnsafePath included: a symlink, FIFO or oversized state file
+            raise RPCError(Faults.FAILED, f"bluegreen: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def xmlrpc_safe(value: Any) -> Any:
@@ -94,6 +123,14 @@ class BlueGreenNamespaceRPCInterface:
             )
         return name
 
+    def _private(self, app: App) -> None:
+        """Refuse to write where the app user could replace files (stat calls only: never blocks)."""
+        problem = private_dir_problem(app.state_dir)
+        if problem:
+            raise RPCError(
+                Faults.FAILED, f"{app.name}: state_dir {app.state_dir} is not safe: {problem}; nothing changed"
+            )
+
     def _process_state(self, program: str) -> str:
         """supervisor's state name for ``program``, read in-process (no I/O)."""
         group_name, name = split_namespec(program)
@@ -112,7 +149,8 @@ class BlueGreenNamespaceRPCInterface:
         """
         if self._process_state(self.listener) != "RUNNING":
             raise RPCError(Faults.NOT_RUNNING, f"the bluegreen event listener ({self.listener}) is not running")
-        store = Store(app.state_dir, app.name)
+        self._private(app)
+        store = app_store(app)
         if kind in EXCLUSIVE:
             active = [j for j in store.jobs(ACTIVE) if j["kind"] != "health"]
             if active:
@@ -125,10 +163,12 @@ class BlueGreenNamespaceRPCInterface:
         return xmlrpc_safe(job)
 
     # -- the API -----------------------------------------------------------------------------
+    @answers
     def getAPIVersion(self) -> str:
         """Version of the bluegreen API (and of the package, after a slash)."""
         return f"{API_VERSION}/{__version__}"
 
+    @answers
     def status(self, app: str = "") -> list[dict[str, Any]]:
         """Per app: live and idle color, their supervisor state and version, last health, last and running job."""
         config = self._config()
@@ -136,7 +176,7 @@ class BlueGreenNamespaceRPCInterface:
         return xmlrpc_safe([self._status(a) for a in apps])
 
     def _status(self, app: App) -> dict[str, Any]:
-        store = Store(app.state_dir, app.name)
+        store = app_store(app)
         state = store.read()
         live = state.get("live")
         colors = {
@@ -160,9 +200,12 @@ class BlueGreenNamespaceRPCInterface:
                 "step": j.get("step", ""),
                 "elapsed": round(time.time() - started, 1) if started else 0.0,
             }
+        window = state.get("watch") or {}
+        remaining = round(float(window.get("until", 0)) - time.time(), 1) if isinstance(window, dict) else 0.0
         return {
             "app": app.name,
             "live": live or "",
+            "watch": {**window, "remaining": remaining} if remaining > 0 else {},
             "previous": state.get("previous") or "",
             "switch_mode": app.switch_mode,
             "switched_at": state.get("switched_at") or 0,
@@ -173,11 +216,12 @@ class BlueGreenNamespaceRPCInterface:
             "running": current or {},
         }
 
+    @answers
     def switch(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
         """Queue a health-gated switch to ``color`` (default: the idle color); returns the job."""
         a = self._app(app)
         target = self._color(a, color)
-        live = Store(a.state_dir, a.name).read().get("live")
+        live = app_store(a).read().get("live")
         name = target or (a.other(live).name if live else "")
         if name:
             state = self._process_state(a.color(name).program)
@@ -185,20 +229,23 @@ class BlueGreenNamespaceRPCInterface:
                 raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {name} is {state}, not RUNNING; nothing changed")
         return self._queue(a, "switch", {"wanted": target}, who)
 
+    @answers
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
         """Queue a switch back to the previous color (warm, health-gated, no rebuild); returns the job."""
         a = self._app(app)
-        if not Store(a.state_dir, a.name).read().get("previous"):
+        if not app_store(a).read().get("previous"):
             raise RPCError(
                 Faults.FAILED, f"{a.name}: nothing to roll back to (no previous color recorded); nothing changed"
             )
         return self._queue(a, "rollback", {}, who)
 
+    @answers
     def health(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
         """Queue a health check of ``color`` (default: the live one) over its own socket; returns the job."""
         a = self._app(app)
         return self._queue(a, "health", {"color": self._color(a, color)}, who)
 
+    @answers
     def deploy(self, app: str = "", ref: str = "", who: str = "") -> dict[str, Any]:
         """Queue a deploy of ``ref`` (default: the configured branch); queued deploys coalesce to the newest."""
         a = self._app(app)
@@ -209,10 +256,12 @@ class BlueGreenNamespaceRPCInterface:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
         return self._queue(a, "deploy", {"ref": ref}, who)
 
+    @answers
     def cancel(self, app: str = "") -> dict[str, Any]:
         """Stop the app's queued or running deploy before its switch; the live color is untouched."""
         a = self._app(app)
-        store = Store(a.state_dir, a.name)
+        self._private(a)
+        store = app_store(a)
         with store.queue_lock():
             deploys = [j for j in store.jobs(ACTIVE) if j["kind"] == "deploy"]
             if not deploys:
@@ -223,34 +272,44 @@ class BlueGreenNamespaceRPCInterface:
                         j["id"], status="cancelled", finished=time.time(), message=f"{a.name}: deploy cancelled"
                     )
                 else:
-                    open(store.cancel_path(j["id"]), "w").close()
+                    store.request_cancel(j["id"])
         running = [j for j in deploys if j["status"] == "running"]
         return xmlrpc_safe((running or deploys)[-1])  # the caller waits for the one that matters
 
+    @answers
     def log(self, app: str = "", job_id: int = 0, offset: int = 0) -> dict[str, Any]:
         """Job ``job_id`` (0: the newest) with its log from byte ``offset``; poll it to follow."""
         a = self._app(app)
-        store = Store(a.state_dir, a.name)
+        store = app_store(a)
         ids = store.job_ids()
         if not job_id and not ids:
             raise RPCError(Faults.BAD_NAME, f"{a.name}: no job yet")
         return self.job(a.name, int(job_id) or ids[-1], offset)
 
+    @answers
     def history(self, app: str = "", count: int = 10) -> list[dict[str, Any]]:
         """The newest ``count`` finished jobs: id, kind, ref, commit, color, who, outcome, step timings, backup."""
         a = self._app(app)
-        finished = Store(a.state_dir, a.name).jobs(FINISHED)
+        finished = app_store(a).jobs(FINISHED)
         return xmlrpc_safe([history_entry(j) for j in finished[-max(1, int(count)) :]][::-1])
 
+    @answers
+    def backups(self, app: str = "") -> list[dict[str, Any]]:
+        """The app's database backups, newest first: name, size, time taken, commit, last verify (a listing only)."""
+        a = self._app(app)
+        return xmlrpc_safe(list_backups(backup_dir_of(a), a.name))
+
+    @answers
     def job(self, app: str, job_id: int, offset: int = 0) -> dict[str, Any]:
         """A job, and its log from byte ``offset``: poll it to follow progress."""
         a = self._app(app)
-        store = Store(a.state_dir, a.name)
+        store = app_store(a)
         job = store.read_job(int(job_id))
         if job is None:
             raise RPCError(Faults.BAD_NAME, f"{a.name}: no job {job_id}")
         listener = self._process_state(self.listener)
-        if job["status"] in ACTIVE and listener not in ("RUNNING", "STARTING", "BACKOFF"):
+        watched = (job.get("watch") or {}).get("state") == "running"
+        if (job["status"] in ACTIVE or watched) and listener not in ("RUNNING", "STARTING", "BACKOFF"):
             raise RPCError(
                 Faults.NOT_RUNNING,
                 f"{a.name}: job {job_id} is {job['status']} but the bluegreen event listener is {listener}",

@@ -38,6 +38,18 @@ def read_link(link: str) -> str | None:
         return None
 
 
+class LiveLinkError(Exception):
+    """The deciding link exists but points at no configured color: nothing may guess which one serves."""
+
+
+def resolved(link: str) -> str | None:
+    """Where ``link`` leads, as an absolute real path (relative link text read from the link's folder)."""
+    text = read_link(link)
+    if text is None:
+        return None
+    return os.path.realpath(os.path.join(os.path.dirname(link), text))
+
+
 def planned_links(app: App, color: Color) -> list[tuple[str, str]]:
     """(link, target) pairs that make ``color`` live; the last one decides, so it goes last.
 
@@ -53,12 +65,24 @@ def planned_links(app: App, color: Color) -> list[tuple[str, str]]:
 
 
 def live_color(app: App) -> str | None:
-    """The color the links make live right now, or None before the first switch."""
+    """The color the links make live right now, or None before the first switch.
+
+    What the link means counts, not how it is spelled: ``abiapp.live.sock -> abiapp.blue.sock``
+    (relative, as ``ln -sfn`` writes it) is as live as the absolute path. A link that leads to
+    no configured color raises LiveLinkError: a deploy that guessed would build into the live color.
+    """
+    link = planned_links(app, app.colors[0])[-1][0]
+    where = resolved(link)
+    if where is None:
+        return None
     for color in app.colors:
-        link, target = planned_links(app, color)[-1]
-        if read_link(link) == target:
+        if where == os.path.realpath(planned_links(app, color)[-1][1]):
             return color.name
-    return None
+    targets = ", ".join(f"{c.name}: {planned_links(app, c)[-1][1]}" for c in app.colors)
+    raise LiveLinkError(
+        f"{link} points at {read_link(link)!r} ({where}), which is no color of {app.name} ({targets}); "
+        f"repair it by hand, e.g. `ln -sfn <the serving color's path> {link}`, or remove it, then try again"
+    )
 
 
 def point(app: App, color: Color) -> None:

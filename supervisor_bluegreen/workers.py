@@ -27,11 +27,21 @@ class WorkerError(Exception):
 
 
 def restart(
-    sup: Supervisor, watch: ProcessWatch, program: str, target: Color, timeout: float, log: Callable[[str], None]
+    sup: Supervisor,
+    watch: ProcessWatch,
+    program: str,
+    target: Color,
+    timeout: float,
+    log: Callable[[str], None],
+    stopped: Callable[[], None] = lambda: None,
 ) -> None:
-    """stop, start, wait until RUNNING (a crash ends the wait at once), then confirm its checkout."""
+    """stop, start, wait until RUNNING (a crash ends the wait at once), then confirm its checkout.
+
+    ``stopped`` is called between the stop and the start (the fault tests kill the listener there).
+    """
     try:
         sup.stop(program)
+        stopped()
         since = time.monotonic()
         sup.start(program)
         deadline = since + timeout

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +33,17 @@ def require_nginx() -> None:
     """The e2e tests need Debian's nginx; fail loudly (never skip) when it is missing."""
     if not os.access(NGINX, os.X_OK):
         pytest.fail(f"{NGINX} is missing: run `make test` (it installs Debian's nginx) or scripts/bootstrap.sh")
+
+
+SLOW_TEST = """\
+import time
+from django.test import SimpleTestCase
+
+
+class Slow(SimpleTestCase):
+    def test_slow(self):
+        time.sleep(4)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +72,58 @@ def status(stack: Stack) -> dict:
     out = stack.ctl("bluegreen", "status", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout)[0]
+
+
+def push(stack: Stack, files: dict[str, str], message: str, branch: str = "main") -> str:
+    """Commit ``files`` on top of main and push them to ``branch`` of the bare repository; the commit."""
+    work = stack.root / "work"
+    if not work.exists():
+        subprocess.run(["git", "clone", "-q", str(stack.root / "app.git"), str(work)], check=True)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True, text=True).stdout
+
+    git("fetch", "-q", "origin")
+    git("checkout", "-q", "-B", branch, "origin/main")
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git("add", "-A")
+    git("-c", "user.name=Abi Team", "-c", "user.email=team@abiapp.example", "commit", "-q", "-m", message)
+    git("push", "-q", "-f", "origin", f"{branch}:{branch}")
+    return git("rev-parse", "HEAD").strip()
+
+
+def served(stack: Stack) -> tuple[str, str]:
+    """(color, version) of a response through nginx."""
+    with urllib.request.urlopen(stack.url("/health"), timeout=5) as resp:
+        return resp.headers["X-Bluegreen-Color"], resp.headers["X-App-Version"]
+
+
+def wait_step(stack: Stack, job_id: int, step: str, timeout: float = 60) -> None:
+    log = stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and f"] {step} ..." in log.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {step}: {log.read_text() if log.exists() else 'no log'}")
+
+
+def job_id_of(out: subprocess.CompletedProcess[str] | str) -> int:
+    text = out if isinstance(out, str) else out.stdout
+    return int(text.split("queued as job ")[1].split(";")[0].split()[0])
+
+
+def wait_finished(stack: Stack, job_id: int, timeout: float = 120) -> dict:
+    path = stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = json.loads(path.read_text() or "{}")
+        if job.get("status") not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {path.read_text()}")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
@@ -201,3 +266,10 @@ def serve() -> Iterator[ServerFactory]:
             srv.shutdown()
             srv.server_close()
             thread.join(timeout=5)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start real servers are ``e2e`` (``-m 'not e2e'`` is the fast subset, seconds long)."""
+    for item in items:
+        if item.path.name.startswith(("test_e2e_", "test_demo")) or "make_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)

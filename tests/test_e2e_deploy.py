@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 import xmlrpc.client
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from celery import Celery
-from conftest import REPO, status
+from conftest import REPO, SLOW_TEST, job_id_of, push, served, status, wait_finished, wait_step
 from supervisor.xmlrpc import Faults
 
 from example import services
@@ -29,15 +28,6 @@ from example.stack import Stack
 from supervisor_bluegreen.backup import restore_argv
 from supervisor_bluegreen.state import AppLock
 
-SLOW_TEST = """\
-import time
-from django.test import SimpleTestCase
-
-
-class Slow(SimpleTestCase):
-    def test_slow(self):
-        time.sleep(4)
-"""
 FAILING_TEST = """\
 from django.test import SimpleTestCase
 
@@ -86,30 +76,6 @@ def stack(make_stack, webhooks) -> Stack:
     assert s.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
     subprocess.run(["git", "clone", "-q", str(s.root / "app.git"), str(s.root / "work")], check=True)
     return s
-
-
-def push(stack: Stack, files: dict[str, str], message: str, branch: str = "main") -> str:
-    """Commit ``files`` on top of main and push them to ``branch`` of the bare repository; the commit."""
-    work = stack.root / "work"
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True, text=True).stdout
-
-    git("fetch", "-q", "origin")
-    git("checkout", "-q", "-B", branch, "origin/main")
-    for name, text in files.items():
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        (work / name).write_text(text)
-    git("add", "-A")
-    git("-c", "user.name=Abi Team", "-c", "user.email=team@abiapp.example", "commit", "-q", "-m", message)
-    git("push", "-q", "-f", "origin", f"{branch}:{branch}")
-    return git("rev-parse", "HEAD").strip()
-
-
-def served(stack: Stack) -> tuple[str, str]:
-    """(color, version) of a response through nginx."""
-    with urllib.request.urlopen(stack.url("/health"), timeout=5) as resp:
-        return resp.headers["X-Bluegreen-Color"], resp.headers["X-App-Version"]
 
 
 def task_rows(stack: Stack) -> list[tuple[str, str]]:
@@ -262,32 +228,6 @@ def test_bad_refs_are_refused_before_anything_changes(stack: Stack) -> None:
     after = status(stack)
     assert after["live"] == before["live"]
     assert after["colors"][idle]["state"] == before["colors"][idle]["state"]
-
-
-def wait_step(stack: Stack, job_id: int, step: str, timeout: float = 60) -> None:
-    log = stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.log"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and f"] {step} ..." in log.read_text():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached {step}: {log.read_text() if log.exists() else 'no log'}")
-
-
-def job_id_of(out: subprocess.CompletedProcess[str] | str) -> int:
-    text = out if isinstance(out, str) else out.stdout
-    return int(text.split("queued as job ")[1].split(";")[0].split()[0])
-
-
-def wait_finished(stack: Stack, job_id: int, timeout: float = 120) -> dict:
-    path = stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = json.loads(path.read_text() or "{}")
-        if job.get("status") not in ("queued", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish: {path.read_text()}")
 
 
 def test_second_deploy_queues_and_three_coalesce_to_the_newest(stack: Stack) -> None:

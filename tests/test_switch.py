@@ -110,10 +110,29 @@ def test_live_color_follows_the_links(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path / "run")) == ["shop.live-static", "shop.live.sock"]
 
 
-def test_live_color_is_none_for_a_foreign_link(tmp_path: Path) -> None:
+def test_a_link_to_no_color_is_refused_naming_where_it_points(tmp_path: Path) -> None:
     app = socket_app(tmp_path)
     os.symlink("/somewhere/else.sock", app.live_socket)
-    assert switch.live_color(app) is None
+    with pytest.raises(switch.LiveLinkError) as err:
+        switch.live_color(app)
+    assert f"{app.live_socket} points at '/somewhere/else.sock'" in str(err.value)
+    assert "ln -sfn" in str(err.value)
+
+
+def test_a_relative_live_link_means_the_same_color(tmp_path: Path) -> None:
+    """``ln -sfn shop.blue.sock shop.live.sock`` (relative, as a hand repair writes it) is blue live."""
+    app = socket_app(tmp_path)
+    os.symlink("shop.blue.sock", app.live_socket)
+    assert switch.live_color(app) == "blue"
+    os.unlink(app.live_socket)
+    os.symlink("../run/./shop.green.sock", app.live_socket)
+    assert switch.live_color(app) == "green"
+
+
+def test_a_relative_enabled_site_link_means_the_same_color_in_nginx_mode(tmp_path: Path) -> None:
+    app = nginx_app(tmp_path)
+    os.symlink("../sites-available/shop.green.conf", app.nginx.enabled_link)
+    assert switch.live_color(app) == "green"
 
 
 def test_live_color_nginx_mode(tmp_path: Path) -> None:

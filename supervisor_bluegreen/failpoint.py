@@ -1,0 +1,31 @@
+"""Failpoints: kill the listener with SIGKILL at a named point of a sequence, for the fault tests.
+
+Off unless the listener's environment has ``BLUEGREEN_FAILPOINTS=1`` (the test stacks set it;
+nothing shipped does). Then a file ``failpoint`` in the app's state folder (root's, like all
+state) holding a point's name makes the listener kill itself -9 when it reaches that point, once:
+the file is removed first. Points are the steps' names (``drain``, ``migrate``, ``switch``,
+``record``, ``workers`` ...) and ``workers.stopped`` (a worker program stopped, not started yet).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "BLUEGREEN_FAILPOINTS"
+FILE = "failpoint"
+
+
+def hit(state_dir: str, point: str) -> None:
+    """SIGKILL this process if the armed failpoint is ``point``."""
+    if os.environ.get(ENV) != "1":
+        return
+    path = os.path.join(state_dir, FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            armed = f.read().strip()
+    except OSError:
+        return
+    if armed == point:
+        os.unlink(path)
+        os.kill(os.getpid(), signal.SIGKILL)

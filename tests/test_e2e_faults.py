@@ -1,0 +1,187 @@
+"""End to end, under load: the listener killed -9 at each step of a deploy and of a rollback, and
+supervisord restarted mid-deploy. After each: 0 failed requests, the live color serves the version
+``status`` says, the workers run from the live checkout, no job is stuck, and the next deploy and
+rollback succeed. Real supervisord, gunicorn, nginx, git, MariaDB, RabbitMQ and Celery.
+
+The points are armed with the listener's failpoints (failpoint.py): the step's entry, and
+``workers.stopped`` (Celery stopped, not started yet). ``make test`` runs a representative cut;
+the whole matrix is marked ``chaos`` and runs with ``make chaos``.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import xmlrpc.client
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from conftest import job_id_of, push, status, wait_finished
+
+from example.load import Load, summarize
+from example.stack import Stack
+from supervisor_bluegreen.steps import PRESETS
+
+DEPLOY_POINTS = [
+    "resolve",
+    "reconcile",
+    "drain",
+    "checkout",
+    *PRESETS["django"],
+    "start",
+    "health gate",
+    "switch",
+    "verify",
+    "record",
+    "workers",
+    "workers.stopped",
+]
+ROLLBACK_POINTS = [
+    "reconcile",
+    "check target",
+    "health gate",
+    "switch",
+    "verify",
+    "record",
+    "workers",
+    "workers.stopped",
+]
+# before anything changes, mid-build (a migrate), after the flip (verify, record), with Celery down
+CUT = {("deploy", "drain"), ("deploy", "migrate"), ("deploy", "verify"), ("deploy", "record"),
+       ("deploy", "workers.stopped"), ("rollback", "record")}  # fmt: skip
+
+
+def matrix() -> Iterator[object]:
+    for kind, points in (("deploy", DEPLOY_POINTS), ("rollback", ROLLBACK_POINTS)):
+        for point in points:
+            marks = () if (kind, point) in CUT else (pytest.mark.chaos,)
+            yield pytest.param(kind, point, id=f"{kind}-{point}", marks=marks)
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack) -> Stack:
+    s = make_stack(
+        ini_overrides={"health_passes": "2", "health_interval": "0.1", "drain_timeout": "10", "health_deadline": "20"}
+    ).start()
+    assert s.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
+    return s
+
+
+@pytest.fixture(scope="module")
+def load(stack: Stack) -> Iterator[Load]:
+    with Load("127.0.0.1", stack.port, keepalive=4, fresh=2, slow=1) as running:
+        yield running
+
+
+def listener_pid(stack: Stack) -> int:
+    return stack.rpc().supervisor.getProcessInfo("bluegreen")["pid"]
+
+
+def wait_listener_back(stack: Stack, old_pid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info = stack.rpc().supervisor.getProcessInfo("bluegreen")
+        except (OSError, xmlrpc.client.Fault):
+            info = {}
+        if info.get("statename") == "RUNNING" and info.get("pid") != old_pid:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the listener did not come back")
+
+
+def wait_settled(stack: Stack, timeout: float = 120) -> dict:
+    """No job queued or running (a recover job may run first), the lock free."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = status(stack)
+        if not now["running"] and not now["locked"]:
+            return now
+        time.sleep(0.3)
+    raise AssertionError(f"a job is stuck: {status(stack)}")
+
+
+def assert_consistent(stack: Stack) -> None:
+    """What a user sees agrees with itself: links, status, served version, workers."""
+    now = wait_settled(stack)
+    live = now["live"]
+    with urllib.request.urlopen(stack.url("/health"), timeout=5) as resp:
+        color, version = resp.headers["X-Bluegreen-Color"], resp.headers["X-App-Version"]
+    assert color == live
+    checkout = stack.checkout(live)
+    expected = (checkout / "VERSION").read_text().strip() if (checkout / "VERSION").exists() else None
+    if expected is not None:
+        assert version == expected
+    assert now["colors"][live]["state"] == "RUNNING"
+    celery = stack.rpc().supervisor.getProcessInfo("abiapp_celery")
+    assert celery["statename"] == "RUNNING", celery
+    assert psutil.Process(celery["pid"]).cwd() == str(checkout)
+    if now["previous"]:
+        assert now["previous"] != live and now["colors"][now["previous"]]["state"] == "RUNNING"
+
+
+@pytest.mark.parametrize(("kind", "point"), list(matrix()))
+def test_listener_killed_at_a_step_leaves_a_consistent_state(stack: Stack, load: Load, kind: str, point: str) -> None:
+    wait_settled(stack)
+    if kind == "rollback" and not status(stack)["previous"]:
+        out = stack.ctl("bluegreen", "deploy", "abiapp", push(stack, {"VERSION": f"v-before-{point}\n"}, "warm"))
+        assert out.returncode == 0, out.stdout
+    before = status(stack)
+    (stack.root / "state" / "abiapp" / "failpoint").write_text(point)
+    pid = listener_pid(stack)
+    if kind == "deploy":
+        commit = push(stack, {"VERSION": f"v-{point}\n"}, f"killed at {point}", branch=f"k-{point}")
+        job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", commit, "--detach"))
+    else:
+        proc = stack.ctl("bluegreen", "rollback")
+        job_id = int(proc.stdout.split("queued as job ")[1].split()[0])
+    wait_listener_back(stack, pid)
+    job = wait_finished(stack, job_id, timeout=60)
+    assert job["status"] == "interrupted", job
+    assert not (stack.root / "state" / "abiapp" / "failpoint").exists()
+    assert_consistent(stack)
+    after = status(stack)
+    moved = after["live"] != before["live"]
+    if moved:  # traffic had moved before the kill: the go-live was recorded on restart, with its rollback target
+        assert point in ("verify", "record", "workers", "workers.stopped")
+        assert after["previous"] == before["live"]
+
+
+def test_the_next_deploy_and_rollback_succeed_after_the_kills(stack: Stack, load: Load) -> None:
+    wait_settled(stack)
+    out = stack.ctl("bluegreen", "deploy", "abiapp", push(stack, {"VERSION": "v-after-kills\n"}, "after"))
+    assert out.returncode == 0, out.stdout
+    out = stack.ctl("bluegreen", "rollback")
+    assert out.returncode == 0, out.stdout
+    assert_consistent(stack)
+
+
+def test_no_request_failed_through_all_the_kills(load: Load) -> None:
+    result = summarize(load.samples)
+    assert result["requests"] > 100
+    assert result["failed"] == 0, result["failed_by_kind"]
+
+
+def test_supervisord_reloaded_mid_deploy_ends_consistent(stack: Stack) -> None:
+    """supervisord restarts every program (the live color's downtime is its own); the state stays right."""
+    wait_settled(stack)
+    before = status(stack)
+    commit = push(stack, {"VERSION": "v-reload\n"}, "reloaded mid-deploy", branch="reload")
+    job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", commit, "--detach"))
+    log = stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.log"
+    deadline = time.monotonic() + 60
+    while "] collectstatic ..." not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with Load("127.0.0.1", stack.port, keepalive=2, fresh=1) as around:
+        assert stack.ctl("reload").returncode == 0
+        stack.wait_running(90)
+        job = wait_finished(stack, job_id, timeout=90)
+        assert job["status"] == "interrupted", job
+        assert_consistent(stack)
+    after = status(stack)
+    assert after["live"] == before["live"]
+    result = summarize(around.samples)
+    print(f"\nsupervisord reload mid-deploy: {result['failed']} of {result['requests']} requests failed "
+          f"(supervisord restarts the live color itself), longest gap {result['max_gap_ms']:.0f} ms")  # fmt: skip

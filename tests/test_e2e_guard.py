@@ -1,0 +1,198 @@
+"""End to end: the live site is guarded after the switch (the watch window) and against links spelled
+another way, and a stopped listener ends a deploy in order. Real supervisord, gunicorn, nginx, git,
+MariaDB, under load. The stack is shared by the module; tests run in file order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SLOW_TEST, job_id_of, push, served, status, wait_finished, wait_step
+
+from example.load import Load, summarize
+from example.stack import Stack
+
+WATCH = 5.0
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack) -> Stack:
+    s = make_stack(
+        celery=False,
+        watch=str(WATCH),
+        ini_overrides={
+            "watch_interval": "0.3",
+            "watch_failures": "3",
+            "health_passes": "2",
+            "health_interval": "0.1",
+            "drain_timeout": "10",
+            "health_deadline": "15",
+            "build": "migrate test",
+        },
+    ).start()
+    first = s.ctl("bluegreen", "switch", "abiapp", "blue")
+    assert first.returncode == 0, first.stdout
+    return s
+
+
+def pid_of(stack: Stack, color: str) -> int:
+    return stack.rpc().supervisor.getProcessInfo(f"abiapp_{color}")["pid"]
+
+
+def wait_window_closed(stack: Stack, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = status(stack)
+        if not now["watch"] and not now["running"]:
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"the watch window did not close: {status(stack)}")
+
+
+def test_a_release_that_dies_after_go_live_is_rolled_back_by_itself(stack: Stack) -> None:
+    before = status(stack)
+    old = before["live"]
+    commit = push(stack, {"VERSION": "v-dies\n"}, "dies after go-live", branch="dies")
+    with Load("127.0.0.1", stack.port, keepalive=6, fresh=2, slow=1) as load:
+        time.sleep(0.5)
+        waiting = subprocess.Popen(
+            [f"{stack.venv}/bin/supervisorctl", "-c", str(stack.conf), "bluegreen", "deploy", "abiapp", commit,
+             "--wait"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert waiting.stdout is not None
+            lines = []
+            for line in waiting.stdout:
+                lines.append(line)
+                if "record done in" in line:
+                    break
+            new = status(stack)["live"]
+            assert new != old and status(stack)["watch"].get("previous") == old, "".join(lines)
+            time.sleep(1.0)
+            killed = time.monotonic()
+            os.kill(pid_of(stack, new), signal.SIGKILL)  # its gunicorn master dies some seconds after go-live
+            out, _ = waiting.communicate(timeout=60)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+        time.sleep(2.0)
+    text = "".join(lines) + out
+    assert waiting.returncode != 0, text
+    assert f"rolled back automatically: abiapp_{new} went" in text
+    after = status(stack)
+    assert after["live"] == old and not after["watch"] and after["previous"] == ""
+    assert after["colors"][new]["state"] == "STOPPED"  # the failed release is stopped, not a rollback target
+    assert served(stack)[0] == old
+    history = stack.ctl("bluegreen", "history", "abiapp", "-n", "2").stdout
+    assert "rollback" in history and "by bluegreen watch" in history and "rolled back automatically" in history
+    log = stack.ctl("bluegreen", "log", "abiapp").stdout  # the rollback job's log: why, with the stderr tail
+    assert "rolling back automatically" in log and "switch done in" in log
+
+    after_kill = [s for s in load.samples if s.start >= killed]
+    back = min(s.end for s in after_kill if s.ok and s.color == old)
+    failed = [s for s in after_kill if not s.ok]
+    result = summarize(load.samples)
+    print(f"\ncrash to previous live: {(back - killed) * 1000:.0f} ms; failed requests: {result['failed']}")
+    assert back - killed < 3.0
+    assert all(s.start < back for s in failed)  # failures only in the window between the crash and the rollback
+    assert {s.color for s in load.samples if s.ok and s.start > back} == {old}
+
+
+def test_a_release_that_holds_passes_its_window_and_a_deploy_waits_for_it(stack: Stack) -> None:
+    old = status(stack)["live"]
+    first = push(stack, {"VERSION": "v-holds\n"}, "holds", branch="holds")
+    out = stack.ctl("bluegreen", "deploy", "abiapp", first)
+    assert out.returncode == 0, out.stdout
+    assert f"watching {'green' if old == 'blue' else 'blue'} for {WATCH:g} s" in out.stdout
+    during = status(stack)
+    assert during["watch"]["previous"] == old and 0 < during["watch"]["remaining"] <= WATCH
+    assert "watched for" in stack.ctl("bluegreen", "status").stdout
+    second = push(stack, {"VERSION": "v-after-window\n"}, "asked for during the window", branch="after")
+    queued = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", second, "--detach"))
+    time.sleep(1.0)
+    assert status(stack)["colors"][old]["state"] == "RUNNING"  # the rollback target is not drained meanwhile
+    assert status(stack)["running"]["status"] == "queued"
+    job = wait_finished(stack, queued, timeout=60)
+    assert job["status"] == "succeeded", job["message"]
+    first_job = stack.rpc().bluegreen.log("abiapp", queued - 1, 0)
+    assert first_job["job"]["watch"]["state"] == "passed"
+    assert job["started"] >= first_job["job"]["finished"] + WATCH - 1.5
+    follow = stack.ctl("bluegreen", "log", "abiapp", str(queued - 1), "-f")
+    assert follow.returncode == 0 and "watch window passed" in follow.stdout
+    wait_window_closed(stack)
+
+
+def test_a_rollback_asked_for_during_the_window_cuts_it_short(stack: Stack) -> None:
+    old = status(stack)["live"]
+    commit = push(stack, {"VERSION": "v-cut\n"}, "rolled back by hand", branch="cut")
+    assert stack.ctl("bluegreen", "deploy", "abiapp", commit).returncode == 0
+    assert status(stack)["watch"]
+    out = stack.ctl("bluegreen", "rollback")
+    assert out.returncode == 0, out.stdout
+    after = status(stack)
+    assert after["live"] == old and not after["watch"]
+
+
+def test_a_relative_live_link_is_the_live_color_and_a_deploy_builds_the_idle_one(stack: Stack) -> None:
+    wait_window_closed(stack)
+    live = status(stack)["live"]
+    link = stack.root / "run" / "abiapp.live.sock"
+    tmp = link.with_name(".relative")
+    tmp.symlink_to(f"abiapp.{live}.sock")  # as `ln -sfn` or a hand repair writes it
+    tmp.replace(link)
+    commit = push(stack, {"VERSION": "v-relative\n"}, "relative link", branch="relative")
+    with Load("127.0.0.1", stack.port, keepalive=6, fresh=2, slow=1) as load:
+        time.sleep(0.5)
+        out = stack.ctl("bluegreen", "deploy", "abiapp", commit)
+        time.sleep(0.5)
+    assert out.returncode == 0, out.stdout
+    idle = "green" if live == "blue" else "blue"
+    assert stack.rpc().bluegreen.log("abiapp", job_id_of(out), 0)["job"]["color"] == idle
+    assert status(stack)["live"] == idle
+    assert summarize(load.samples)["failed"] == 0
+    assert served(stack)[1] == "v-relative"
+    wait_window_closed(stack)
+
+
+def test_a_live_link_to_no_color_refuses_deploy_and_switch_saying_how_to_repair(stack: Stack) -> None:
+    link = stack.root / "run" / "abiapp.live.sock"
+    good = os.readlink(link)
+    before = served(stack)
+    tmp = link.with_name(".stray")
+    tmp.symlink_to("/tmp/somewhere-else.sock")
+    tmp.replace(link)
+    try:
+        for command in (("deploy",), ("switch",)):
+            out = stack.ctl("bluegreen", *command)
+            assert out.returncode != 0, out.stdout
+            assert f"{link} points at '/tmp/somewhere-else.sock'" in out.stdout and "ln -sfn" in out.stdout
+            assert "drain ..." not in out.stdout
+    finally:
+        tmp.symlink_to(good)
+        tmp.replace(link)
+    assert served(stack) == before
+
+
+def test_sigterm_lets_the_running_step_finish_and_ends_the_job_interrupted(stack: Stack) -> None:
+    before = status(stack)
+    slow = push(stack, {"exampleapp/tests_slow.py": SLOW_TEST, "VERSION": "v-term\n"}, "stopped", branch="term")
+    job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", slow, "--detach"))
+    wait_step(stack, job_id, "test")
+    listener = stack.rpc().supervisor.getProcessInfo("bluegreen")["pid"]
+    restarted = stack.ctl("restart", "bluegreen")  # supervisord's SIGTERM, then a new listener
+    assert restarted.returncode == 0, restarted.stdout
+    job = wait_finished(stack, job_id, timeout=30)
+    assert job["status"] == "interrupted", job["message"]
+    assert "interrupted before" in job["message"] and f"{before['live']} live, unchanged" in job["message"]
+    log = Path(stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.log").read_text()
+    assert "test done in" in log  # the running step finished, it was not killed
+    assert stack.rpc().supervisor.getProcessInfo("bluegreen")["pid"] != listener
+    after = status(stack)
+    assert after["live"] == before["live"] and not after["running"] and after["locked"] is False
+    assert served(stack)[0] == before["live"]
