@@ -30,7 +30,6 @@ import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from . import steps
+from . import state, steps
 from .backuplist import NAME_TAIL, backup_dir_of, list_backups, verified_path  # noqa: F401 (re-exported)
 
 KINDS = ("mysql", "postgresql", "sqlite")
@@ -216,19 +215,26 @@ def restore_argv(plan_kind: str, database: dict[str, Any]) -> tuple[tuple[str, .
     raise BackupError(f"cannot restore a backup of kind {plan_kind!r}: expected one of {', '.join(KINDS)}")
 
 
-def _run_as(user: str | None, env: dict[str, str]) -> dict[str, Any]:
-    """Popen arguments that drop to ``user`` (only possible as root), with its groups and HOME.
+def _environment(extra: dict[str, str], user: str | None, tool: str) -> dict[str, str]:
+    """Ours plus ``extra``; when ``steps.spawn`` will drop to ``user`` (we are root), that user's HOME too.
 
-    Its groups too, not only its uid: ``user=`` alone would keep root's gid 0. HOME makes the
-    tools read that user's ~/.my.cnf / ~/.pgpass, not root's.
+    HOME makes the tools read that user's ~/.my.cnf / ~/.pgpass, not root's.
     """
-    if not user or os.geteuid() != 0:
-        return {}
+    env = {**os.environ, **extra}
     try:
-        env.update(steps.user_env(user))
-        return steps.credentials(user)
+        if user and steps.credentials(user):
+            env.update(steps.user_env(user))
     except KeyError:
-        raise BackupError(f"cannot run the dump as {user!r}: no such user") from None
+        raise BackupError(f"cannot run {tool} as {user!r}: no such user") from None
+    return env
+
+
+def _start(argv: tuple[str, ...], env: dict[str, str], user: str | None, **popen: Any) -> subprocess.Popen:
+    """The project's one runner (``steps.spawn``): as ``user``, dying with the listener, in its own session.
+
+    Its own session: one process group for ``_kill``, children included. OSError when it cannot start.
+    """
+    return steps.spawn(argv, user=user or "", env=env, start_new_session=True, **popen)
 
 
 _SETTINGS_SCRIPT = (
@@ -265,22 +271,33 @@ def _tail(stream: Any) -> str:
     return " | ".join(lines)[-_STDERR_TAIL:]
 
 
-def _gzip_into(source: Any, tmp: str, inner_name: str) -> int:
-    """Copy ``source`` through gzip into ``tmp`` and fsync it; the number of bytes read."""
+def _gzip_into(source: Any, tmp: str, inner_name: str) -> tuple[int, int]:
+    """Copy ``source`` through gzip into ``tmp`` and fsync it; the bytes read and the bytes written.
+
+    ``tmp`` is opened as root opens its state (``state.open_file``): a symlink or FIFO planted there
+    is refused (UnsafePath), never followed. Truncated only after that check (O_TRUNC at the open
+    would empty a file hard-linked there before the link count is seen).
+    """
     total = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    fd = state.open_file(tmp, os.O_WRONLY | os.O_CREAT, 0o640)
     with os.fdopen(fd, "wb") as raw:
+        os.ftruncate(fd, 0)
         with gzip.GzipFile(filename=inner_name, mode="wb", fileobj=raw, compresslevel=6) as packed:
             while chunk := source.read(1 << 16):
                 packed.write(chunk)
                 total += len(chunk)
         raw.flush()
         os.fsync(raw.fileno())
-    return total
+        return total, os.fstat(fd).st_size
 
 
 def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    """fsync the folder, so the rename in it lasts.
+
+    A configured backup_dir may be a symlink to a private folder (check_private_dir checks both): it is
+    resolved first, then opened with O_NOFOLLOW|O_DIRECTORY, so nothing swapped in meanwhile is opened.
+    """
+    fd = os.open(os.path.realpath(directory), os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -323,20 +340,11 @@ def run_dump(
     except OSError as exc:
         raise BackupError(f"cannot create the backup directory {directory}: {exc.strerror}") from None
     tmp = plan.path + ".tmp"
-    env = {**os.environ, **plan.env}
-    as_user = _run_as(user, env)
+    env = _environment(plan.env, user, tool)
     started = time.monotonic()
     with tempfile.TemporaryFile() as errors:
         try:
-            proc = subprocess.Popen(
-                plan.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                env=env,
-                start_new_session=True,  # one process group to kill, children included
-                **as_user,
-            )
+            proc = _start(plan.argv, env, user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
         except OSError as exc:
             raise BackupError(f"cannot run {tool}: {exc}") from exc
         expired = threading.Event()
@@ -349,12 +357,14 @@ def run_dump(
         timer.daemon = True
         timer.start()
         try:
-            size = _gzip_into(proc.stdout, tmp, os.path.basename(plan.path)[: -len(".gz")])
+            size, written = _gzip_into(proc.stdout, tmp, os.path.basename(plan.path)[: -len(".gz")])
             status = proc.wait()
         except BaseException as exc:
             _kill(proc)
             proc.wait()
-            _remove(tmp)
+            _remove(tmp)  # a planted symlink goes too (unlinked, never followed)
+            if isinstance(exc, state.UnsafePath):
+                raise BackupError(f"cannot write the backup: {exc}") from None
             if isinstance(exc, OSError):
                 raise BackupError(f"cannot write {tmp}: {exc}") from exc
             raise
@@ -371,11 +381,15 @@ def run_dump(
         else:
             problem = f"{tool} exited 0 but wrote nothing"
         raise BackupError(f"{problem}: {said}" if said else problem)
-    os.replace(tmp, plan.path)
-    _fsync_dir(directory)
+    try:
+        os.replace(tmp, plan.path)
+        _fsync_dir(directory)
+    except OSError as exc:
+        _remove(tmp)
+        raise BackupError(f"cannot keep the backup {plan.path}: {exc}") from None
     if said:
         log(f"backup: {tool} said: {said}")
-    log(f"backup: {plan.path} ({os.path.getsize(plan.path)} bytes, {time.monotonic() - started:.1f} s)")
+    log(f"backup: {plan.path} ({written} bytes, {time.monotonic() - started:.1f} s)")
     return plan.path
 
 
@@ -772,12 +786,11 @@ def parse_counts(kind: str, output: str) -> dict[str, int]:
 def _open_dump(path: str) -> Any:
     """The backup, uncompressed, opened without following a symlink (root reads what the app user may write)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = state.open_file(path, os.O_RDONLY)  # no symlink, no FIFO (O_NONBLOCK: never waits for a writer)
+    except state.UnsafePath as exc:
+        raise VerifyError(str(exc)) from None
     except OSError as exc:
         raise VerifyError(f"cannot open {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise VerifyError(f"{path} is not a regular file")
     return gzip.GzipFile(fileobj=os.fdopen(fd, "rb"), mode="rb")
 
 
@@ -794,19 +807,10 @@ def run_command(
     missing is a VerifyError too; a non-zero status is for the caller to judge.
     """
     tool = os.path.basename(command.argv[0])
-    env = {**os.environ, **command.env}
-    as_user = _run_as(user, env)
+    env = _environment(command.env, user, tool)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
         try:
-            proc = subprocess.Popen(
-                command.argv,
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=errors,
-                env=env,
-                start_new_session=True,
-                **as_user,
-            )
+            proc = _start(command.argv, env, user, stdin=subprocess.PIPE, stdout=out, stderr=errors)
         except OSError as exc:
             raise VerifyError(f"cannot run {tool}: {exc}") from exc
         expired = threading.Event()
@@ -872,18 +876,11 @@ def _read_contents(kind: str, path: str) -> DumpContents:
 
 
 def _record(result: VerifyResult) -> None:
-    """Write ``<backup>.verified.json`` atomically (temp file + rename, never through a symlink)."""
-    directory = os.path.dirname(result.backup) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".verified-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result.as_dict(), f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, verified_path(result.backup))
-    except BaseException:
-        _remove(tmp)
-        raise
+    """Write ``<backup>.verified.json`` as root writes its state (``state.write_json_atomic``).
+
+    A temp file made with O_EXCL|O_NOFOLLOW, 0640, fsynced, renamed over whatever entry is there (never followed).
+    """
+    state.write_json_atomic(verified_path(result.backup), result.as_dict())
 
 
 def _drop_sqlite(path: str) -> None:

@@ -23,13 +23,17 @@ bluegreen switch [APP] [COLOR] [--wait]
                                     health-gated switch to the idle color (or COLOR); it must be RUNNING
 bluegreen rollback [APP]            back to the previous color (still running, warm), health-gated
 bluegreen health [APP] [COLOR]      probe COLOR (default: the live one) over its own socket now
-bluegreen deploy [APP] [REF] [--detach | --wait]
+bluegreen deploy [APP] [REF] [--detach | --wait] [--allow-unsafe-migrations]
                                     git to live: resolve, drain, checkout, build, start, health gate,
                                     switch, record, workers; REF defaults to the configured branch.
                                     Returns at go-live while the watch window runs (a crash or failed
                                     probes of the new color roll back by themselves); --wait waits the
-                                    window out and fails if it rolled back
-bluegreen cancel [APP]              stop a queued or running deploy before its switch
+                                    window out and fails if it rolled back. The migration gate refuses
+                                    migrations the serving code cannot survive; --allow-unsafe-migrations
+                                    runs them anyway (recorded in history with who)
+bluegreen cancel [APP] [--force]    stop a queued or running deploy before its switch; a running migrate
+                                    is never cut in half (the deploy stops after it); --force kills even
+                                    that (a hung migration; the schema may be left half changed)
 bluegreen log [APP] [ID] [-f]       the log of job ID (default: the newest); -f follows it and its window
 bluegreen history [APP] [-n N]      the last N jobs (default 10): ref, commit, color, who, outcome, steps
 bluegreen backups [APP]             the app's database backups, newest first: name, size, time, commit,
@@ -171,10 +175,13 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         return "", ""
 
     def cmd_deploy(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 2 or flags - {"--detach", "--wait"} or flags >= {"--detach", "--wait"}:
-            return self.usage_error("usage: bluegreen deploy [APP] [REF] [--detach | --wait]")
+        allowed = {"--detach", "--wait", "--allow-unsafe-migrations"}
+        if len(args) > 2 or flags - allowed or flags >= {"--detach", "--wait"}:
+            return self.usage_error(
+                "usage: bluegreen deploy [APP] [REF] [--detach | --wait] [--allow-unsafe-migrations]"
+            )
         app, ref = self.app_and_word(args)
-        job = self.call(self.api.deploy, app, ref, self.who)
+        job = self.call(self.api.deploy, app, ref, self.who, "--allow-unsafe-migrations" in flags)
         if not job:
             return None
         if "--detach" in flags:
@@ -184,9 +191,9 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         return self.follow(job["app"], job, window="--wait" in flags)
 
     def cmd_cancel(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 1 or flags:
-            return self.usage_error("usage: bluegreen cancel [APP]")
-        job = self.call(self.api.cancel, args[0] if args else "")
+        if len(args) > 1 or flags - {"--force"}:
+            return self.usage_error("usage: bluegreen cancel [APP] [--force]")
+        job = self.call(self.api.cancel, args[0] if args else "", "--force" in flags)
         if job:
             self.ctl.output(f"{job['app']}: cancelling deploy job {job['id']}")
             answer = self.wait_end(job["app"], job["id"])
@@ -272,6 +279,17 @@ def format_status(app: dict[str, Any]) -> str:
             f"  watch: {window['color']} watched for {window['remaining']:.0f} s more; a crash or failed probes"
             f" roll back to {window['previous']} by themselves"
         )
+    pending = app.get("contract") or {}
+    if pending:
+        lines.append(
+            f"  contract migrations waiting for the window to pass: {', '.join(pending.get('migrations') or [])}"
+        )
+    cleared = app.get("rollback_cleared") or {}
+    if cleared and not app.get("previous"):
+        lines.append(
+            f"  rollback: none; contract migrations of deploy job {cleared.get('job')} ran (job "
+            f"{cleared.get('contract')}), and rolling back past them is not safe"
+        )
     running = app.get("running") or {}
     if app.get("locked"):
         lines.append("  lock: held by the listener running a job")
@@ -316,6 +334,8 @@ def format_history(e: dict[str, Any]) -> str:
     lines = [head, f"      {e['message']}"]
     if steps:
         lines.append(f"      steps: {steps}")
+    if e.get("unsafe_allowed"):
+        lines.append(f"      UNSAFE migrations allowed by {e['unsafe_allowed']} (--allow-unsafe-migrations)")
     if e.get("backup"):
         lines.append(f"      backup: {e['backup']}")
     check = e.get("backup_verify") or {}

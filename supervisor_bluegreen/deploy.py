@@ -15,7 +15,7 @@ import pwd
 import subprocess
 import time
 
-from . import backup, drain, steps, switch
+from . import backup, drain, migration_gate, steps, switch
 from .config import App, Color, Deploy
 from .orchestrator import (
     Run,
@@ -124,7 +124,10 @@ def build(run: Run, target: Color, step: steps.BuildStep, commit: str) -> None:
     config = settings(run.app)
     env = steps.environment(target, config.user)
     if not step.argv:
-        return take_backup(run, target, commit, env)
+        builtin = take_backup if step.name == "backup" else gate_migrations
+        return builtin(run, target, commit, env)
+    if step.name == "migrate" and run.gate is not None:
+        return migrate_planned(run, target, step, env)
     if step.skip_unless and not steps.probe(
         steps.expand(step.skip_unless, target), cwd=target.checkout, env=env, user=config.user
     ):
@@ -144,12 +147,95 @@ def build(run: Run, target: Color, step: steps.BuildStep, commit: str) -> None:
             timeout=config.step_timeout,
             log=run.log,
             cancelled=run.cancelled,
+            uncut=uncut(run, step) if step.uncut else None,
         )
     except steps.StepError as exc:
         raise StepFailed(f"{step.name} failed: {exc}") from None
+    finally:
+        if step.uncut:
+            run.store.update_job(run.job["id"], uncut=None)
     if stamp:
         write_json_atomic(stamp, {"sha256": digest, "commit": commit})
     return None
+
+
+def probe_migrations(run: Run, target: Color, env: dict[str, str]) -> migration_gate.GateReport:
+    """Django's own plan of the idle checkout against the live database, each operation judged (as the app user)."""
+    config = settings(run.app)
+    argv = steps.expand(migration_gate.probe_argv(), target)
+    try:
+        done = steps.capture(argv, cwd=target.checkout, env=env, user=config.user, timeout=config.step_timeout)
+        return migration_gate.parse_report(done.stdout, returncode=done.returncode, stderr=done.stderr)
+    except (OSError, subprocess.TimeoutExpired, migration_gate.GateError) as exc:
+        raise StepFailed(f"migration gate: {exc}") from None
+
+
+def gate_migrations(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
+    """Refuse, before anything migrates, any migration the code serving now cannot survive.
+
+    The old color keeps serving until the switch, so a migration that removes, renames, narrows or
+    constrains what it reads and writes breaks live traffic the moment it runs. Contract migrations
+    (marked) wait until after the switch and the watch window. ``--allow-unsafe-migrations`` overrides,
+    recorded in history with who used it.
+    """
+    report = probe_migrations(run, target, env)
+    for line in migration_gate.summary(report):
+        run.log(line)
+    allow = bool(run.job.get("args", {}).get("allow_unsafe"))
+    refusal = migration_gate.refusal(report, allow_unsafe=allow)
+    if refusal:
+        raise StepFailed(refusal)
+    if not report.passes:
+        who = run.job.get("who") or "?"
+        run.log(f"migration gate: UNSAFE migrations allowed by {who} ({migration_gate.ALLOW_FLAG})")
+        run.store.update_job(run.job["id"], unsafe_allowed=who)
+    run.gate = report
+
+
+def migrate_planned(run: Run, target: Color, step: steps.BuildStep, env: dict[str, str]) -> None:
+    """What the gate let through, never cut in half; a failure says which migrations were applied."""
+    config = settings(run.app)
+    assert run.gate is not None
+    argvs = migration_gate.pre_switch_argvs(run.gate, steps.values(target)["python"])
+    if not argvs:
+        run.log("migrate: nothing to apply before the switch")
+    for argv in argvs:
+        run.log("$ " + " ".join(argv))
+        try:
+            steps.run(
+                argv, cwd=target.checkout, env=env, user=config.user, timeout=config.step_timeout, log=run.log,
+                cancelled=run.cancelled, uncut=uncut(run, step),
+            )  # fmt: skip
+        except steps.StepError as exc:
+            raise StepFailed(f"migrate failed: {exc}; {migrated_so_far(run, target, env)}") from None
+        finally:
+            run.store.update_job(run.job["id"], uncut=None)
+
+
+def migrated_so_far(run: Run, target: Color, env: dict[str, str]) -> str:
+    """After a failed migrate: which of the planned migrations the live database now has (it may have changed)."""
+    assert run.gate is not None
+    planned = [m.key for m in run.gate.migrations]
+    try:
+        left = {m.key for m in probe_migrations(run, target, env).migrations}
+    except StepFailed as exc:
+        return f"could not tell which migrations were applied ({exc})"
+    applied = [key for key in planned if key not in left]
+    run.db_changed = applied
+    if not applied:
+        return "no migration was applied"
+    rest = [key for key in planned if key in left]
+    return f"the DATABASE CHANGED: applied {', '.join(applied)}; not applied: {', '.join(rest) or 'none'}"
+
+
+def uncut(run: Run, step: steps.BuildStep) -> steps.Uncut:
+    """How ``step`` runs so that nothing cuts it in half; its pid is recorded for a restarted listener."""
+    output = run.store.output_path(run.job["id"])
+
+    def started(pid: int) -> None:
+        run.store.update_job(run.job["id"], uncut={"pid": pid, "step": step.name, "since": time.time()})
+
+    return steps.Uncut(output=output, started=started, forced=run.forced)
 
 
 def changed_since_last_run(run: Run, target: Color, step: steps.BuildStep) -> tuple[str, str]:
@@ -212,10 +298,16 @@ def start_color(run: Run, target: Color) -> float:
 
 
 def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Window | None:
-    """The new color live at ``commit``, the old one its rollback target, the watch window open."""
+    """The new color live at ``commit``, the old one its rollback target, the watch window open.
+
+    Contract migrations the gate held back are recorded to run after the window (contract.py).
+    """
     colors = dict(run.store.read().get("colors", {}))
     colors[target.name] = {"version": commit[:7], "commit": commit}
-    return go_live(run, live, target, colors=colors)
+    pending = None
+    if run.gate is not None and run.gate.deferred:
+        pending = {"job": run.job["id"], "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
+    return go_live(run, live, target, colors=colors, contract=pending)
 
 
 # -- the sequence ----------------------------------------------------------------------------

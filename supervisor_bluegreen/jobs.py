@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable
 
 from . import switch
+from .contract import contract
 from .deploy import deploy
 from .orchestrator import Interrupted, Run, StepFailed, check_health, recover, rollback, switch_to
 from .supervisor_api import SupervisorError
@@ -20,6 +21,7 @@ SEQUENCES: dict[str, Callable[..., str]] = {
     "health": check_health,
     "deploy": deploy,
     "recover": recover,
+    "contract": contract,
 }
 
 
@@ -30,6 +32,8 @@ def failure_message(run: Run, reason: str) -> str:
     except switch.LiveLinkError as exc:
         return f"{run.app.name}: {run.job['kind']} failed: {reason}\nno color is surely live: {exc}"
     where = f"{live or 'no color'} live" + (", unchanged" if live == run.live_before else "")
+    if run.db_changed:
+        where += f" (its code; the database changed: {', '.join(run.db_changed)} applied)"
     return f"{run.app.name}: {run.job['kind']} failed: {reason}\n{where}"
 
 
@@ -58,8 +62,9 @@ def execute(run: Run) -> None:
     finally:
         store.update_job(job["id"], status=status, message=message, finished=time.time(), step="")
         store.update(last_job={"id": job["id"], "kind": job["kind"], "status": status, "message": message})
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(store.cancel_path(job["id"]))
+        for path in (store.cancel_path(job["id"]), store.cancel_path(job["id"], True)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         store.prune()
     if status != "succeeded" and job["kind"] != "health":
         commit = (store.read_job(job["id"]) or {}).get("commit", "")

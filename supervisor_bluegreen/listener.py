@@ -15,12 +15,14 @@ import threading
 import time
 from typing import IO
 
+import psutil
+
 from . import health, switch
 from .config import App, Config, load
 from .jobs import execute
 from .orchestrator import ProcessWatch, Run, reconcile_links
 from .refs import WAKE_TYPE
-from .state import Store, check_private_dir
+from .state import Store, check_private_dir, open_file
 from .supervisor_api import Supervisor
 from .watch import Outcome, Verdict, Window, observe
 
@@ -102,6 +104,7 @@ class AppWorker(threading.Thread):
                 self.recovered = True
             while not self.stopping.is_set():
                 self.watch_window(store)
+                self.contract_due(store)
                 job = self.next_job(store)
                 if job is None:
                     return
@@ -128,13 +131,16 @@ class AppWorker(threading.Thread):
         then a ``recover`` job (in history, with its log) records the go-live and restarts the workers.
         """
         for job in store.jobs(("running",)):
+            outlived = self.wait_uncut(store, job)
             store.append_log(job["id"], "interrupted: the listener stopped while this job ran")
             store.update_job(
                 job["id"],
                 status="interrupted",
                 finished=time.time(),
                 step="",
-                message=f"{self.app.name}: {job['kind']} interrupted (listener restarted)",
+                uncut=None,
+                message=f"{self.app.name}: {job['kind']} interrupted (listener restarted)"
+                + (f"; its {outlived} ran to its end, so the database may have changed" if outlived else ""),
             )
         state = store.read()
         if state.get("switching") or state.get("workers_restarting"):
@@ -155,6 +161,54 @@ class AppWorker(threading.Thread):
             except switch.SwitchError as exc:
                 log(f"{self.app.name}: nginx not reloaded at start: {exc}")
         log(f"{self.app.name}: live color {live or 'none'}")
+
+    def contract_due(self, store: Store) -> None:
+        """Once the window of a deploy with held-back migrations passed, run them (contract.py)."""
+        state = store.read()
+        pending = state.get("contract")
+        if not pending or self.stopping.is_set() or Window.from_state(state.get("watch")) is not None:
+            return
+        if pending.get("color") != state.get("live"):  # rolled back or switched away: the old code serves again
+            store.update(contract=None)
+            store.append_log(int(pending.get("job") or 0), "contract migrations dropped: the release is not live")
+            log(f"{self.app.name}: contract migrations of job {pending.get('job')} dropped: the release is not live")
+            return
+        job = store.claim(store.enqueue("contract", {}, "bluegreen (after the watch window)")["id"])
+        if job:
+            execute(self.new_run(store, job))
+
+    def wait_uncut(self, store: Store, job: dict) -> str:
+        """A migrate the killed listener left running is never cut in half: wait for it, keep its output.
+
+        Returns the step's name when one was waited for ('' when none ran).
+        """
+        record = job.get("uncut")
+        try:
+            proc = psutil.Process(int(record["pid"]))  # type: ignore[index]
+            if abs(proc.create_time() - float(record["since"])) > 5:  # type: ignore[index]
+                return ""  # the pid was reused: not ours
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            return ""
+        step = str(record.get("step", "step"))  # type: ignore[union-attr]
+        store.append_log(job["id"], f"the listener restarted while {step} (pid {proc.pid}) ran: waiting for it to end")
+        log(f"{self.app.name}: job {job['id']}: waiting for {step} (pid {proc.pid}), never cut in half")
+        while not self.stopping.is_set():
+            try:
+                proc.wait(timeout=1.0)
+                break
+            except psutil.TimeoutExpired:
+                continue
+            except psutil.Error:
+                break
+        try:
+            with os.fdopen(open_file(store.output_path(job["id"]), os.O_RDONLY), "rb") as f:
+                text = f.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            store.append_log(job["id"], f"    | {line}")
+        store.append_log(job["id"], f"{step} (pid {proc.pid}) ended")
+        return step
 
     def watch_window(self, store: Store) -> None:
         """Watch the live color while a window is open; roll back by itself on a crash or failed probes."""

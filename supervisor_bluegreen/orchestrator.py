@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from . import failpoint, health, notify, steps, switch, workers
 from .config import App, Color
+from .migration_gate import GateReport
 from .state import Store
 from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
 from .watch import Window
@@ -80,7 +81,13 @@ class Run:
         self.started = time.monotonic()
         self.steps: list[dict[str, Any]] = []
         self.live_before: str | None = None  # set by reconcile: what "unchanged" means in a failure
+        self.gate: GateReport | None = None  # the migration gate's report: what migrate may run before the switch
+        self.db_changed: list[str] = []  # migrations a failed migrate applied: the database is not "unchanged"
         self.cancellable = True  # until traffic moves: then a deploy finishes what it started
+
+    def forced(self) -> bool:
+        """True once someone asked to cancel this job with --force: even a migrate is killed."""
+        return self.cancellable and self.store.cancel_requested(self.job["id"], force=True)
 
     def cancelled(self) -> bool:
         """True once someone asked to cancel this job (and it is still before its switch)."""
@@ -327,6 +334,7 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
         switched_at=time.time(),
         switching=None,
         watch=window.record() if window else None,
+        rollback_cleared=None,
         **changes,
     )
     if window:

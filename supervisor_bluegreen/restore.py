@@ -25,7 +25,7 @@ from typing import Callable
 
 from . import backup, steps
 from .config import App, ConfigError, load
-from .state import ACTIVE, Store
+from .state import ACTIVE, Store, UnsafePath, check_private_dir
 
 DEFAULT_CONFIG = "/etc/supervisor/bluegreen.ini"
 
@@ -59,6 +59,10 @@ def restore(
     if app.deploy is None:
         raise RestoreRefused(f"{app.name} has no repo/checkout configured: cannot ask Django for its database")
     config = app.deploy
+    try:  # root writes the fresh dump there and reads BACKUP from there: nobody else may write it
+        check_private_dir(backup.backup_dir_of(app), "backup_dir")
+    except UnsafePath as exc:
+        raise RestoreRefused(f"{exc}; nothing changed") from None
     path = find_backup(app, wanted)
     store = Store(app.state_dir, app.name).ensure()
     if store.lock.held_elsewhere():

@@ -206,6 +206,8 @@ class BlueGreenNamespaceRPCInterface:
             "app": app.name,
             "live": live or "",
             "watch": {**window, "remaining": remaining} if remaining > 0 else {},
+            "contract": state.get("contract") or {},
+            "rollback_cleared": state.get("rollback_cleared") or {},
             "previous": state.get("previous") or "",
             "switch_mode": app.switch_mode,
             "switched_at": state.get("switched_at") or 0,
@@ -233,10 +235,15 @@ class BlueGreenNamespaceRPCInterface:
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
         """Queue a switch back to the previous color (warm, health-gated, no rebuild); returns the job."""
         a = self._app(app)
-        if not app_store(a).read().get("previous"):
-            raise RPCError(
-                Faults.FAILED, f"{a.name}: nothing to roll back to (no previous color recorded); nothing changed"
+        state = app_store(a).read()
+        if not state.get("previous"):
+            cleared = state.get("rollback_cleared") or {}
+            why = (
+                f"contract migrations of deploy job {cleared.get('job')} ran, and rolling back past them is not safe"
+                if cleared
+                else "no previous color recorded"
             )
+            raise RPCError(Faults.FAILED, f"{a.name}: nothing to roll back to ({why}); nothing changed")
         return self._queue(a, "rollback", {}, who)
 
     @answers
@@ -246,19 +253,29 @@ class BlueGreenNamespaceRPCInterface:
         return self._queue(a, "health", {"color": self._color(a, color)}, who)
 
     @answers
-    def deploy(self, app: str = "", ref: str = "", who: str = "") -> dict[str, Any]:
-        """Queue a deploy of ``ref`` (default: the configured branch); queued deploys coalesce to the newest."""
+    def deploy(self, app: str = "", ref: str = "", who: str = "", allow_unsafe: bool = False) -> dict[str, Any]:
+        """Queue a deploy of ``ref`` (default: the configured branch); queued deploys coalesce to the newest.
+
+        ``allow_unsafe`` lets migrations the gate refuses run anyway (recorded in history with ``who``).
+        """
         a = self._app(app)
         if a.deploy is None:
             raise RPCError(Faults.FAILED, f"{a.name}: no repo configured, nothing to deploy from; nothing changed")
         problem = ref_problem(ref) if ref else None
         if problem:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
-        return self._queue(a, "deploy", {"ref": ref}, who)
+        args: dict[str, Any] = {"ref": ref}
+        if allow_unsafe:
+            args["allow_unsafe"] = True
+        return self._queue(a, "deploy", args, who)
 
     @answers
-    def cancel(self, app: str = "") -> dict[str, Any]:
-        """Stop the app's queued or running deploy before its switch; the live color is untouched."""
+    def cancel(self, app: str = "", force: bool = False) -> dict[str, Any]:
+        """Stop the app's queued or running deploy before its switch; the live color is untouched.
+
+        A running migrate is never cut in half: the deploy stops after it. ``force`` kills even a
+        migrate (for a hung one; on MySQL/MariaDB that can leave a schema half changed).
+        """
         a = self._app(app)
         self._private(a)
         store = app_store(a)
@@ -272,7 +289,7 @@ class BlueGreenNamespaceRPCInterface:
                         j["id"], status="cancelled", finished=time.time(), message=f"{a.name}: deploy cancelled"
                     )
                 else:
-                    store.request_cancel(j["id"])
+                    store.request_cancel(j["id"], bool(force))
         running = [j for j in deploys if j["status"] == "running"]
         return xmlrpc_safe((running or deploys)[-1])  # the caller waits for the one that matters
 

@@ -331,17 +331,22 @@ class Store:
     def log_path(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, f"{int(job_id)}.log")
 
-    def cancel_path(self, job_id: int) -> str:
-        """A file whose existence asks the running job to stop before its switch."""
-        return os.path.join(self.jobs_dir, f"{int(job_id)}.cancel")
+    def cancel_path(self, job_id: int, force: bool = False) -> str:
+        """A file whose existence asks the running job to stop before its switch (``force``: even mid-migrate)."""
+        return os.path.join(self.jobs_dir, f"{int(job_id)}.{'force' if force else 'cancel'}")
 
-    def request_cancel(self, job_id: int) -> None:
-        """Create the cancel file of a job (a planted symlink or FIFO there is refused, never followed)."""
-        os.close(open_file(self.cancel_path(job_id), os.O_WRONLY | os.O_CREAT))
+    def output_path(self, job_id: int) -> str:
+        """Where a step that is never cut in half writes its output (a file outlives the listener; a pipe not)."""
+        return os.path.join(self.jobs_dir, f"{int(job_id)}.out")
 
-    def cancel_requested(self, job_id: int) -> bool:
+    def request_cancel(self, job_id: int, force: bool = False) -> None:
+        """Create the cancel file(s) of a job (a planted symlink or FIFO there is refused, never followed)."""
+        for path in (self.cancel_path(job_id), self.cancel_path(job_id, True))[: 2 if force else 1]:
+            os.close(open_file(path, os.O_WRONLY | os.O_CREAT))
+
+    def cancel_requested(self, job_id: int, force: bool = False) -> bool:
         """Whether the job was asked to stop (the entry itself is looked at, never followed)."""
-        return os.path.lexists(self.cancel_path(job_id))
+        return os.path.lexists(self.cancel_path(job_id, force))
 
     @contextlib.contextmanager
     def queue_lock(self) -> Iterator[None]:
@@ -463,7 +468,13 @@ class Store:
         """Forget all but the newest ``keep`` finished jobs, so reading the queue stays cheap."""
         finished = [j["id"] for j in self.jobs(FINISHED)]
         for job_id in finished[:-keep] if keep else finished:
-            for path in (self.job_path(job_id), self.log_path(job_id), self.cancel_path(job_id)):
+            for path in (
+                self.job_path(job_id),
+                self.log_path(job_id),
+                self.cancel_path(job_id),
+                self.cancel_path(job_id, True),
+                self.output_path(job_id),
+            ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
 
@@ -492,6 +503,8 @@ HISTORY_KEYS = (
     "finished",
     "backup",
     "backup_verify",
+    "unsafe_allowed",
+    "watch",
 )
 
 

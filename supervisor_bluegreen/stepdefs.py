@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STEP_KEYS = ("python", "color", "checkout", "static_root")
-PRESETS = {"django": ("deps", "backup", "migrate", "collectstatic", "compress", "test")}
+# the safe order: nothing touches the live database before the release's own tests passed (Django's test
+# runner uses a test database of its own), the gate refuses what the serving code cannot survive, and the
+# backup is taken right before migrate
+PRESETS = {"django": ("deps", "collectstatic", "compress", "test", "gate", "backup", "migrate")}
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,7 @@ class BuildStep:
     argv: tuple[str, ...]  # empty: built into the deploy (backup)
     skip_unless: tuple[str, ...] = ()  # run only when this probe succeeds: optional tools such as compress
     when_changed: str = ""  # run only when this file of the checkout changed since the color last ran the step
+    uncut: bool = False  # never cut in half: cancel, timeout and a listener stop or kill wait for it (migrate)
 
 
 def builtin_steps() -> dict[str, BuildStep]:
@@ -31,7 +35,11 @@ def builtin_steps() -> dict[str, BuildStep]:
             when_changed="requirements.txt",
         ),
         "backup": BuildStep("backup", ()),
-        "migrate": BuildStep("migrate", (*manage, "migrate", "--noinput")),
+        # the migration gate: which unapplied migrations the serving code survives (migration_gate.py)
+        "gate": BuildStep("gate", ()),
+        # DDL is not transactional on MySQL/MariaDB: a migrate killed mid-way leaves a schema without its
+        # django_migrations row, so nothing of ours ever kills it (but `cancel --force`)
+        "migrate": BuildStep("migrate", (*manage, "migrate", "--noinput"), uncut=True),
         "collectstatic": BuildStep("collectstatic", (*manage, "collectstatic", "--noinput")),
         # django-compressor's offline compression; skipped (and said so) when the app does not use it
         "compress": BuildStep("compress", (*manage, "compress", "--force"), skip_unless=(*manage, "help", "compress")),

@@ -18,8 +18,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .state import open_file
 from .stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps  # noqa: F401 (defined there: config.py needs them)
 
 if TYPE_CHECKING:
@@ -95,12 +97,29 @@ def tied(argv: tuple[str, ...] | list[str], cwd: str | None = None, env: dict[st
 
 
 def spawn(argv: tuple[str, ...] | list[str], *, user: str = "", cwd: str | None = None,
-          env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen:  # fmt: skip
+          env: dict[str, str] | None = None, tie: bool = True, **popen: Any) -> subprocess.Popen:  # fmt: skip
     """The one way the listener starts a child: as ``user`` (Popen's own user/group/extra_groups, no
     ``preexec_fn``), tied to the listener's life (``tied``), with no descriptor of ours but 0-2.
-    Build steps, git, probes, checkout reads and dumps all start here.
+    Build steps, git, probes, checkout reads and dumps all start here. ``tie=False`` only for a step
+    that is never cut in half: it outlives a killed listener, which waits for it when it is back.
     """
-    return subprocess.Popen(tied(argv, cwd, env), cwd=cwd, env=env, close_fds=True, **popen, **credentials(user))
+    command = tied(argv, cwd, env) if tie else list(argv)
+    return subprocess.Popen(command, cwd=cwd, env=env, close_fds=True, **popen, **credentials(user))
+
+
+@dataclass(frozen=True)
+class Uncut:
+    """How a step that is never cut in half runs (migrate: DDL is not transactional on MySQL/MariaDB).
+
+    Cancel and the step timeout only say so in the log and wait; the listener's SIGTERM lets it end;
+    a kill -9 of the listener does not reach it (it is not tied, and writes to ``output``, a file, not
+    a pipe that would break), and the restarted listener waits for it (``started`` records the pid).
+    Only ``forced`` (``bluegreen cancel --force``, for a hung migration) kills it.
+    """
+
+    output: str
+    started: Callable[[int], None]
+    forced: Callable[[], bool]
 
 
 def run(
@@ -112,24 +131,44 @@ def run(
     timeout: float,
     log: Callable[[str], None],
     cancelled: Callable[[], bool] = lambda: False,
+    uncut: Uncut | None = None,
 ) -> None:
-    """Run one command, its output into ``log``; StepError on a non-zero exit, a timeout or a cancel."""
+    """Run one command, its output into ``log``; StepError on a non-zero exit, a timeout or a cancel.
+
+    With ``uncut`` the command is never cut in half: see Uncut.
+    """
+    output = open_file(uncut.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if uncut else subprocess.PIPE
     try:
         proc = spawn(
-            argv, user=user, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            argv, user=user, cwd=cwd, env=env, tie=uncut is None, stdin=subprocess.DEVNULL, stdout=output,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     except OSError as exc:
         raise StepError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    assert proc.stdout is not None
-    reader = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
+    finally:
+        if uncut:
+            os.close(output)
+    if uncut:
+        uncut.started(proc.pid)
+        reader = threading.Thread(target=_follow, args=(uncut.output, proc, log), daemon=True)
+    else:
+        reader = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
-    why = ""
+    why, said = "", set()
     while proc.poll() is None:
-        if time.monotonic() > deadline:
+        late = time.monotonic() > deadline
+        if uncut and uncut.forced():
+            why = "killed by cancel --force"
+        elif uncut and (late or cancelled()) and not said & {"late" if late else "cancel"}:
+            said.add("late" if late else "cancel")
+            log(
+                f"{'step_timeout passed' if late else 'cancel asked'}: {argv[0]} {' '.join(argv[1:3])} is never cut "
+                "in half, waiting for it to end (a hung one: bluegreen cancel --force)"
+            )
+        elif not uncut and late:
             why = f"timed out after {timeout:g} s"
-        elif cancelled():
+        elif not uncut and cancelled():
             why = "cancelled"
         if why:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -146,6 +185,25 @@ def run(
 def _pump(stream: Any, log: Callable[[str], None]) -> None:
     for raw in stream:
         log("    | " + raw.decode("utf-8", "replace").rstrip())
+
+
+def _follow(path: str, proc: subprocess.Popen, log: Callable[[str], None]) -> None:
+    """Log the lines a command writes to ``path`` as they come, until it ended and all is read."""
+    with os.fdopen(open_file(path, os.O_RDONLY), "rb") as f:
+        pending = b""
+        while True:
+            ended = proc.poll() is not None
+            chunk = f.read(65536)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                log("    | " + raw.decode("utf-8", "replace").rstrip())
+            if ended and not chunk:
+                break
+            if not chunk:
+                time.sleep(0.1)
+        if pending:
+            log("    | " + pending.decode("utf-8", "replace").rstrip())
 
 
 def capture(

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import pwd
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -943,3 +944,167 @@ def test_rpc_backups_lists_the_directory_and_marshals(tmp_path: Path) -> None:
     xmlrpc.client.dumps((listed,), methodresponse=True)  # no None, no int past 2**31
     with pytest.raises(RPCError):
         api.backups("nope")
+
+
+# -- trust boundaries (issue 9): no planted file is followed, dumps die with the listener ---------
+
+
+def _bounded(fn: Callable[[], object], seconds: float = 10) -> BaseException | None:
+    """Run ``fn`` in a thread; the exception it raised (None: it returned), or a test failure when it hangs."""
+    import threading
+
+    box: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            fn()
+            box.append(None)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test)
+            box.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s: a planted file made it wait")
+    return box[0]
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo", "hardlink"])
+def test_a_file_planted_at_the_dump_temp_path_is_refused_and_nothing_outside_changes(
+    tmp_path: Path, planted: str
+) -> None:
+    """``<final>.tmp -> victim``: the dump fails saying so, and the victim keeps its bytes and mode."""
+    backups = tmp_path / "b"
+    backups.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    victim.chmod(0o600)
+    path = str(backups / backup_name("shop", WHEN, COMMIT, "sqlite"))
+    tmp = path + ".tmp"
+    if planted == "symlink":
+        os.symlink(victim, tmp)
+    elif planted == "fifo":
+        os.mkfifo(tmp)
+    else:
+        os.link(victim, tmp)
+    plan = DumpPlan("sqlite", (sys.executable, "-c", "print('-- the dump')"), {}, path)
+
+    error = _bounded(lambda: run_dump(plan))
+
+    assert isinstance(error, BackupError), error
+    said = {"symlink": "it is a symbolic link", "fifo": "it is a FIFO", "hardlink": "it has 2 hard links"}[planted]
+    assert str(error).startswith(f"cannot write the backup: refusing {tmp}: {said}")
+    assert victim.read_text() == "root's file\n" and stat_mode(victim) == 0o600
+    assert not os.path.lexists(path)
+
+
+def stat_mode(path: Path) -> int:
+    return os.lstat(path).st_mode & 0o7777
+
+
+def test_verified_json_replaces_a_planted_symlink_and_a_fifo_backup_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "app.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    conf = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db)}
+    path = run_dump(plan_dump(conf, str(tmp_path / "b"), "shop", COMMIT, WHEN))
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    os.symlink(victim, verified_path(path))
+
+    assert bk.verify(conf, path).ok
+
+    assert victim.read_text() == "root's file\n"
+    assert not os.path.islink(verified_path(path)) and stat_mode(Path(verified_path(path))) == 0o640
+    assert json.loads(Path(verified_path(path)).read_text())["ok"] is True
+
+    fifo = str(tmp_path / "b" / backup_name("shop", datetime(2024, 1, 1), COMMIT, "sqlite"))
+    os.mkfifo(fifo)
+    error = _bounded(lambda: bk.verify(conf, fifo))
+    assert isinstance(error, bk.VerifyError) and f"refusing {fifo}: it is a FIFO" in str(error), error
+
+
+DUMPER = """
+import sys, threading, time
+from supervisor_bluegreen import backup
+
+plan = backup.DumpPlan("sqlite", ("/bin/sh", "-c", "exec sleep 300"), {}, sys.argv[1])
+threading.Thread(target=backup.run_dump, args=(plan,), kwargs={"user": sys.argv[2]}, daemon=True).start()
+time.sleep(300)  # the dump runs from a worker thread, as in the listener
+"""
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, name) of the processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                head, tail = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(tail.split()[1]) == pid:
+                found.append((int(entry), head.split("(", 1)[1]))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """The process is no more (or a zombie: dead, waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _within(seconds: float, found: Callable[[], object]) -> object:
+    """What ``found()`` returns once it is truthy, polled for at most ``seconds`` (then that last falsy value)."""
+    deadline = time.monotonic() + seconds
+    while not (result := found()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return result
+
+
+@pytest.mark.parametrize("user", ["", "nobody"])
+def test_a_dump_dies_with_the_listener_even_on_kill_9(tmp_path: Path, user: str) -> None:
+    """The dump is started by steps.spawn: setpriv's parent-death signal kills it with the listener."""
+    if user and os.geteuid() != 0:
+        pytest.skip("running the dump as another user needs root")
+    path = str(tmp_path / "b" / backup_name("shop", WHEN, COMMIT, "sqlite"))
+    listener = subprocess.Popen([sys.executable, "-c", DUMPER, path, user], cwd=Path(__file__).resolve().parents[1])
+    try:
+        # sleep is running once setpriv has set the parent-death signal and exec'd the dump command
+        dumps = _within(10, lambda: [p for p, name in _children(listener.pid) if name == "sleep"])
+        assert isinstance(dumps, list) and len(dumps) == 1, "the dump never started"
+        status = Path(f"/proc/{dumps[0]}/status").read_text()
+        uid = int(status.split("\nUid:", 1)[1].split()[0])
+        assert uid == (pwd.getpwnam(user).pw_uid if user else os.geteuid())
+        os.kill(listener.pid, signal.SIGKILL)
+        assert listener.wait(timeout=10) == -signal.SIGKILL
+        assert _within(5, lambda: _gone(dumps[0])), "the dump outlived the listener"
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait(timeout=10)
+
+
+def test_restore_refuses_a_backup_dir_others_can_write(tmp_path: Path) -> None:
+    """Root writes the fresh dump and reads BACKUP there: a folder the app user could write is refused first."""
+    from conftest import shop_config
+
+    from supervisor_bluegreen import restore as rs
+    from supervisor_bluegreen.config import load
+
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    backups.chmod(0o777)
+    name = backup_name("shop", WHEN, COMMIT, "mysql")
+    (backups / name).write_bytes(b"x")
+    config = tmp_path / "bluegreen.ini"
+    config.write_text(shop_config(tmp_path, repo=str(tmp_path / "shop.git"), checkout=f"{tmp_path}/%(color)s",
+                                  backup_dir=str(backups)))  # fmt: skip
+    refused = rf"backup_dir {backups}: .* is writable by everyone.*; nothing changed"
+    with pytest.raises(rs.RestoreRefused, match=refused):
+        rs.restore(load(str(config)).app("shop"), name, yes=True)
+    assert os.listdir(backups) == [name]

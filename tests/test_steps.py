@@ -21,9 +21,11 @@ def color(tmp_path: Path) -> config.Color:
 
 def test_preset_steps_expand_per_color_to_argv(tmp_path: Path) -> None:
     preset = steps.builtin_steps()
-    assert list(steps.PRESETS["django"]) == ["deps", "backup", "migrate", "collectstatic", "compress", "test"]
+    # nothing touches the live database before the release's tests pass; the gate, then the backup, then migrate
+    assert list(steps.PRESETS["django"]) == ["deps", "collectstatic", "compress", "test", "gate", "backup", "migrate"]
     assert preset["deps"].when_changed == "requirements.txt"
-    assert preset["backup"].argv == ()  # built into the deploy
+    assert preset["backup"].argv == () and preset["gate"].argv == ()  # built into the deploy
+    assert preset["migrate"].uncut and not preset["test"].uncut  # migrate is never cut in half
     assert steps.expand(preset["migrate"].argv, color(tmp_path)) == (
         "/srv/shop/green/venv/bin/python", "manage.py", "migrate", "--noinput",
     )  # fmt: skip
@@ -91,3 +93,20 @@ def test_probe_tells_whether_an_optional_tool_is_there(tmp_path: Path) -> None:
     assert steps.probe(("true",), cwd=str(tmp_path), env=dict(os.environ), user="")
     assert not steps.probe(("false",), cwd=str(tmp_path), env=dict(os.environ), user="")
     assert not steps.probe(("/no/such/tool",), cwd=str(tmp_path), env=dict(os.environ), user="")
+
+
+def test_an_uncut_step_is_not_killed_by_cancel_or_its_timeout_but_by_force(tmp_path: Path) -> None:
+    """cancel and step_timeout wait for a migrate (it only says so); a forced cancel kills it."""
+    out = tmp_path / "out"
+    pids: list[int] = []
+    lines = run(
+        ("sh", "-c", "sleep 1.5; echo applied"),
+        tmp_path,
+        cancelled=lambda: True,
+        uncut=steps.Uncut(output=str(out), started=pids.append, forced=lambda: False),
+    )
+    assert lines[0].startswith("cancel asked: sh -c sleep 1.5; echo applied is never cut in half")
+    assert lines[-1] == "    | applied" and len(pids) == 1
+    forced = steps.Uncut(output=str(out), started=pids.append, forced=lambda: True)
+    with pytest.raises(steps.StepError, match="killed by cancel --force"):
+        run(("sleep", "30"), tmp_path, uncut=forced)
