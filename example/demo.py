@@ -19,6 +19,7 @@ from example.stack import REPO, Stack, free_port
 
 ROOT = Path(os.environ.get("BLUEGREEN_DEMO_ROOT", REPO / ".demo"))  # the tests run the demo elsewhere
 PORT = int(os.environ.get("BLUEGREEN_DEMO_PORT", "8080"))
+WATCH = 20.0  # the watch window after each go-live: long enough to try, short enough not to hold the next deploy
 
 
 def running_pid() -> int | None:
@@ -60,6 +61,9 @@ Push a change and watch it go live (the bare repository's post-receive hook depl
   curl -s http://127.0.0.1:{PORT}/version
 Or deploy by hand, following every step:
   {ctl} bluegreen deploy abiapp main
+  {ctl} bluegreen deploy abiapp main --wait   # and through the {WATCH:g} s watch window after go-live:
+      # kill -9 the new color's gunicorn meanwhile and traffic goes back by itself
+      # (kill -9 $({ctl} pid abiapp_green)), the command then fails with the reason
   {ctl} bluegreen log -f                  # reattach to a running deploy from another terminal
 
   make demo-stop                           # stops everything the demo started
@@ -86,7 +90,7 @@ def start() -> int:
         print(f"error: 127.0.0.1:{PORT} is already in use; stop whatever listens there first", file=sys.stderr)
         return 1
     shutil.rmtree(ROOT, ignore_errors=True)
-    stack = Stack(ROOT, port=PORT, rpc_port=free_port())
+    stack = Stack(ROOT, port=PORT, rpc_port=free_port(), watch=str(WATCH))
     print(f"laying out the demo in {ROOT} ...", flush=True)
     stack.layout()
     print("starting supervisord (blue, green, nginx, bluegreen listener) ...", flush=True)

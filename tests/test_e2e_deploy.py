@@ -149,7 +149,7 @@ BROKEN = {
             "    raise RuntimeError('migration is broken')\n\n\n"
             "class Migration(migrations.Migration):\n"
             "    dependencies = [('exampleapp', '0001_initial')]\n"
-            "    operations = [migrations.RunPython(boom)]\n"
+            "    operations = [migrations.RunPython(boom, hints={'bluegreen': 'safe'})]\n"
         )
     },
     "collectstatic": {"static/example/broken.css": "body { background: url('missing.png'); }\n"},

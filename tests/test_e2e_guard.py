@@ -16,7 +16,7 @@ from conftest import SLOW_TEST, job_id_of, push, served, status, wait_finished, 
 from example.load import Load, summarize
 from example.stack import Stack
 
-WATCH = 5.0
+WATCH = 15.0  # long enough that a loaded machine still sees the window open
 
 
 @pytest.fixture(scope="module")

@@ -110,3 +110,16 @@ def test_an_uncut_step_is_not_killed_by_cancel_or_its_timeout_but_by_force(tmp_p
     forced = steps.Uncut(output=str(out), started=pids.append, forced=lambda: True)
     with pytest.raises(steps.StepError, match="killed by cancel --force"):
         run(("sleep", "30"), tmp_path, uncut=forced)
+
+
+def test_a_failing_step_says_its_verdict_line_and_logs_the_whole_output(tmp_path: Path) -> None:
+    script = "echo 'Traceback (most recent call last):'; echo 'RuntimeError: boom'; echo 'Destroying test db'; exit 1"
+    lines: list[str] = []
+    with pytest.raises(steps.StepError) as failed:
+        steps.run(("sh", "-c", script), cwd=str(tmp_path), env=dict(os.environ), user="", timeout=10, log=lines.append)
+    assert str(failed.value) == "exit status 1 (RuntimeError: boom)"
+    assert lines == ["    | Traceback (most recent call last):", "    | RuntimeError: boom", "    | Destroying test db"]
+    with pytest.raises(steps.StepError, match=r"^exit status 2 \(the last line\)$"):
+        run(("sh", "-c", "echo first; echo 'the last line'; exit 2"), tmp_path)
+    with pytest.raises(steps.StepError, match=r"^exit status 3$"):
+        run(("sh", "-c", "exit 3"), tmp_path)
