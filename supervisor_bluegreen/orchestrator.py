@@ -323,10 +323,16 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
     """Record ``target`` as live and ``live`` as the rollback target, and open the watch window.
 
     One atomic state write: live, previous, the window and the end of the ``switching`` intent
-    are never seen apart. An ``automatic`` rollback leaves no rollback target (the color it left
-    failed); only a deploy or a switch opens a window (a rollback goes back to what served before).
+    are never seen apart, nor is the note that the workers must follow. An ``automatic`` rollback
+    leaves no rollback target (the color it left failed); only a deploy or a switch opens a window
+    (a rollback goes back to what served before).
     """
     previous = None if automatic else live
+    if run.job["kind"] != "deploy":  # a switch's or rollback's history row: the color and commit that went live
+        recorded = (changes.get("colors") or run.store.read().get("colors") or {}).get(target.name) or {}
+        run.store.update_job(
+            run.job["id"], color=target.name, commit=recorded.get("commit") or recorded.get("version") or ""
+        )
     window = Window.opened(target.name, previous or "", run.job["id"], run.app.watch, run.job["kind"])
     run.store.update(
         live=target.name,
@@ -335,6 +341,8 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
         switching=None,
         watch=window.record() if window else None,
         rollback_cleared=None,
+        # the workers still run the code traffic just left: a kill before they are restarted is repaired on start
+        workers_restarting=target.name if run.app.deploy and run.app.deploy.workers else None,
         **changes,
     )
     if window:

@@ -126,6 +126,17 @@ def wait_finished(stack: Stack, job_id: int, timeout: float = 120) -> dict:
     raise AssertionError(f"job {job_id} did not finish: {path.read_text()}")
 
 
+def settled(stack: Stack, timeout: float = 120) -> dict:
+    """The status once nothing is pending: no job queued or running, no watch window, no contract, the lock free."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = status(stack)
+        if not (now["running"] or now["watch"] or now["contract"] or now["locked"]):
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"still busy after {timeout:g} s (a stuck job?): {status(stack)}")
+
+
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
     """Stop a child we started, by its pid: SIGTERM, wait ``timeout`` s, then SIGKILL."""
     if proc.poll() is None:

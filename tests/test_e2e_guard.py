@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SLOW_TEST, job_id_of, push, served, status, wait_finished, wait_step
+from conftest import SLOW_TEST, job_id_of, push, served, settled, status, wait_finished, wait_step
 
 from example.load import Load, summarize
 from example.stack import Stack
@@ -41,16 +41,6 @@ def stack(make_stack) -> Stack:
 
 def pid_of(stack: Stack, color: str) -> int:
     return stack.rpc().supervisor.getProcessInfo(f"abiapp_{color}")["pid"]
-
-
-def wait_window_closed(stack: Stack, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = status(stack)
-        if not now["watch"] and not now["running"]:
-            return now
-        time.sleep(0.2)
-    raise AssertionError(f"the watch window did not close: {status(stack)}")
 
 
 def test_a_release_that_dies_after_go_live_is_rolled_back_by_itself(stack: Stack) -> None:
@@ -125,7 +115,7 @@ def test_a_release_that_holds_passes_its_window_and_a_deploy_waits_for_it(stack:
     assert job["started"] >= first_job["job"]["finished"] + WATCH - 1.5
     follow = stack.ctl("bluegreen", "log", "abiapp", str(queued - 1), "-f")
     assert follow.returncode == 0 and "watch window passed" in follow.stdout
-    wait_window_closed(stack)
+    settled(stack)
 
 
 def test_a_rollback_asked_for_during_the_window_cuts_it_short(stack: Stack) -> None:
@@ -140,7 +130,7 @@ def test_a_rollback_asked_for_during_the_window_cuts_it_short(stack: Stack) -> N
 
 
 def test_a_relative_live_link_is_the_live_color_and_a_deploy_builds_the_idle_one(stack: Stack) -> None:
-    wait_window_closed(stack)
+    settled(stack)
     live = status(stack)["live"]
     link = stack.root / "run" / "abiapp.live.sock"
     tmp = link.with_name(".relative")
@@ -157,7 +147,7 @@ def test_a_relative_live_link_is_the_live_color_and_a_deploy_builds_the_idle_one
     assert status(stack)["live"] == idle
     assert summarize(load.samples)["failed"] == 0
     assert served(stack)[1] == "v-relative"
-    wait_window_closed(stack)
+    settled(stack)
 
 
 def test_a_live_link_to_no_color_refuses_deploy_and_switch_saying_how_to_repair(stack: Stack) -> None:

@@ -11,7 +11,7 @@ import signal
 import time
 
 import pytest
-from conftest import job_id_of, push, status, wait_finished, wait_step
+from conftest import job_id_of, push, settled, status, wait_finished, wait_step
 
 from example import services
 from example.load import Load, summarize
@@ -108,16 +108,6 @@ def stack(make_stack) -> Stack:
     return s
 
 
-def settle(stack: Stack, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = status(stack)
-        if not now["running"] and not now["watch"] and not now["contract"]:
-            return now
-        time.sleep(0.2)
-    raise AssertionError(f"not settled: {status(stack)}")
-
-
 def notes_load(stack: Stack) -> Load:
     return Load("127.0.0.1", stack.port, keepalive=4, fresh=2, slow=0, path="/notes")
 
@@ -174,7 +164,7 @@ def test_a_release_whose_tests_fail_never_touches_the_live_database(stack: Stack
 
 
 def test_expand_then_contract_reaches_the_new_schema_with_the_drop_after_the_old_color_left(stack: Stack) -> None:
-    settle(stack)
+    settled(stack)
     copy = (
         "\ndef copy(apps, schema_editor):\n"
         "    Note = apps.get_model('exampleapp', 'Note')\n"
@@ -203,7 +193,7 @@ def test_expand_then_contract_reaches_the_new_schema_with_the_drop_after_the_old
         out = stack.ctl("bluegreen", "deploy", "abiapp", expand)
         assert out.returncode == 0, out.stdout
         assert "migration gate: 1 unapplied migration(s)" in out.stdout
-        settle(stack)
+        settled(stack)
         assert "body" in columns(stack) and "text" in columns(stack)
         contract = push(
             stack,
@@ -227,7 +217,7 @@ def test_expand_then_contract_reaches_the_new_schema_with_the_drop_after_the_old
         assert during["contract"]["migrations"] == ["exampleapp.0003_contract"]
         assert "text" in columns(stack)  # the old color may still serve: the column it reads stays
         assert during["colors"][old]["state"] == "RUNNING"
-        final = settle(stack)
+        final = settled(stack)
         time.sleep(0.5)
     assert "text" not in columns(stack) and applied(stack)[-1] == "0003_contract"
     history = stack.rpc().bluegreen.history("abiapp", 3)
@@ -246,7 +236,7 @@ SLOW = "\ndef slow(apps, schema_editor):\n    import time\n    time.sleep(5)\n\n
 
 
 def test_cancel_during_a_slow_migration_waits_for_it_and_the_next_deploy_succeeds(stack: Stack) -> None:
-    settle(stack)
+    settled(stack)
     commit = push(
         stack,
         {
@@ -278,7 +268,7 @@ def test_cancel_during_a_slow_migration_waits_for_it_and_the_next_deploy_succeed
 
 
 def test_a_killed_listener_never_cuts_a_migrate_in_half(stack: Stack) -> None:
-    settle(stack)
+    settled(stack)
     commit = push(
         stack,
         {
