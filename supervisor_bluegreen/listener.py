@@ -130,6 +130,10 @@ class AppWorker(threading.Thread):
         after moving traffic, or while its workers were down, left a record of it in the state:
         then a ``recover`` job (in history, with its log) records the go-live and restarts the workers.
         """
+        state = store.read()
+        repair = None
+        if state.get("switching") or state.get("workers_restarting"):  # queued first: never a moment without a job
+            repair = store.enqueue("recover", {}, "bluegreen listener (restart)")
         for job in store.jobs(("running",)):
             outlived = self.wait_uncut(store, job)
             store.append_log(job["id"], "interrupted: the listener stopped while this job ran")
@@ -142,9 +146,8 @@ class AppWorker(threading.Thread):
                 message=f"{self.app.name}: {job['kind']} interrupted (listener restarted)"
                 + (f"; its {outlived} ran to its end, so the database may have changed" if outlived else ""),
             )
-        state = store.read()
-        if state.get("switching") or state.get("workers_restarting"):
-            job = store.claim(store.enqueue("recover", {}, "bluegreen listener (restart)")["id"])
+        if repair is not None:
+            job = store.claim(repair["id"])
             if job:
                 execute(self.new_run(store, job))
             live = store.read().get("live")

@@ -26,6 +26,15 @@ class WorkerError(Exception):
     """A worker did not come back, or came back on other code."""
 
 
+def until_stopped(sup: Supervisor, program: str, timeout: float) -> None:
+    """Wait while ``program`` is STOPPING: supervisor refuses to stop it again, and a start would not take."""
+    deadline = time.monotonic() + timeout
+    while sup.state(program) == "STOPPING":
+        if time.monotonic() > deadline:
+            raise WorkerError(f"worker {program} is still STOPPING after {timeout:g} s")
+        time.sleep(0.2)
+
+
 def restart(
     sup: Supervisor,
     watch: ProcessWatch,
@@ -41,6 +50,7 @@ def restart(
     """
     try:
         sup.stop(program)
+        until_stopped(sup, program, timeout)  # a stop begun by a listener that was killed meanwhile
         stopped()
         since = time.monotonic()
         sup.start(program)
