@@ -17,14 +17,15 @@ from typing import IO
 
 import psutil
 
-from . import health, switch
+from . import switch
 from .config import App, Config, load
+from .guard import WindowGuard
 from .jobs import execute
 from .orchestrator import ProcessWatch, Run, reconcile_links
 from .refs import WAKE_TYPE
 from .state import Store, check_private_dir, open_file
 from .supervisor_api import Supervisor
-from .watch import Outcome, Verdict, Window, observe
+from .watch import Window
 
 
 class Stopping(Exception):
@@ -61,7 +62,7 @@ def log(message: str) -> None:
 
 
 class AppWorker(threading.Thread):
-    """Runs one app's queued jobs one at a time, and its watch windows, holding the app's lock."""
+    """Runs one app's queued jobs one at a time, holding the app's lock; its WindowGuard watches beside it."""
 
     def __init__(self, app: App, watch: ProcessWatch, stopping: threading.Event | None = None):
         super().__init__(name=f"bluegreen-{app.name}", daemon=True)
@@ -69,7 +70,7 @@ class AppWorker(threading.Thread):
         self.stopping = stopping or threading.Event()
         self.wake = threading.Event()
         self.recovered = False
-        watch.subscribe(self.wake)  # a crash of the live color wakes a watch window at once
+        self.guard = WindowGuard(self, log)
 
     @property
     def store(self) -> Store:
@@ -102,8 +103,8 @@ class AppWorker(threading.Thread):
             if not self.recovered:
                 self.recover(store)
                 self.recovered = True
+                self.guard.start()  # after the repair: it may have opened a window
             while not self.stopping.is_set():
-                self.watch_window(store)
                 self.contract_due(store)
                 job = self.next_job(store)
                 if job is None:
@@ -115,11 +116,16 @@ class AppWorker(threading.Thread):
             store.lock.release()
 
     def next_job(self, store: Store) -> dict | None:
-        """The oldest queued job that needs the lock (health checks run beside, at once)."""
+        """The oldest queued job that needs the lock (health checks run beside, at once).
+
+        A deploy waits while a watch window runs: the previous color, its rollback target, is never
+        drained then. A switch or rollback does not wait (it ends the window: a person took over).
+        """
+        window = Window.from_state(store.read().get("watch")) is not None
         for job in store.jobs(("queued",)):
             if job["kind"] == "health":
                 self.run_beside(job)
-            else:
+            elif not (window and job["kind"] == "deploy"):
                 return job
         return None
 
@@ -213,73 +219,6 @@ class AppWorker(threading.Thread):
         store.append_log(job["id"], f"{step} (pid {proc.pid}) ended")
         return step
 
-    def watch_window(self, store: Store) -> None:
-        """Watch the live color while a window is open; roll back by itself on a crash or failed probes."""
-        window = Window.from_state(store.read().get("watch"))
-        if window is None:
-            return
-        try:
-            color = self.app.color(window.color)
-            self.app.color(window.previous)
-            live = switch.live_color(self.app)
-        except (KeyError, switch.LiveLinkError) as exc:
-            live, color = None, None
-            log(f"{self.app.name}: watch window dropped: {exc}")
-        if color is None or live != window.color:
-            self.end_window(store, window, Outcome(Verdict.ENDED, f"{window.color} is no longer live"))
-            return
-        since = time.monotonic() - max(0.0, time.time() - window.since)  # crash events from the go-live on
-        log(f"{self.app.name}: watching {window.color} for {window.remaining():.0f} s more")
-        outcome = observe(
-            window,
-            self.app.watch,
-            crashed=lambda: self.crashed(color.program, since),
-            probe=lambda: health.probe(color.socket, self.app.health),
-            interrupted=lambda: self.interruption(store),
-            wait=self.wake.wait,
-        )
-        if outcome.verdict is Verdict.SUSPENDED:
-            log(f"{self.app.name}: watch window suspended; it resumes when the listener is back")
-            return
-        if outcome.verdict is Verdict.ROLLBACK:
-            store.append_log(window.job, f"rolling back automatically: {outcome.reason}")
-            job = store.claim(store.enqueue("rollback", {"reason": outcome.reason}, "bluegreen watch")["id"])
-            if job:
-                execute(self.new_run(store, job))
-                done = store.read_job(job["id"]) or {}
-                if done.get("status") != "succeeded":
-                    outcome = Outcome(Verdict.ENDED, f"automatic rollback failed: {done.get('message', '')}")
-        self.end_window(store, window, outcome)
-
-    def crashed(self, program: str, since: float) -> str | None:
-        state = self.watch.crashed_since(program, since)
-        return f"{program} went {state}" if state else None
-
-    def interruption(self, store: Store) -> Outcome | None:
-        """Why a window ends before its time: the listener stops, or a person asked to switch or roll back."""
-        if self.stopping.is_set():
-            return Outcome(Verdict.SUSPENDED)
-        if not self.wake.is_set():
-            return None
-        self.wake.clear()
-        for job in store.jobs(("queued",)):
-            if job["kind"] in ("switch", "rollback"):
-                return Outcome(Verdict.ENDED, f"cut short by {job['kind']} job {job['id']}")
-        return None
-
-    def end_window(self, store: Store, window: Window, outcome: Outcome) -> None:
-        """Close the window in the state and tell the job that opened it (its log and ``watch``)."""
-        if Window.from_state(store.read().get("watch")) == window:
-            store.update(watch=None)
-        text = {
-            Verdict.PASSED: f"watch: {window.color} held for {window.until - window.since:g} s",
-            Verdict.ROLLBACK: f"rolled back automatically: {outcome.reason}",
-            Verdict.ENDED: f"watch ended: {outcome.reason}",
-        }[outcome.verdict]
-        store.append_log(window.job, text)
-        store.update_job(window.job, watch={"state": outcome.verdict.value, "reason": outcome.reason})
-        log(f"{self.app.name}: {text}")
-
     def run_beside(self, job: dict) -> None:
         """Health checks only read: they run at once in their own thread, even while a deploy runs."""
         store = self.store
@@ -340,6 +279,7 @@ class Listener:
             self.watch.update(name, state)
         elif event == "REMOTE_COMMUNICATION" and payload.split("\n", 1)[0] == f"type:{WAKE_TYPE}":
             self.start_workers()
+            self.watch.notify()  # the guards look whether a person asked to switch or roll back
             for worker in self.workers.values():
                 worker.dispatch_health()
                 worker.wake.set()
@@ -376,6 +316,8 @@ class Listener:
             worker.wake.set()
         for worker in busy:
             worker.join()
+            if worker.guard.is_alive():
+                worker.guard.join()
 
 
 def main(config_path: str) -> int:

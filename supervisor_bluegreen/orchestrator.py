@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from typing import Any, Callable, TypeVar
 
 from . import failpoint, health, notify, steps, switch, workers
@@ -24,6 +25,7 @@ from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
 from .watch import Window
 
 T = TypeVar("T")
+_WORKERS_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per app, across its threads
 
 
 class StepFailed(Exception):
@@ -49,6 +51,11 @@ class ProcessWatch:
     def subscribe(self, event: threading.Event) -> None:
         """Have ``event`` set on every crash: a watch window wakes at once instead of at its next probe."""
         self._subscribers.append(event)
+
+    def notify(self) -> None:
+        """Wake every subscriber now (a go-live opened a window: watch it from this instant)."""
+        for event in self._subscribers:
+            event.set()
 
     def update(self, program: str, state: str) -> None:
         if state in CRASH_STATES:
@@ -302,21 +309,29 @@ def restart_workers(run: Run, target: Color) -> None:
     config = run.app.deploy
     if not config or not config.workers:
         return
-    run.store.update(workers_restarting=target.name)  # a kill from here on: the next start restarts them
-    for program in config.workers:
+    with _WORKERS_LOCKS[run.app.name]:  # the watch window's rollback may restart them at the same time
         try:
-            workers.restart(
-                run.sup,
-                run.watch,
-                program,
-                target,
-                config.worker_timeout,
-                run.log,
-                stopped=lambda: failpoint.hit(run.store.dir, "workers.stopped"),
-            )
-        except workers.WorkerError as exc:
-            raise StepFailed(str(exc)) from None
-    run.store.update(workers_restarting=None)
+            live = switch.live_color(run.app)
+        except switch.LiveLinkError:
+            live = None
+        if live and live != target.name:
+            run.log(f"{target.name} is no longer live: the workers follow {live}")
+            target = run.app.color(live)
+        run.store.update(workers_restarting=target.name)  # a kill from here on: the next start restarts them
+        for program in config.workers:
+            try:
+                workers.restart(
+                    run.sup,
+                    run.watch,
+                    program,
+                    target,
+                    config.worker_timeout,
+                    run.log,
+                    stopped=lambda: failpoint.hit(run.store.dir, "workers.stopped"),
+                )
+            except workers.WorkerError as exc:
+                raise StepFailed(str(exc)) from None
+        run.store.update(workers_restarting=None)
 
 
 def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, **changes: Any) -> Window | None:
@@ -347,6 +362,7 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
     )
     if window:
         run.store.update_job(run.job["id"], watch={"state": "running", "until": window.until})
+        run.watch.notify()
     return window
 
 
@@ -378,7 +394,7 @@ def switch_to(run: Run, wanted: str = "") -> str:
     return message + watching(window, run.app, run.job["id"])
 
 
-def rollback(run: Run, reason: str = "") -> str:
+def rollback(run: Run, reason: str = "", failed: str = "") -> str:
     """Back to the previous color, still running and warm: the same gate, no rebuild.
 
     With ``reason`` it is the watch window's automatic rollback: the live color is dying and
@@ -394,6 +410,8 @@ def rollback(run: Run, reason: str = "") -> str:
         run.announce("rollback", message, color=previous)
         return message
     live = run.step("live color", live_by_links)
+    if failed and live != failed:
+        raise StepFailed(f"{failed} is no longer live ({live or 'none'} is): nothing to roll back")
     target = run.app.color(previous)
     run.log(f"rolling back automatically: {reason}")
     run.step("check target", require_running, target)

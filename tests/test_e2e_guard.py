@@ -64,7 +64,7 @@ def test_a_release_that_dies_after_go_live_is_rolled_back_by_itself(stack: Stack
             new = status(stack)["live"]
             assert new != old and status(stack)["watch"].get("previous") == old, "".join(lines)
             time.sleep(1.0)
-            killed = time.monotonic()
+            killed, killed_at = time.monotonic(), time.time()
             os.kill(pid_of(stack, new), signal.SIGKILL)  # its gunicorn master dies some seconds after go-live
             out, _ = waiting.communicate(timeout=60)
         finally:
@@ -88,7 +88,14 @@ def test_a_release_that_dies_after_go_live_is_rolled_back_by_itself(stack: Stack
     back = min(s.end for s in after_kill if s.ok and s.color == old)
     failed = [s for s in after_kill if not s.ok]
     result = summarize(load.samples)
-    print(f"\ncrash to previous live: {(back - killed) * 1000:.0f} ms; failed requests: {result['failed']}")
+    rollback = stack.rpc().bluegreen.history("abiapp", 1)[0]
+    switched = next(step["ended"] for step in rollback["steps"] if step["name"] == "switch")
+    created = (rollback["created"] - killed_at) * 1000
+    print(
+        f"\ncrash to previous live: {(back - killed) * 1000:.0f} ms through nginx, links moved after "
+        f"{(switched - killed_at) * 1000:.0f} ms (rollback job created after {created:.0f} ms); "
+        f"failed requests: {result['failed']}"
+    )
     assert back - killed < 3.0
     assert all(s.start < back for s in failed)  # failures only in the window between the crash and the rollback
     assert {s.color for s in load.samples if s.ok and s.start > back} == {old}
