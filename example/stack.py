@@ -347,6 +347,21 @@ http {{
         psutil.wait_procs(alive, timeout=5)
         self.pid = None
 
+    def push(self, files: dict[str, str], message: str, branch: str = "main") -> str:
+        """Commit ``files`` on top of main, as a developer would, and push them to ``branch``; the commit."""
+        work = self.root / "work"
+        if not work.exists():
+            git("clone", "-q", str(self.root / "app.git"), str(work), cwd=self.root)
+        git("fetch", "-q", "origin", cwd=work)
+        git("checkout", "-q", "-B", branch, "origin/main", cwd=work)
+        for name, text in files.items():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / name).write_text(text)
+        git("add", "-A", cwd=work)
+        git("-c", "user.name=Abi Team", "-c", "user.email=team@abiapp.example", "commit", "-q", "-m", message, cwd=work)
+        git("push", "-q", "-f", "origin", f"{branch}:{branch}", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work)
+
     def drop(self) -> None:
         """Remove this stack's database and Celery queue (the tests' teardown)."""
         services.drop_database(self.database)

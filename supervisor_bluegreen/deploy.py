@@ -85,7 +85,14 @@ def idle_color(run: Run, live: str | None) -> Color:
 
 
 def drain_idle(run: Run, target: Color) -> None:
-    """Wait until the idle color serves no request and holds no connection (bounded), then stop it."""
+    """Wait until the idle color serves no request and holds no connection (bounded), then stop it.
+
+    Its release is about to be replaced, so first it stops being the rollback target: a kill during
+    the stop must not leave ``previous`` naming a color that no longer runs.
+    """
+    if run.store.read().get("previous") == target.name:
+        run.store.update(previous=None)
+        run.log(f"{target.name} is no longer a rollback target")
     if run.sup.state(target.program) in ("STOPPED", "EXITED", "FATAL"):
         run.log(f"{target.program} is not running")
         return
@@ -102,19 +109,24 @@ def drain_idle(run: Run, target: Color) -> None:
         run.sup.stop(target.program)
     except SupervisorError as exc:
         raise StepFailed(str(exc)) from None
-    if run.store.read().get("previous") == target.name:  # its release is about to be replaced
-        run.store.update(previous=None)
-        run.log(f"{target.name} is no longer a rollback target")
 
 
 def update_checkout(run: Run, target: Color, commit: str) -> None:
     """The idle checkout at exactly ``commit``: fetched from the repo, forced, no stray file left."""
     repo, cwd = settings(run.app).repo, target.checkout
-    refspecs = ("+refs/heads/*:refs/bluegreen/heads/*", "+refs/tags/*:refs/bluegreen/tags/*")
+    # refs/bluegreen/incoming/<commit>: where the pre-receive hook stages a push not yet accepted (git quarantine)
+    refspecs = (
+        "+refs/heads/*:refs/bluegreen/heads/*",
+        "+refs/tags/*:refs/bluegreen/tags/*",
+        "+refs/bluegreen/incoming/*:refs/bluegreen/incoming/*",
+    )
     git(run, "fetch", "--quiet", "--no-tags", "--force", repo, *refspecs, cwd=cwd)
     git(run, "checkout", "--quiet", "--force", "--detach", commit, cwd=cwd)
     git(run, "clean", "-ffdxq", cwd=cwd)
     head = git(run, "rev-parse", "HEAD", cwd=cwd)
+    colors = dict(run.store.read().get("colors", {}))  # status shows what the checkout now holds, built or not
+    colors[target.name] = {"version": head[:7], "commit": head}
+    run.store.update(colors=colors)
     if head != commit:
         raise StepFailed(f"{cwd} is at {head}, not {commit}")
 

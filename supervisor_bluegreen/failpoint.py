@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 
 ENV = "BLUEGREEN_FAILPOINTS"
+# the points a manual rollback passes, in order
+ROLLBACK_POINTS = (
+    "reconcile", "check target", "health gate", "switch", "verify", "record", "workers", "workers.stopped",
+)  # fmt: skip
 FILE = "failpoint"
+
+
+def deploy_points(build: Iterable[str]) -> list[str]:
+    """The points a deploy with these build steps passes, in order: the fault tests arm them one by one."""
+    after = ("start", "health gate", "switch", "verify", "record", "workers", "workers.stopped")
+    return ["resolve", "reconcile", "drain", "checkout", *build, *after]
 
 
 def hit(state_dir: str, point: str) -> None:

@@ -76,22 +76,7 @@ def status(stack: Stack) -> dict:
 
 def push(stack: Stack, files: dict[str, str], message: str, branch: str = "main") -> str:
     """Commit ``files`` on top of main and push them to ``branch`` of the bare repository; the commit."""
-    work = stack.root / "work"
-    if not work.exists():
-        subprocess.run(["git", "clone", "-q", str(stack.root / "app.git"), str(work)], check=True)
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True, text=True).stdout
-
-    git("fetch", "-q", "origin")
-    git("checkout", "-q", "-B", branch, "origin/main")
-    for name, text in files.items():
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        (work / name).write_text(text)
-    git("add", "-A")
-    git("-c", "user.name=Abi Team", "-c", "user.email=team@abiapp.example", "commit", "-q", "-m", message)
-    git("push", "-q", "-f", "origin", f"{branch}:{branch}")
-    return git("rev-parse", "HEAD").strip()
+    return stack.push(files, message, branch)
 
 
 def served(stack: Stack) -> tuple[str, str]:

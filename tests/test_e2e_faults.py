@@ -22,32 +22,10 @@ from conftest import job_id_of, push, settled, status, wait_finished, wait_step
 
 from example.load import Load, summarize
 from example.stack import Stack
-from supervisor_bluegreen.steps import PRESETS
+from supervisor_bluegreen.failpoint import ROLLBACK_POINTS, deploy_points
+from supervisor_bluegreen.stepdefs import PRESETS
 
-DEPLOY_POINTS = [
-    "resolve",
-    "reconcile",
-    "drain",
-    "checkout",
-    *PRESETS["django"],
-    "start",
-    "health gate",
-    "switch",
-    "verify",
-    "record",
-    "workers",
-    "workers.stopped",
-]
-ROLLBACK_POINTS = [
-    "reconcile",
-    "check target",
-    "health gate",
-    "switch",
-    "verify",
-    "record",
-    "workers",
-    "workers.stopped",
-]
+DEPLOY_POINTS = deploy_points(PRESETS["django"])
 # before anything changes, mid-build (a migrate), after the flip (record), recorded but Celery not yet restarted
 # (workers), with Celery down (workers.stopped)
 CUT = {("deploy", "drain"), ("deploy", "migrate"), ("deploy", "record"), ("deploy", "workers"),
