@@ -25,6 +25,7 @@ contents with a backup (``bluegreen restore``, restore.py, verifies first and ta
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -36,6 +37,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -304,6 +306,24 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _deadline(proc: subprocess.Popen, timeout: float) -> Iterator[threading.Event]:
+    """Kill ``proc`` (and what it started) after ``timeout`` seconds; the event says it happened."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _kill(proc)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
+
+
 def _kill(proc: subprocess.Popen) -> None:
     """Kill the dump and anything it started (its own session) unless it has already ended."""
     if proc.returncode is None:
@@ -347,30 +367,21 @@ def run_dump(
             proc = _start(plan.argv, env, user, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
         except OSError as exc:
             raise BackupError(f"cannot run {tool}: {exc}") from exc
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            _kill(proc)
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            size, written = _gzip_into(proc.stdout, tmp, os.path.basename(plan.path)[: -len(".gz")])
-            status = proc.wait()
-        except BaseException as exc:
-            _kill(proc)
-            proc.wait()
-            _remove(tmp)  # a planted symlink goes too (unlinked, never followed)
-            if isinstance(exc, state.UnsafePath):
-                raise BackupError(f"cannot write the backup: {exc}") from None
-            if isinstance(exc, OSError):
-                raise BackupError(f"cannot write {tmp}: {exc}") from exc
-            raise
-        finally:
-            timer.cancel()
-            proc.stdout.close()  # type: ignore[union-attr]
+        with _deadline(proc, timeout) as expired:
+            try:
+                size, written = _gzip_into(proc.stdout, tmp, os.path.basename(plan.path)[: -len(".gz")])
+                status = proc.wait()
+            except BaseException as exc:
+                _kill(proc)
+                proc.wait()
+                _remove(tmp)  # a planted symlink goes too (unlinked, never followed)
+                if isinstance(exc, state.UnsafePath):
+                    raise BackupError(f"cannot write the backup: {exc}") from None
+                if isinstance(exc, OSError):
+                    raise BackupError(f"cannot write {tmp}: {exc}") from exc
+                raise
+            finally:
+                proc.stdout.close()  # type: ignore[union-attr]
         said = _tail(errors)
     if status != 0 or size == 0:
         _remove(tmp)
@@ -813,40 +824,30 @@ def run_command(
             proc = _start(command.argv, env, user, stdin=subprocess.PIPE, stdout=out, stderr=errors)
         except OSError as exc:
             raise VerifyError(f"cannot run {tool}: {exc}") from exc
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            _kill(proc)
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        try:
+        with _deadline(proc, timeout) as expired:
             try:
-                proc.stdin.write(command.stdin.encode("utf-8"))  # type: ignore[union-attr]
-                if dump is not None:
-                    with _open_dump(dump) as source:
-                        while chunk := source.read(1 << 16):
-                            proc.stdin.write(chunk)  # type: ignore[union-attr]
-            except BrokenPipeError:
-                pass  # the tool stopped reading: its status and stderr say why
-            except (OSError, EOFError) as exc:  # a corrupt gzip stream: the tool gets a cut-off input
+                try:
+                    proc.stdin.write(command.stdin.encode("utf-8"))  # type: ignore[union-attr]
+                    if dump is not None:
+                        with _open_dump(dump) as source:
+                            while chunk := source.read(1 << 16):
+                                proc.stdin.write(chunk)  # type: ignore[union-attr]
+                except BrokenPipeError:
+                    pass  # the tool stopped reading: its status and stderr say why
+                except (OSError, EOFError) as exc:  # a corrupt gzip stream: the tool gets a cut-off input
+                    _kill(proc)
+                    proc.wait()
+                    return 1, "", f"cannot read {dump}: {exc}"
+                finally:
+                    try:
+                        proc.stdin.close()  # type: ignore[union-attr]
+                    except BrokenPipeError:
+                        pass
+                status = proc.wait()
+            except BaseException:
                 _kill(proc)
                 proc.wait()
-                return 1, "", f"cannot read {dump}: {exc}"
-            finally:
-                try:
-                    proc.stdin.close()  # type: ignore[union-attr]
-                except BrokenPipeError:
-                    pass
-            status = proc.wait()
-        except BaseException:
-            _kill(proc)
-            proc.wait()
-            raise
-        finally:
-            timer.cancel()
+                raise
         if expired.is_set():
             raise VerifyError(f"{tool} did not finish within {timeout:g} s and was killed")
         out.seek(0)
