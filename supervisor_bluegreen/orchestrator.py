@@ -310,10 +310,7 @@ def restart_workers(run: Run, target: Color) -> None:
     if not config or not config.workers:
         return
     with _WORKERS_LOCKS[run.app.name]:  # the watch window's rollback may restart them at the same time
-        try:
-            live = switch.live_color(run.app)
-        except switch.LiveLinkError:
-            live = None
+        live = live_by_links_now(run.app)
         if live and live != target.name:
             run.log(f"{target.name} is no longer live: the workers follow {live}")
             target = run.app.color(live)
@@ -330,8 +327,19 @@ def restart_workers(run: Run, target: Color) -> None:
                     stopped=lambda: failpoint.hit(run.store.dir, "workers.stopped"),
                 )
             except workers.WorkerError as exc:
+                if live_by_links_now(run.app) not in (None, target.name):  # an automatic rollback moved traffic
+                    run.log(f"{exc}; traffic moved meanwhile: the rollback restarts them again")
+                    return
                 raise StepFailed(str(exc)) from None
         run.store.update(workers_restarting=None)
+
+
+def live_by_links_now(app: App) -> str | None:
+    """The live color as the links say (None when they say nothing sure)."""
+    try:
+        return switch.live_color(app)
+    except switch.LiveLinkError:
+        return None
 
 
 def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, **changes: Any) -> Window | None:
