@@ -6,6 +6,7 @@ or a dropped SSH session only stops the following, never the job.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import shlex
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from supervisor.supervisorctl import ControllerPluginBase, LSBInitExitStatuses
+from supervisor.xmlrpc import Faults
 
 USAGE = """\
 bluegreen status [APP] [--json]     live and idle color per app, versions, states, last health, jobs
@@ -35,13 +37,55 @@ bluegreen cancel [APP] [--force]    stop a queued or running deploy before its s
                                     is never cut in half (the deploy stops after it); --force kills even
                                     that (a hung migration; the schema may be left half changed)
 bluegreen log [APP] [ID] [-f]       the log of job ID (default: the newest); -f follows it and its window
-bluegreen history [APP] [-n N]      the last N jobs (default 10): ref, commit, color, who, outcome, steps
+bluegreen history [APP] [-n N] [--all]
+                                    the last N jobs (default 10): ref, commit, color, who, outcome, steps;
+                                    health probes only with --all
 bluegreen backups [APP]             the app's database backups, newest first: name, size, time, commit,
                                     and whether the last verify restored it into a scratch database
                                     intact. Restore one from a root shell (never from here):
                                     bluegreen restore APP BACKUP --yes (fresh backup first; refused
                                     while a job runs)
 APP may be omitted when one app is configured. Exit status 0 only when the command did what it says."""
+
+
+class Unreachable(Exception):
+    """supervisord cannot be reached, or has no bluegreen API: one line with the fix, and an exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def unreachable(url: str, exc: OSError) -> tuple[str, int]:
+    """What a failed connection to supervisord means, the fix, and supervisorctl's exit status for it."""
+    where = f"cannot reach supervisord at {url}"
+    if exc.errno == errno.ENOENT:
+        return (
+            f"{where}: no such socket: supervisord is not running (start it: systemctl start supervisor), "
+            "or -c names another config than the one it runs with",
+            LSBInitExitStatuses.NOT_RUNNING,
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"{where}: permission denied: run it as root (sudo supervisorctl ...); a git pusher deploys "
+            "through the pre-receive hook and `bluegreen push` instead",
+            LSBInitExitStatuses.INSUFFICIENT_PRIVILEGES,
+        )
+    if exc.errno == errno.ECONNREFUSED:
+        return (
+            f"{where}: connection refused: supervisord is not running (start it: systemctl start supervisor)",
+            LSBInitExitStatuses.INSUFFICIENT_PRIVILEGES,  # what supervisorctl itself answers to a refused connection
+        )
+    reason = exc.strerror or str(exc) or "connection failed"
+    return f"{where}: {reason}", LSBInitExitStatuses.GENERIC
+
+
+def no_plugin(url: str) -> str:
+    return (
+        f"supervisord at {url} has no bluegreen API: its config does not load [rpcinterface:bluegreen]; "
+        "include bluegreen.conf (`bluegreen example include`), then restart supervisord "
+        "(systemctl restart supervisor): rpcinterfaces load only at start, `reread`/`update` do not load them"
+    )
 
 
 class BlueGreenControllerPlugin(ControllerPluginBase):
@@ -51,6 +95,14 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
     def __init__(self, controller: Any, **config: str):
         super().__init__(controller)
         self.who = f"{getpass.getuser()}@{socket.gethostname()} via supervisorctl"
+        # supervisorctl asks every plugin for `help bluegreen`, its own first: without this, the
+        # default plugin answers "*** No help on bluegreen" before our text
+        self.help_elsewhere = False
+        for plugin in getattr(getattr(controller, "options", None), "plugins", None) or []:
+            if plugin is not self and not hasattr(plugin, "help_bluegreen"):
+                plugin.help_bluegreen = self.help_bluegreen
+                self.help_elsewhere = True
+                break
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -62,13 +114,30 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         self.ctl.exitstatus = status
 
     def call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """Call the API; a Fault is printed with its message and sets supervisor's exit status."""
+        """Call the API; a Fault is printed with its message and sets supervisor's exit status.
+
+        A supervisord that cannot be reached or has no bluegreen API raises Unreachable (one line, the fix).
+        """
         try:
             return method(*args)
         except xmlrpc.client.Fault as exc:
+            if exc.faultCode == Faults.UNKNOWN_METHOD:
+                raise Unreachable(no_plugin(self.serverurl), LSBInitExitStatuses.UNIMPLEMENTED_FEATURE) from None
             self.ctl.output(f"ERROR: {exc.faultString}")
             self.ctl.set_exitstatus_from_xmlrpc_fault(exc.faultCode)
             return None
+        except xmlrpc.client.ProtocolError as exc:
+            if exc.errcode == 401:
+                raise  # supervisorctl asks for a username and password itself
+            raise Unreachable(
+                f"supervisord at {self.serverurl} answered HTTP {exc.errcode} {exc.errmsg}", LSBInitExitStatuses.GENERIC
+            ) from None
+        except OSError as exc:
+            raise Unreachable(*unreachable(self.serverurl, exc)) from None
+
+    @property
+    def serverurl(self) -> str:
+        return str(getattr(getattr(self.ctl, "options", None), "serverurl", "") or "supervisord's serverurl")
 
     def follow(self, app: str, job: dict[str, Any], announce: bool = True, window: bool = False) -> None:
         """Print a job's log as it grows until it ends; exit status 0 only when it succeeded.
@@ -97,8 +166,8 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             return
         message = answer["job"].get("message") or f"job {job_id} {status}"
         outcome = answer["job"].get("watch") or {}
-        if status != "succeeded":
-            self.fail(message)
+        if status != "succeeded":  # the verdict, what is live; the step's whole output stays in the log
+            self.fail(f"{message}\nwhole log: supervisorctl bluegreen log {job['app']} {job_id}")
         elif window and outcome.get("state") == "rolled back":
             self.fail(f"{message.splitlines()[0]}\nrolled back automatically: {outcome.get('reason', '')}")
         elif window and outcome.get("state"):
@@ -124,7 +193,18 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             return self.help_bluegreen()
         flags = {w for w in rest if w.startswith("-")}
         positional = [w for w in rest if not w.startswith("-")]
-        handler(positional, flags)
+        try:
+            handler(positional, flags)
+        except Unreachable as exc:
+            self.fail(str(exc), exc.status)
+        return None
+
+    def do_help(self, arg: str) -> None:
+        """``help bluegreen`` is answered by the default plugin (see __init__); other topics are not ours."""
+        if not arg.strip():
+            super().do_help(arg)
+        elif arg.strip() == "bluegreen" and not self.help_elsewhere:
+            self.help_bluegreen()
 
     def usage_error(self, message: str) -> None:
         self.fail(message, LSBInitExitStatuses.INVALID_ARGS)
@@ -230,11 +310,11 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         count, rest = 10, list(args)
         if "-n" in flags:
             if not rest or not rest[-1].isdigit():
-                return self.usage_error("usage: bluegreen history [APP] [-n N]")
+                return self.usage_error("usage: bluegreen history [APP] [-n N] [--all]")
             count = int(rest.pop())
-        if len(rest) > 1 or flags - {"-n"}:
-            return self.usage_error("usage: bluegreen history [APP] [-n N]")
-        entries = self.call(self.api.history, rest[0] if rest else "", count)
+        if len(rest) > 1 or flags - {"-n", "--all"}:
+            return self.usage_error("usage: bluegreen history [APP] [-n N] [--all]")
+        entries = self.call(self.api.history, rest[0] if rest else "", count, "--all" in flags)
         if entries is None:
             return None
         for e in entries:
@@ -292,7 +372,7 @@ def format_status(app: dict[str, Any]) -> str:
         )
     running = app.get("running") or {}
     if app.get("locked"):
-        lines.append("  lock: held by the listener running a job")
+        lines.append("  lock: held by the listener (a job or a watch window)")
     if running:
         lines.append(
             f"  in progress: {running['kind']} job {running['id']} {running['status']}"
@@ -334,6 +414,10 @@ def format_history(e: dict[str, Any]) -> str:
     lines = [head, f"      {e['message']}"]
     if steps:
         lines.append(f"      steps: {steps}")
+    watched = e.get("watch") or {}
+    if watched.get("state") and watched["state"] != "running":
+        reason = f": {watched['reason']}" if watched.get("reason") else ""
+        lines.append(f"      watch window: {watched['state']}{reason}")
     if e.get("unsafe_allowed"):
         lines.append(f"      UNSAFE migrations allowed by {e['unsafe_allowed']} (--allow-unsafe-migrations)")
     if e.get("backup"):

@@ -304,10 +304,13 @@ class BlueGreenNamespaceRPCInterface:
         return self.job(a.name, int(job_id) or ids[-1], offset)
 
     @answers
-    def history(self, app: str = "", count: int = 10) -> list[dict[str, Any]]:
-        """The newest ``count`` finished jobs: id, kind, ref, commit, color, who, outcome, step timings, backup."""
+    def history(self, app: str = "", count: int = 10, include_health: bool = False) -> list[dict[str, Any]]:
+        """The newest ``count`` finished jobs: id, kind, ref, commit, color, who, outcome, step timings, backup.
+
+        Health probes are left out unless ``include_health`` (they would push deploys out of the list).
+        """
         a = self._app(app)
-        finished = app_store(a).jobs(FINISHED)
+        finished = [j for j in app_store(a).jobs(FINISHED) if include_health or j.get("kind") != "health"]
         return xmlrpc_safe([history_entry(j) for j in finished[-max(1, int(count)) :]][::-1])
 
     @answers

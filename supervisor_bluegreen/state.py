@@ -33,6 +33,7 @@ from .masking import mask_credentials
 
 ACTIVE = ("queued", "running")
 KEEP_JOBS = 200  # finished jobs kept for history and log
+KEEP_HEALTH = 20  # finished health probes kept beside them
 _STATE_LOCK = threading.Lock()
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 FILE_MODE = 0o640  # state, jobs, logs: root (or supervisord's user) and a group of readers, never everyone
@@ -465,9 +466,16 @@ class Store:
             f.write(line.rstrip("\n") + "\n")
 
     def prune(self, keep: int = KEEP_JOBS) -> None:
-        """Forget all but the newest ``keep`` finished jobs, so reading the queue stays cheap."""
-        finished = [j["id"] for j in self.jobs(FINISHED)]
-        for job_id in finished[:-keep] if keep else finished:
+        """Forget all but the newest ``keep`` finished jobs, so reading the queue stays cheap.
+
+        Health probes count apart (at most the newest KEEP_HEALTH stay): they never push deploys out.
+        """
+        jobs = self.jobs(FINISHED)
+        probes = [j["id"] for j in jobs if j.get("kind") == "health"]
+        finished = [j["id"] for j in jobs if j.get("kind") != "health"]
+        probes_kept = min(keep, KEEP_HEALTH)
+        doomed = (finished[:-keep] if keep else finished) + (probes[:-probes_kept] if probes_kept else probes)
+        for job_id in doomed:
             for path in (
                 self.job_path(job_id),
                 self.log_path(job_id),

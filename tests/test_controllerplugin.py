@@ -41,3 +41,148 @@ def test_history_line_has_ref_commit_color_who_steps_and_backup() -> None:
 def test_help_names_every_command() -> None:
     for command in ("status", "switch", "rollback", "health", "deploy", "cancel", "log", "history"):
         assert f"bluegreen {command} " in USAGE
+
+
+# --------------------------------------------------------------------------------------------
+# supervisord unreachable, plugin not loaded, `help bluegreen`: a real supervisorctl Controller
+
+import errno  # noqa: E402
+import io  # noqa: E402
+import socket  # noqa: E402
+import xmlrpc.client  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from supervisor.options import ClientOptions  # noqa: E402
+from supervisor.supervisorctl import Controller, LSBInitExitStatuses  # noqa: E402
+
+from supervisor_bluegreen.controllerplugin import BlueGreenControllerPlugin  # noqa: E402
+
+
+def controller(tmp_path: Path, serverurl: str) -> tuple[Controller, io.StringIO]:
+    """supervisorctl as a user runs it: its config with our [ctlplugin:bluegreen], output captured."""
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(
+        f"[supervisorctl]\nserverurl = {serverurl}\n\n"
+        "[ctlplugin:bluegreen]\nsupervisor.ctl_factory = "
+        "supervisor_bluegreen.controllerplugin:make_bluegreen_controllerplugin\n"
+    )
+    options = ClientOptions()
+    options.realize(["-c", str(conf), "bluegreen"], doc="")
+    out = io.StringIO()
+    return Controller(options, stdout=out), out
+
+
+def test_supervisord_down_is_one_line_with_the_fix_and_supervisorctls_exit_status(tmp_path: Path) -> None:
+    url = f"unix://{tmp_path}/missing.sock"
+    ctl, out = controller(tmp_path, url)
+    ctl.onecmd("bluegreen status")
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        f"ERROR: cannot reach supervisord at {url}: no such socket: supervisord is not running (start it: "
+        "systemctl start supervisor), or -c names another config than the one it runs with"
+    ]
+    assert ctl.exitstatus == LSBInitExitStatuses.NOT_RUNNING
+
+
+def test_a_socket_nobody_listens_on_is_connection_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as s:  # bound, never listening: what a crashed supervisord leaves
+        s.bind(str(path))
+    for command in ("bluegreen deploy abiapp main", "bluegreen history", "bluegreen log -f"):
+        ctl, out = controller(tmp_path, f"unix://{path}")
+        ctl.onecmd(command)
+        text = out.getvalue()
+        assert len(text.splitlines()) == 1 and "connection refused: supervisord is not running" in text, text
+        assert "<class" not in text and "Error" not in text.replace("ERROR:", "")
+        assert ctl.exitstatus == LSBInitExitStatuses.INSUFFICIENT_PRIVILEGES
+
+
+class Proxy:
+    """A bluegreen namespace whose every call raises ``error`` (what the transport raised)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any) -> Any:
+            raise self.error
+
+        return call
+
+
+def run_with(tmp_path: Path, error: Exception, command: str = "bluegreen status") -> tuple[Controller, str]:
+    ctl, out = controller(tmp_path, "unix:///run/supervisor.sock")
+    ctl.get_server_proxy = lambda namespace=None: Proxy(error)  # type: ignore[method-assign]
+    ctl.onecmd(command)
+    return ctl, out.getvalue()
+
+
+def test_permission_denied_says_run_as_root_or_push_through_the_hook(tmp_path: Path) -> None:
+    ctl, text = run_with(tmp_path, PermissionError(errno.EACCES, "Permission denied"))
+    assert text.splitlines() == [
+        "ERROR: cannot reach supervisord at unix:///run/supervisor.sock: permission denied: run it as root "
+        "(sudo supervisorctl ...); a git pusher deploys through the pre-receive hook and `bluegreen push` instead"
+    ]
+    assert ctl.exitstatus == LSBInitExitStatuses.INSUFFICIENT_PRIVILEGES
+
+
+def test_plugin_not_loaded_in_supervisord_says_which_include_and_that_a_restart_is_needed(tmp_path: Path) -> None:
+    fault = xmlrpc.client.Fault(1, "UNKNOWN_METHOD")  # supervisord's answer to bluegreen.* without the plugin
+    ctl, text = run_with(tmp_path, fault, "bluegreen deploy")
+    assert len(text.splitlines()) == 1
+    assert text.startswith("ERROR: supervisord at unix:///run/supervisor.sock has no bluegreen API: ")
+    assert "[rpcinterface:bluegreen]" in text and "restart supervisord" in text
+    assert ctl.exitstatus == LSBInitExitStatuses.UNIMPLEMENTED_FEATURE
+
+
+def test_other_faults_keep_their_message(tmp_path: Path) -> None:
+    ctl, text = run_with(tmp_path, xmlrpc.client.Fault(10, "BAD_NAME: no app 'shop'"))
+    assert text.splitlines() == ["ERROR: BAD_NAME: no app 'shop'"]
+    assert ctl.exitstatus == LSBInitExitStatuses.GENERIC
+
+
+def test_help_bluegreen_prints_the_usage_once_and_no_no_help_line(tmp_path: Path) -> None:
+    ctl, out = controller(tmp_path, "unix:///nowhere.sock")
+    ctl.onecmd("help bluegreen")
+    text = out.getvalue()
+    assert "No help" not in text
+    assert text.startswith("bluegreen status [APP]") and text.count("bluegreen status [APP]") == 1
+    out.truncate(0)
+    out.seek(0)
+    ctl.onecmd("help status")  # supervisorctl's own topics: answered by it, not refused by us
+    assert "No help" not in out.getvalue() and out.getvalue().strip()
+    out.truncate(0)
+    out.seek(0)
+    ctl.onecmd("help")
+    assert "bluegreen" in out.getvalue()
+
+
+def test_a_failed_job_ends_with_its_verdict_and_where_the_whole_log_is() -> None:
+    class Ctl:
+        exitstatus = 0
+        lines: list[str] = []
+
+        def output(self, text: str) -> None:
+            self.lines.append(text)
+
+    class Api:
+        def job(self, app: str, job_id: int, offset: int) -> dict[str, Any]:
+            log = "[  1.00s] migrate ...\n    | Traceback (most recent call last):\n    | RuntimeError: boom\n"
+            message = (
+                "abiapp: deploy failed: migrate failed: exit status 1 (RuntimeError: boom); no migration was applied"
+                "\nblue live, unchanged"
+            )
+            return {"job": {"status": "failed", "message": message}, "log": log if not offset else "", "offset": 1}
+
+    ctl = Ctl()
+    plugin = BlueGreenControllerPlugin(ctl)
+    plugin.ctl.get_server_proxy = lambda namespace=None: Api()  # type: ignore[attr-defined]
+    plugin.follow("abiapp", {"id": 4, "app": "abiapp", "kind": "deploy"})
+    text = "\n".join(ctl.lines).splitlines()
+    verdict = text.index(
+        "ERROR: abiapp: deploy failed: migrate failed: exit status 1 (RuntimeError: boom); no migration was applied"
+    )
+    assert text.index("    | RuntimeError: boom") < verdict
+    assert text[verdict + 1 :] == ["blue live, unchanged", "whole log: supervisorctl bluegreen log abiapp 4"]
+    assert ctl.exitstatus == LSBInitExitStatuses.GENERIC

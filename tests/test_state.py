@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_bluegreen.state import AppLock, Store, history_entry, read_json, write_json_atomic
+from supervisor_bluegreen.state import KEEP_HEALTH, AppLock, Store, history_entry, read_json, write_json_atomic
 
 # --------------------------------------------------------------------------------------------
 # write_json_atomic / read_json
@@ -289,3 +289,13 @@ def test_read_log_hands_out_at_most_limit_bytes_per_call(tmp_path: Path) -> None
     assert text == "".join(f"line {i:03d}\n" for i in range(11)) and offset == 99
     rest, end = store.read_log(job, offset)
     assert (text + rest).count("\n") == 100 and end == os.path.getsize(store.log_path(job))
+
+
+def test_prune_keeps_health_probes_apart_so_they_never_push_deploys_out(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    deploys = [store.create_job("deploy", {})["id"] for _ in range(3)]
+    probes = [store.create_job("health", {})["id"] for _ in range(30)]
+    for job_id in deploys + probes:
+        store.update_job(job_id, status="succeeded")
+    store.prune(keep=200)
+    assert store.job_ids() == deploys + probes[-KEEP_HEALTH:]
