@@ -1,16 +1,37 @@
+import re
+
 from setuptools import find_packages, setup
+
+# the one version source: supervisor_bluegreen/__init__.py (also `bluegreen --version`)
+with open("supervisor_bluegreen/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setup(
     name="supervisor-bluegreen",
-    version="0.1.0",
+    version=VERSION,
     description="Zero-downtime blue/green deploys for web apps run under supervisord behind nginx",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["supervisor_bluegreen", "supervisor_bluegreen.*"]),
-    package_data={"supervisor_bluegreen": ["templates/*.j2"]},
+    license="MIT",
+    license_files=["LICENSE"],
+    # conf/ (the include, example app configs, programs, hooks, nginx template) ships inside the package as
+    # supervisor_bluegreen/examples: one source of truth, printed by `bluegreen example ...`
+    packages=[
+        *find_packages(include=["supervisor_bluegreen", "supervisor_bluegreen.*"]),
+        "supervisor_bluegreen.examples",
+    ],
+    package_dir={"supervisor_bluegreen.examples": "conf"},
+    package_data={
+        "supervisor_bluegreen": ["templates/*.j2"],
+        "supervisor_bluegreen.examples": ["*.ini", "supervisor/*.conf", "hooks/*", "nginx/*.j2"],
+    },
     python_requires=">=3.9",
     install_requires=["supervisor>=4.2", "requests", "jinja2", "psutil"],
     extras_require={"test": ["pytest", "pytest-mock", "gunicorn", "django>=4.2,<6", "celery", "PyMySQL", "ruff"]},
     entry_points={"console_scripts": ["bluegreen = supervisor_bluegreen.cli:main"]},
-    classifiers=["Programming Language :: Python :: 3", "Topic :: System :: Systems Administration"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Topic :: System :: Systems Administration",
+    ],
 )

@@ -104,8 +104,25 @@ def nginx_site(path: str, app_name: str, color: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+    from .example_files import EXAMPLES
+
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["push"]:  # exact words of its own (a sudo rule allows it to a git pusher): see push.py
+        from . import push
+
+        return push.main(words[1:])
     parser = argparse.ArgumentParser(prog="bluegreen", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "example",
+        help="print a shipped file to copy (include, ini, programs, hook, ...) with this bluegreen's real path",
+        description="\n".join(f"{name}: {what}" for name, (_, what) in EXAMPLES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", choices=list(EXAMPLES))
+    p.add_argument("--path", action="store_true", help="print where the installed file is instead")
     p = sub.add_parser("check", help="validate a bluegreen config file (and warn about what it leaves open)")
     p.add_argument("config")
     p.add_argument(
@@ -120,9 +137,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("app")
     p.add_argument("backup", help="a file name listed by `supervisorctl bluegreen backups APP`")
     p.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")
+    sub.add_parser(
+        "push",
+        help="[-c SUPERVISORD_CONF] APP COMMIT [--wait]: deploy one commit of one app and follow it (the git "
+        "hook's narrow path, allowed to the pusher by a sudo rule)",
+    )
+    p = sub.add_parser(
+        "init",
+        help="set up an existing Django app: user, both colors built, configs, nginx site, repo and hook",
+        description="Set up an existing, unmodified Django app for blue/green deploys. Idempotent: run it "
+        "again and it changes nothing; --dry-run shows every file and command first.",
+    )
+    p.add_argument("app", help="the app's name (programs APP_blue/APP_green, /srv/APP)")
+    p.add_argument("repo", help="the app's git repository: a URL or a path")
+    p.add_argument("--user", help="the app's user (default: APP; created when missing)")
+    p.add_argument("--root", help="where the app lives (default: /srv/APP)")
+    p.add_argument("--branch", help="the branch that deploys (default: the repository's HEAD)")
+    p.add_argument("--server-name", default="localhost", help="nginx server_name and health Host (default: localhost)")
+    p.add_argument("--listen", default="80", help="nginx listen (default: 80)")
+    p.add_argument(
+        "--worker", action="append", metavar="COMMAND", help="a worker program, e.g. 'celery -A proj worker'"
+    )
+    p.add_argument("--env", action="append", metavar="KEY=VALUE", help="into the app's environment file (repeatable)")
+    p.add_argument("--pusher", help="the user who pushes (default: the app's user); gets sudo for `bluegreen push APP`")
+    p.add_argument("--python", default="/usr/bin/python3", help="the python of the colors' virtualenvs")
+    p.add_argument("--supervisord-conf", help="supervisord's main config (default: Debian's)")
+    p.add_argument("--config", default="/etc/supervisor/bluegreen.ini", help="the bluegreen config to write")
+    p.add_argument("--build", default="django", help="build steps or preset (default: django)")
+    p.add_argument("--ssl-certificate", metavar="FILE", help="HTTPS: certificate (port --listen then redirects)")
+    p.add_argument("--ssl-certificate-key", metavar="FILE", help="HTTPS: its key")
+    p.add_argument("--dry-run", action="store_true", help="print every file and command; change nothing")
+    p.add_argument("--show-files", action="store_true", help="with --dry-run: print every file's content too")
+    p = sub.add_parser("doctor", help="check the running system end to end; print each problem with its fix")
+    p.add_argument("app", nargs="?", default="")
+    p.add_argument("--config", default="/etc/supervisor/bluegreen.ini")
+    p.add_argument(
+        "--supervisord-conf", default="", metavar="FILE", help="default: Debian's, then /etc/supervisord.conf"
+    )
     p = sub.add_parser("listener", help="the event listener; run by supervisord only")
     p.add_argument("--config", required=True)
     args = parser.parse_args(argv)
+    if args.command == "example":
+        from . import example_files
+
+        return example_files.main(args.name, args.path)
+    if args.command == "doctor":
+        from . import doctor
+
+        return doctor.main(args.config, args.app, args.supervisord_conf)
+    if args.command == "init":
+        from . import init
+
+        return init.main(init.options_from_args(args), args.dry_run, args.show_files)
     if args.command == "check":
         return check(args.config, args.supervisord_conf)
     if args.command == "nginx-site":

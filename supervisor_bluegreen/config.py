@@ -68,6 +68,7 @@ class Color:
     root: str = ""
     python: str = ""
     environment: tuple[tuple[str, str], ...] = ()
+    environment_file: str = ""  # KEY='value' lines (see envfile.py), read by every build step; environment wins
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,13 @@ class App:
     live_root: str = ""
     deploy: Deploy | None = None
     watch: Watch = field(default_factory=Watch)
+    # the rendered nginx site: HTTPS when a certificate is given (port 80 then redirects), uploads, body size
+    ssl_certificate: str = ""
+    ssl_certificate_key: str = ""
+    ssl_listen: str = "443"
+    media_root: str = ""
+    media_url: str = "/media/"
+    client_max_body_size: str = "10m"
 
     @property
     def color_names(self) -> tuple[str, ...]:
@@ -303,10 +311,17 @@ APP_KEYS = {
     "root",
     "python",
     "environment",
+    "environment_file",
     "live_root",
     "watch",
     "watch_interval",
     "watch_failures",
+    "ssl_certificate",
+    "ssl_certificate_key",
+    "ssl_listen",
+    "media_root",
+    "media_url",
+    "client_max_body_size",
 }
 DEPLOY_KEYS = {
     "repo",
@@ -360,6 +375,7 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         "static_root": s.path("static_root", ""),
         "root": s.path("root", ""),
         "python": s.text("python", ""),
+        "environment_file": s.path("environment_file", ""),
     }
     environment = s.text("environment", "")
     colors = tuple(
@@ -421,7 +437,8 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         state_dir=s.path("state_dir", DEFAULT_STATE_DIR),
         nginx_template=s.path("nginx_template", default_template()),
         listen=s.text("listen", "80"),
-        server_name=s.text("server_name", "_"),
+        # not "_": Debian's default site already answers "_" on port 80 (nginx: conflicting server name)
+        server_name=s.text("server_name", "") or s.text("public_host", "") or "localhost",
         nginx=nginx,
         live_root=s.path("live_root", ""),
         deploy=_parse_deploy(s, colors),
@@ -431,6 +448,26 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
             failures=int(s.number("watch_failures", 3, int, 1)),
         ),
     )
+    site = {
+        "ssl_certificate": s.path("ssl_certificate", ""),
+        "ssl_certificate_key": s.path("ssl_certificate_key", ""),
+        "ssl_listen": s.text("ssl_listen", "443"),
+        "media_root": s.path("media_root", "").rstrip("/"),
+        "media_url": s.text("media_url", "/media/"),
+        "client_max_body_size": s.text("client_max_body_size", "10m"),
+    }
+    if bool(site["ssl_certificate"]) != bool(site["ssl_certificate_key"]):
+        problems.append(f"{s.where('ssl_certificate')}: ssl_certificate and ssl_certificate_key go together")
+    if not re.match(r"^/([A-Za-z0-9_.-]+/)+$", site["media_url"]):
+        problems.append(f"{s.where('media_url')}: {site['media_url']!r} must start and end with '/' (e.g. /media/)")
+    if not re.match(r"^[0-9]+[kKmMgG]?$", site["client_max_body_size"]):
+        problems.append(
+            f"{s.where('client_max_body_size')}: {site['client_max_body_size']!r} is not an nginx size (10m, 512k, 0)"
+        )
+    for key in ("listen", "ssl_listen", "server_name"):
+        if re.search(r"[;{}\n]", s.text(key, "")):
+            problems.append(f"{s.where(key)}: must not contain ';', '{{' or '}}'")
+    app = dataclasses.replace(app, **site)
     if app.live_static and not all(c.static_root for c in colors):
         problems.append(f"{s.where('live_static')}: needs static_root for every color")
     if app.live_root and not all(c.root for c in colors):

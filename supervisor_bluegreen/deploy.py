@@ -134,7 +134,10 @@ def update_checkout(run: Run, target: Color, commit: str) -> None:
 def build(run: Run, target: Color, step: steps.BuildStep, commit: str) -> None:
     """One build step as the app's user in the idle checkout, with its timeout, output into the log."""
     config = settings(run.app)
-    env = steps.environment(target, config.user)
+    try:
+        env = steps.environment(target, config.user)
+    except steps.StepError as exc:  # the environment file cannot be read
+        raise StepFailed(f"{step.name}: {exc}") from None
     if not step.argv:
         builtin = take_backup if step.name == "backup" else gate_migrations
         return builtin(run, target, commit, env)

@@ -38,6 +38,7 @@ def render_site(app: App, color: Color | None = None) -> str:
         app=app,
         color=color,
         upstream_name=upstream_name(app),
+        cache_map=f"$bluegreen_static_cache_{upstream_name(app)}",
         upstream_socket=color.socket if color else app.live_socket,
         static_roots=static_roots(app, color),
     )

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -21,11 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import envfile
+from .masking import mask_credentials
 from .state import open_file
 from .stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps  # noqa: F401 (defined there: config.py needs them)
 
 if TYPE_CHECKING:
     from .config import Color
+
+
+OUTPUT = "    | "  # how a command's output lines are set in the log
+# an output line that says how a command failed: "RuntimeError: ...", "FAILED (failures=1)", "ERROR: ...", "fatal: ..."
+VERDICT_RE = re.compile(r"^(FAILED|ERROR|fatal|[\w.]*(Error|Exception))\b")
 
 
 class StepError(Exception):
@@ -54,8 +62,13 @@ def expand(argv: tuple[str, ...], color: Color) -> tuple[str, ...]:
 
 
 def environment(color: Color, user: str) -> dict[str, str]:
-    """The step's environment: ours without supervisor's, plus the color's, plus the user's HOME."""
+    """The step's environment: ours without supervisor's, plus the app's environment file, the color's, HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
+    if color.environment_file:
+        try:
+            env.update(envfile.read(color.environment_file))
+        except envfile.EnvFileError as exc:
+            raise StepError(str(exc)) from None
     env.update(dict(color.environment))
     if user:
         env.update(user_env(user))
@@ -135,8 +148,20 @@ def run(
 ) -> None:
     """Run one command, its output into ``log``; StepError on a non-zero exit, a timeout or a cancel.
 
-    With ``uncut`` the command is never cut in half: see Uncut.
+    With ``uncut`` the command is never cut in half: see Uncut. A non-zero exit says the command's last
+    output line that reads like a verdict (a traceback's last line, "FAILED (failures=1)"), else its last
+    line: the whole output stays in the log.
     """
+    last: list[str] = ["", ""]  # the last line that reads like a verdict, the last line
+
+    def log_output(line: str) -> None:
+        text = line[len(OUTPUT) :].strip() if line.startswith(OUTPUT) else ""
+        if text:
+            last[1] = text
+            if VERDICT_RE.match(text):
+                last[0] = text
+        log(line)
+
     output = open_file(uncut.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if uncut else subprocess.PIPE
     try:
         proc = spawn(
@@ -150,9 +175,9 @@ def run(
             os.close(output)
     if uncut:
         uncut.started(proc.pid)
-        reader = threading.Thread(target=_follow, args=(uncut.output, proc, log), daemon=True)
+        reader = threading.Thread(target=_follow, args=(uncut.output, proc, log_output), daemon=True)
     else:
-        reader = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
+        reader = threading.Thread(target=_pump, args=(proc.stdout, log_output), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout
     why, said = "", set()
@@ -179,12 +204,14 @@ def run(
     if why:
         raise StepError(why)
     if proc.returncode != 0:
-        raise StepError(f"exit status {proc.returncode}")
+        said = last[0] or last[1]
+        verdict = f" ({mask_credentials(said)[:200]})" if said else ""
+        raise StepError(f"exit status {proc.returncode}{verdict}")
 
 
 def _pump(stream: Any, log: Callable[[str], None]) -> None:
     for raw in stream:
-        log("    | " + raw.decode("utf-8", "replace").rstrip())
+        log(OUTPUT + raw.decode("utf-8", "replace").rstrip())
 
 
 def _follow(path: str, proc: subprocess.Popen, log: Callable[[str], None]) -> None:
@@ -197,13 +224,13 @@ def _follow(path: str, proc: subprocess.Popen, log: Callable[[str], None]) -> No
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                log("    | " + raw.decode("utf-8", "replace").rstrip())
+                log(OUTPUT + raw.decode("utf-8", "replace").rstrip())
             if ended and not chunk:
                 break
             if not chunk:
                 time.sleep(0.1)
         if pending:
-            log("    | " + pending.decode("utf-8", "replace").rstrip())
+            log(OUTPUT + pending.decode("utf-8", "replace").rstrip())
 
 
 def capture(

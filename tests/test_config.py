@@ -83,7 +83,7 @@ def test_minimal_config_and_defaults() -> None:
     assert app.state_dir == DEFAULT_STATE_DIR
     assert app.nginx_template == config.default_template()
     assert os.path.isfile(app.nginx_template)
-    assert (app.listen, app.server_name) == ("80", "_")
+    assert (app.listen, app.server_name) == ("80", "localhost")  # not "_": Debian's default site has it
     assert app.nginx is None
     assert app.other("blue").name == "green"
 

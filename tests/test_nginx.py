@@ -221,3 +221,156 @@ def test_real_nginx_follows_the_live_symlink_without_reload(tmp_path: Path, colo
         assert proc.poll() is None
     finally:
         stop_nginx(proc)
+
+
+# --------------------------------------------------------------------------------------------
+# the site for real deployments: HTTPS, /media/, X-Forwarded-Proto, body size, caching of hashed names only
+
+
+def self_signed(tmp_path: Path) -> tuple[str, str]:
+    cert, key = str(tmp_path / "site.crt"), str(tmp_path / "site.key")
+    subject = ["-subj", "/CN=shop.example.org", "-keyout", key, "-out", cert]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", *subject],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def nginx_t(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
+    conf = write_nginx_conf(tmp_path, site)
+    return subprocess.run(
+        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "error.log")],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+def test_default_server_name_is_not_debians_catch_all(tmp_path: Path) -> None:
+    app = make_app(tmp_path, server_name="")
+    assert app.server_name == "localhost"
+    app = make_app(tmp_path, server_name="", public_host="shop.example.org")
+    assert app.server_name == "shop.example.org"
+    assert "server_name _;" not in nginx.render_site(app)
+
+
+def test_render_site_for_real_deployments(tmp_path: Path) -> None:
+    app = make_app(
+        tmp_path,
+        ssl_certificate="/etc/ssl/shop.crt",
+        ssl_certificate_key="/etc/ssl/shop.key",
+        media_root=f"{tmp_path}/media/",
+        client_max_body_size="50m",
+    )
+    site = nginx.render_site(app)
+    assert "return 301 https://$host$request_uri;" in site
+    assert "listen 443 ssl;" in site and "ssl_certificate /etc/ssl/shop.crt;" in site
+    assert f"location /media/ {{\n        alias {tmp_path}/media/;" in site
+    assert "client_max_body_size 50m;" in site
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in site
+    assert "expires 7d" not in site  # unhashed static files are never cached blind
+    assert '"~\\.[0-9a-f]{12}\\.[A-Za-z0-9]+$" "public, max-age=31536000, immutable";' in site
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"ssl_certificate": "/etc/ssl/a.crt"}, "ssl_certificate and ssl_certificate_key go together"),
+        ({"media_url": "media"}, "must start and end with '/'"),
+        ({"client_max_body_size": "lots"}, "is not an nginx size"),
+        ({"server_name": "a; include /etc/passwd"}, "must not contain"),
+        ({"media_root": "relative/media"}, "must be an absolute path"),
+    ],
+)
+def test_site_options_are_validated(options: dict[str, str], fragment: str) -> None:
+    with pytest.raises(config.ConfigError) as exc:
+        make_app(Path("/srv"), **options)
+    assert fragment in str(exc.value)
+
+
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
+@pytest.mark.parametrize("variant", ["http", "https", "https-nginx-mode", "no-static"])
+def test_every_site_variant_passes_nginx_t(tmp_path: Path, variant: str) -> None:
+    options: dict[str, str] = {"media_root": f"{tmp_path}/media", "listen": "127.0.0.1:8080"}
+    if variant.startswith("https"):
+        cert, key = self_signed(tmp_path)
+        options.update(ssl_certificate=cert, ssl_certificate_key=key, ssl_listen="127.0.0.1:8443")
+    if variant == "no-static":
+        options.update(live_static="", static_root="", media_root="")
+    if variant.endswith("nginx-mode"):
+        options.update(switch="nginx", live_socket="", live_static="", nginx_sites="/x/sa", nginx_enabled="/x/se/s")
+    app = make_app(tmp_path, **options)
+    site = nginx.render_site(app, app.color("blue") if app.switch_mode == "nginx" else None)
+    proc = nginx_t(tmp_path, site)
+    assert proc.returncode == 0, f"{site}\n{proc.stderr}"
+
+
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
+def test_real_nginx_caches_hashed_static_names_only_and_serves_media(tmp_path: Path, serve: ServerFactory) -> None:
+    (tmp_path / "run").mkdir()
+    blue = serve(str(tmp_path / "run" / "shop.blue.sock"), [(200, "hello\n")], color="blue")
+    serve(str(tmp_path / "run" / "shop.green.sock"), [(200, "hello\n")], color="green")
+    port = free_port()
+    app = make_app(tmp_path, listen=f"127.0.0.1:{port}", media_root=f"{tmp_path}/media")
+    for color in app.colors:
+        Path(color.static_root).mkdir(parents=True)
+    Path(app.color("blue").static_root, "app.css").write_text("plain\n")
+    Path(app.color("blue").static_root, "app.0123456789ab.css").write_text("hashed\n")
+    Path(tmp_path, "media").mkdir()
+    Path(tmp_path, "media", "upload.txt").write_text("uploaded\n")
+    switch.point(app, app.color("blue"))
+    proc = start_nginx(tmp_path, nginx.render_site(app), port)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+
+        def fetch(path: str) -> tuple[int, str, bytes]:
+            conn.request("GET", path, headers={"Host": "shop.example.org"})
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("Cache-Control", ""), resp.read()
+
+        assert fetch("/static/app.0123456789ab.css") == (200, "public, max-age=31536000, immutable", b"hashed\n")
+        assert fetch("/static/app.css") == (200, "no-cache", b"plain\n")
+        assert fetch("/media/upload.txt")[::2] == (200, b"uploaded\n")
+        assert fetch("/")[::2] == (200, b"hello\n")
+        conn.close()
+        assert blue.requests[-1][1].get("X-Forwarded-Proto") == "http"
+    finally:
+        stop_nginx(proc)
+
+
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
+def test_real_nginx_https_site_serves_https_and_loopback_http(tmp_path: Path, serve: ServerFactory) -> None:
+    import ssl
+
+    (tmp_path / "run").mkdir()
+    blue = serve(str(tmp_path / "run" / "shop.blue.sock"), [(200, "hello\n")], color="blue")
+    port, tls_port = free_port(), free_port()
+    cert, key = self_signed(tmp_path)
+    app = make_app(
+        tmp_path,
+        listen=f"127.0.0.1:{port}",
+        ssl_listen=f"127.0.0.1:{tls_port}",
+        ssl_certificate=cert,
+        ssl_certificate_key=key,
+        live_static="",
+        static_root="",
+    )
+    switch.point(app, app.color("blue"))
+    proc = start_nginx(tmp_path, nginx.render_site(app), port)
+    try:
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # bluegreen's own check: from loopback
+        plain.request("GET", "/", headers={"Host": "shop.example.org"})
+        assert plain.getresponse().status == 200
+        context = ssl.create_default_context(cafile=cert)
+        context.check_hostname = False
+        tls = http.client.HTTPSConnection("127.0.0.1", tls_port, timeout=5, context=context)
+        tls.request("GET", "/", headers={"Host": "shop.example.org"})
+        resp = tls.getresponse()
+        assert (resp.status, resp.read()) == (200, b"hello\n")
+        assert blue.requests[-1][1].get("X-Forwarded-Proto") == "https"
+    finally:
+        stop_nginx(proc)

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# `make install-test`: the built wheel on a fresh Debian 12 root with Debian's own supervisor and nginx.
+#
+#   1. build the wheel from this checkout;
+#   2. a fresh Debian root (debootstrap once into a cached base, copied anew for every run) with Debian's
+#      supervisor, nginx, python3-venv, git and sudo;
+#   3. install as the README says: a virtualenv at /opt/supervisor-bluegreen holding the wheel;
+#   4. a sample Django app made by `django-admin startproject` (no line of this project in it), in git;
+#   5. `bluegreen init` on it, then what init prints: start nginx and supervisord, the first deploy;
+#   6. `bluegreen doctor` must be clean; running init again must change nothing;
+#   7. a change pushed with `git push` (pre-receive hook -> sudo bluegreen push) goes live under continuous
+#      requests through nginx with zero failed ones.
+# Servers bind 127.0.0.1 or unix sockets only (the root shares the host's network to reach the package
+# registries). As root. Needs debootstrap (apt-get install debootstrap) and overlayfs. KEEP=1 leaves the root
+# mounted for a look (umount it, then remove upper/ and overlay-work/ beside it).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${BLUEGREEN_INSTALL_TEST_DIR:-/var/tmp/bluegreen-install-test}
+base=$work/base${SUITE:+-$SUITE}
+root=$work/root
+port=${PORT:-18080}
+default_port=${DEFAULT_PORT:-18081}
+suite=${SUITE:-bookworm}
+mirror=${MIRROR:-http://deb.debian.org/debian}
+nginx_pkg=nginx  # trixie: one nginx package; bookworm: its small build, nginx-light (gone in trixie)
+[ "$suite" = bookworm ] && nginx_pkg=nginx-light
+started=$(date +%s)
+say() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - started))" "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "install-test: run as root" >&2; exit 1; }
+command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
+mkdir -p "$work"
+
+say "build the wheel"
+rm -rf "$work/dist"
+"$here/.venv/bin/pip" wheel --quiet --no-deps -w "$work/dist" "$here"
+wheel=$(ls "$work"/dist/supervisor_bluegreen-*.whl)
+
+if [ ! -x "$base/usr/bin/supervisord" ]; then
+    say "debootstrap $suite into $base (once; later runs copy it)"
+    rm -rf "$base"
+    debootstrap --variant=minbase \
+        --include="supervisor,$nginx_pkg,python3,python3-venv,python3-pip,git,ca-certificates,procps,sudo,curl" \
+        "$suite" "$base" "$mirror" >"$work/debootstrap.log" 2>&1
+fi
+if [ ! -x "$base/usr/bin/sudo" ]; then
+    chroot "$base" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+        /bin/sh -c 'apt-get install -y -qq sudo >/dev/null' || {
+        cp /etc/resolv.conf "$base/etc/resolv.conf"
+        chroot "$base" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+            /bin/sh -c 'apt-get update -qq && apt-get install -y -qq sudo >/dev/null'
+    }
+fi
+
+mounted=()
+cleanup() {
+    set +e
+    if [ -x "$root/usr/bin/supervisorctl" ] && [ -S "$root/run/supervisor.sock" ]; then
+        chroot "$root" supervisorctl shutdown >/dev/null 2>&1
+    fi
+    if [ -f "$root/run/nginx.pid" ]; then chroot "$root" nginx -s quit >/dev/null 2>&1; fi
+    for _ in $(seq 50); do
+        pgrep -f "^/usr/bin/python3 /usr/bin/supervisord" >/dev/null || break
+        sleep 0.2
+    done
+    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}"; done
+    if [ "${KEEP:-0}" != 1 ]; then
+        umount -l "$root" 2>/dev/null
+        rm -rf "$work/upper" "$work/overlay-work"
+    fi
+}
+trap cleanup EXIT
+
+say "a fresh Debian root: $root (the cached base under an empty overlay)"
+umount -l "$root" 2>/dev/null || true
+rm -rf "$root" "$work/upper" "$work/overlay-work"
+mkdir -p "$root" "$work/upper" "$work/overlay-work"
+mount -t overlay overlay -o "lowerdir=$base,upperdir=$work/upper,workdir=$work/overlay-work" "$root"
+for fs in proc sys dev dev/pts; do
+    mkdir -p "$root/$fs"
+    case $fs in
+    proc) mount -t proc proc "$root/proc" ;;
+    sys) mount -t sysfs sys "$root/sys" ;;
+    *) mount --bind "/$fs" "$root/$fs" ;;
+    esac
+    mounted+=("$root/$fs")
+done
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+# a machine that reaches the registries through a TLS-inspecting proxy: the root trusts the same extra CAs
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null 2>&1
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$root/etc/pip.conf"
+fi
+# Debian's default site stays enabled (as on a real server), moved off port 80 to a loopback port
+sed -i -e "s/listen 80 default_server;/listen 127.0.0.1:$default_port default_server;/" \
+    -e '/listen \[::\]:80 default_server;/d' "$root/etc/nginx/sites-enabled/default"
+in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 /bin/bash -euo pipefail -c "$1"; }
+
+say "install: a virtualenv at /opt/supervisor-bluegreen with the wheel (Debian's python refuses pip)"
+cp "$wheel" "$root/tmp/"
+in_root "python3 -m venv /opt/supervisor-bluegreen
+/opt/supervisor-bluegreen/bin/pip install --quiet --disable-pip-version-check /tmp/$(basename "$wheel")
+ln -sf /opt/supervisor-bluegreen/bin/bluegreen /usr/local/bin/bluegreen
+bluegreen --version"
+
+say "a sample Django app: django-admin startproject, production settings, in git"
+app_src=$root/srv/src/mysite
+mkdir -p "$app_src"
+"$here/.venv/bin/django-admin" startproject mysite "$app_src"
+cat >>"$app_src/mysite/settings.py" <<'EOF'
+
+# production: settings from the environment
+import os
+
+SECRET_KEY = os.environ.get("SECRET_KEY", SECRET_KEY)
+DEBUG = os.environ.get("DEBUG", "") == "1"
+ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DATABASES["default"]["NAME"] = os.environ.get("DB_PATH", BASE_DIR / "db.sqlite3")
+EOF
+printf 'Django>=4.2,<6\ngunicorn==22.0.0\n' >"$app_src/requirements.txt"
+printf 'staticfiles/\ndb.sqlite3\n__pycache__/\n' >"$app_src/.gitignore"
+in_root "cd /srv/src/mysite && git init -q -b main && git add -A &&
+git -c user.email=dev@example.org -c user.name=dev commit -qm 'the site'"
+
+init="bluegreen init mysite /srv/src/mysite --listen 127.0.0.1:$port \
+--env SECRET_KEY=not-so-secret-$RANDOM --env DB_PATH=/srv/mysite/home/db.sqlite3"
+say "bluegreen init --dry-run"
+in_root "$init --dry-run"
+say "bluegreen init"
+in_root "$init"
+
+say "go live, as init said: nginx, supervisord (Debian's), the first deploy"
+in_root "nginx -t && nginx"
+in_root "supervisord -c /etc/supervisor/supervisord.conf"
+for _ in $(seq 100); do
+    in_root "supervisorctl status bluegreen 2>/dev/null | grep -q RUNNING" && break
+    sleep 0.3
+done
+in_root "supervisorctl bluegreen deploy mysite"
+in_root "supervisorctl bluegreen status mysite"
+
+say "bluegreen doctor"
+in_root "bluegreen doctor mysite"
+
+say "init again changes nothing"
+in_root "find /etc/supervisor /etc/nginx /etc/supervisor-bluegreen /etc/sudoers.d /srv/mysite/app.git/hooks \
+-type f -newer /opt/supervisor-bluegreen/bin/bluegreen -exec md5sum {} + | sort > /tmp/before"
+again=$(in_root "$init")
+echo "$again" | grep -E '^  (created|ran|added|fixed) ' && {
+    echo "install-test: the second init changed something" >&2
+    exit 1
+}
+in_root "find /etc/supervisor /etc/nginx /etc/supervisor-bluegreen /etc/sudoers.d /srv/mysite/app.git/hooks \
+-type f -newer /opt/supervisor-bluegreen/bin/bluegreen -exec md5sum {} + | sort > /tmp/after && diff /tmp/before /tmp/after"
+
+say "git push of a change, under continuous requests through nginx"
+cat >"$root/tmp/load.py" <<EOF
+import http.client, sys, time
+stop_at, ok, failed = time.time() + 600, 0, []
+conns = [http.client.HTTPConnection("127.0.0.1", $port, timeout=10) for _ in range(4)]
+while time.time() < stop_at:
+    try:
+        open("/tmp/load.stop").close()
+        break
+    except OSError:
+        pass
+    for i, c in enumerate(conns):
+        try:
+            c.request("GET", "/admin/login/", headers={"Host": "localhost"})
+            r = c.getresponse()
+            r.read()
+            ok += r.status == 200
+            if r.status != 200:
+                failed.append(r.status)
+        except Exception as exc:  # a reset keep-alive client reconnects; counted as a failure
+            failed.append(repr(exc))
+            conns[i] = http.client.HTTPConnection("127.0.0.1", $port, timeout=10)
+print(f"load: {ok} ok, {len(failed)} failed {failed[:5]}")
+sys.exit(1 if failed or not ok else 0)
+EOF
+rm -f "$root/tmp/load.stop"
+in_root "python3 /tmp/load.py" >"$work/load.out" 2>&1 &
+load=$!
+sleep 2
+in_root "chown -R mysite: /srv/src/mysite && cd /srv/src/mysite &&
+sed -i 's/^ALLOWED_HOSTS = .*/ALLOWED_HOSTS = [\"localhost\", \"127.0.0.1\", \"[::1]\"]/' mysite/settings.py &&
+runuser -u mysite -- git -c user.email=dev@example.org -c user.name=dev commit -qam 'allow ::1' &&
+runuser -u mysite -- git push /srv/mysite/app.git main"
+sleep 2
+touch "$root/tmp/load.stop"
+wait "$load" || { cat "$work/load.out"; echo "install-test: requests failed during the deploy" >&2; exit 1; }
+cat "$work/load.out"
+in_root "supervisorctl bluegreen status mysite && bluegreen doctor mysite"
+in_root 'color=$(readlink -f /srv/mysite/run/mysite.live.sock | sed "s/.*mysite\.\(.*\)\.sock/\1/")
+live=$(runuser -u mysite -- git -C /srv/mysite/$color/src rev-parse HEAD)
+pushed=$(git --git-dir=/srv/mysite/app.git rev-parse main)
+echo "live color $color at $live; the branch main at $pushed"
+[ "$live" = "$pushed" ]'
+ok=1
+say "install-test passed"

@@ -1,0 +1,77 @@
+"""Tests for ``bluegreen doctor``: each problem found comes with the command that fixes it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from supervisor_bluegreen import config, doctor
+
+
+def make_app(tmp_path: Path, **extra: str) -> config.App:
+    options = {
+        "program": "shop_%(color)s",
+        "socket": f"{tmp_path}/run/shop.%(color)s.sock",
+        "live_socket": f"{tmp_path}/run/shop.live.sock",
+        "checkout": f"{tmp_path}/%(color)s/src",
+        "public_url": "http://127.0.0.1:9/",
+        "repo": f"{tmp_path}/app.git",
+        "user": "root",
+        "state_dir": f"{tmp_path}/state",
+        "backup_dir": f"{tmp_path}/backups",
+        "server_name": "shop.example.org",
+    }
+    options.update(extra)
+    text = "[app:shop]\n" + "".join(f"{k} = {v}\n" for k, v in options.items() if v)
+    return config.parse(text).app()
+
+
+def test_repository_without_hook_and_with_an_old_post_receive(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    [missing] = doctor.check_repo(app)
+    assert not missing.ok and "git clone --bare" in missing.fix
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "app.git")], check=True)
+    (tmp_path / "app.git" / "hooks" / "post-receive").write_text("#!/bin/sh\nsupervisorctl bluegreen deploy\n")
+    problems = {f.what.split(": ", 1)[1]: f.fix for f in doctor.check_repo(app) if not f.ok}
+    assert any("no executable" in what and "bluegreen example hook >" in fix for what, fix in problems.items())
+    assert any("post-receive" in what and fix.startswith("rm ") for what, fix in problems.items())
+    assert any("bluegreen.app" in what and "config bluegreen.app shop" in fix for what, fix in problems.items())
+    hook = tmp_path / "app.git" / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    (tmp_path / "app.git" / "hooks" / "post-receive").unlink()
+    subprocess.run(["git", f"--git-dir={tmp_path}/app.git", "config", "bluegreen.app", "shop"], check=True)
+    assert all(f.ok for f in doctor.check_repo(app))
+
+
+def test_world_readable_environment_file_and_missing_folders(tmp_path: Path) -> None:
+    env = tmp_path / "shop.env"
+    env.write_text("SECRET_KEY=x\n")
+    env.chmod(0o644)
+    app = make_app(tmp_path, environment_file=str(env))
+    found = [f for f in doctor.check_app(app) if not f.ok]
+    text = "\n".join(f"{f.what} | {f.fix}" for f in found)
+    assert "no color is live yet" in text and "supervisorctl bluegreen deploy shop" in text
+    assert f"backup_dir {tmp_path}/backups is missing | install -d -m 750" in text
+    assert f"chmod 640 {env}" in text
+    assert f"checkout {tmp_path}/blue/src is missing" in text
+
+
+def test_unreachable_supervisord_is_one_problem_with_a_fix(tmp_path: Path) -> None:
+    conf = tmp_path / "supervisord.conf"
+    [f] = doctor.check_supervisord(str(tmp_path / "nope.conf"), [])
+    assert not f.ok and "no supervisord config" in f.what
+    conf.write_text(f"[unix_http_server]\nfile = {tmp_path}/gone.sock\n")
+    [f] = doctor.check_supervisord(str(conf), [])
+    assert not f.ok and "does not answer" in f.what and f.fix == "systemctl start supervisor"
+    assert "<class" not in f.what
+
+
+def test_main_exits_non_zero_on_problems(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    ini = tmp_path / "bg.ini"
+    ini.write_text("[app:shop]\nprogram = shop_%(color)s\n")
+    assert doctor.main(str(ini)) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM" in out and f"fix: bluegreen check {ini}" in out
+    assert os.path.basename(str(ini)) in out

@@ -1,0 +1,281 @@
+"""Tests for ``bluegreen init``: the plan is pure (options + facts -> files and commands), the executor
+idempotent, and what it writes is read by the programs that will read it (config.parse, supervisor's own
+option parser, nginx -t). The slow end-to-end run on a fresh Debian root is `make install-test`."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from supervisor_bluegreen import config, envfile, init
+from supervisor_bluegreen.init import Action, Facts, Options
+
+NGINX = "/usr/sbin/nginx"
+FACTS = Facts(
+    bluegreen="/opt/supervisor-bluegreen/bin/bluegreen",
+    package_dir="/opt/supervisor-bluegreen/lib/python3.11/site-packages/supervisor_bluegreen",
+    wsgi="mysite.wsgi:application",
+    static_root="staticfiles",
+    media_root="/srv/mysite/media",
+    health_path="/admin/login/",
+    health_status=200,
+    built=True,
+)
+OPTS = Options(
+    app="mysite",
+    repo="https://example.org/mysite.git",
+    server_name="mysite.example.org",
+    env=(("SECRET_KEY", "s3 cr'et"),),
+    workers=("celery -A mysite worker -c 2",),
+)
+
+
+def by_path(acts: list[Action], path: str, kind: str = "") -> Action:
+    found = [a for a in acts if a.path == path and (not kind or a.kind == kind)]
+    assert found, f"no action for {path}"
+    return found[-1]
+
+
+def test_plan_is_pure_and_complete() -> None:
+    acts = init.plan(OPTS, FACTS)
+    assert acts == init.plan(OPTS, FACTS)
+    paths = {a.path for a in acts}
+    for path in (
+        "/srv/mysite/run",
+        "/var/lib/supervisor-bluegreen",
+        "/var/backups/supervisor-bluegreen",
+        "/etc/supervisor-bluegreen/mysite.env",
+        "/etc/supervisor/bluegreen.ini",
+        "/etc/supervisor/conf.d/mysite.conf",
+        "/etc/supervisor/conf.d/bluegreen.conf",
+        "/etc/supervisor/supervisord.conf",
+        "/etc/nginx/sites-available/mysite.conf",
+        "/etc/nginx/sites-enabled/mysite.conf",
+        "/srv/mysite/app.git/hooks/pre-receive",
+        "/etc/sudoers.d/bluegreen-mysite",
+        "/srv/mysite/media",
+    ):
+        assert path in paths
+    commands = [shlex.join(a.argv) for a in acts if a.kind == "run"]
+    assert "git clone --quiet --bare https://example.org/mysite.git /srv/mysite/app.git" in commands
+    for color in ("blue", "green"):
+        assert f"/usr/bin/python3 -m venv /srv/mysite/{color}/venv" in commands
+        assert f"/srv/mysite/{color}/venv/bin/pip install --quiet --requirement requirements.txt" in commands
+        assert f"/srv/mysite/{color}/venv/bin/python manage.py collectstatic --noinput" in commands
+    assert sum("manage.py migrate" in c for c in commands) == 1  # once: both colors share the database
+    assert [a.argv[0] for a in acts if a.kind == "user"] == ["useradd"]
+    assert not [a for a in init.plan(OPTS, Facts(user_exists=True)) if a.kind == "user"]  # reused
+
+
+def test_state_and_secrets_are_private_and_owned_right() -> None:
+    acts = init.plan(OPTS, FACTS)
+    env = by_path(acts, "/etc/supervisor-bluegreen/mysite.env")
+    assert (env.owner, env.group, env.mode) == ("root", "mysite", 0o640)
+    assert envfile.parse(env.content) == {"SECRET_KEY": "s3 cr'et"}
+    for path in ("/var/lib/supervisor-bluegreen", "/var/backups/supervisor-bluegreen"):
+        assert (by_path(acts, path).owner, by_path(acts, path).mode) == ("root", 0o750)
+    assert by_path(acts, "/etc/sudoers.d/bluegreen-mysite").mode == 0o440
+    rule = by_path(acts, "/etc/sudoers.d/bluegreen-mysite").content.splitlines()[-1]
+    assert rule == (
+        "mysite ALL=(root) NOPASSWD: /opt/supervisor-bluegreen/bin/bluegreen push "
+        "-c /etc/supervisor/supervisord.conf mysite *"
+    )
+    builds = [a for a in acts if a.kind == "run" and "manage.py" in a.argv]
+    assert builds and all(a.run_as == "mysite" and a.env_file.endswith("mysite.env") for a in builds)
+
+
+def test_written_app_config_loads_and_needs_no_app_code() -> None:
+    acts = init.plan(OPTS, FACTS)
+    text = "".join(a.content for a in acts if a.path == "/etc/supervisor/bluegreen.ini")
+    app = config.parse(text, "/etc/supervisor/bluegreen.ini").app("mysite")
+    assert app.color_header == ""  # verify needs no header the app would have to send
+    assert (app.health.path, app.health.status, app.health.host) == ("/admin/login/", 200, "mysite.example.org")
+    assert app.color("green").static_root == "/srv/mysite/green/src/staticfiles"
+    assert app.color("blue").environment_file == "/etc/supervisor-bluegreen/mysite.env"
+    assert app.deploy is not None and app.deploy.workers == ("mysite_celery",)
+    assert app.live_root == "/srv/mysite/live"
+    assert app.server_name == "mysite.example.org"
+
+
+def supervisor_sections(text: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    return parser
+
+
+@pytest.mark.parametrize("control_socket", [True, False])
+def test_programs_match_what_the_apps_gunicorn_supports(control_socket: bool) -> None:
+    import dataclasses
+
+    facts = dataclasses.replace(FACTS, control_socket=control_socket)
+    text = by_path(init.plan(OPTS, facts), "/etc/supervisor/conf.d/mysite.conf").content
+    programs = supervisor_sections(text)
+    blue = programs["program:mysite_blue"]
+    argv = shlex.split(blue["command"])
+    assert argv[:2] == ["/bin/sh", "-c"]
+    inner = argv[2]
+    assert inner.startswith("set -a && . /etc/supervisor-bluegreen/mysite.env && set +a && exec ")
+    assert ("--control-socket /srv/mysite/run/gunicorn.blue.ctl" in inner) == control_socket
+    assert "unix:/srv/mysite/run/mysite.blue.sock" in inner and inner.endswith("mysite.wsgi:application")
+    assert (blue["stopwaitsecs"], blue["stopasgroup"], blue["user"]) == ("40", "true", "mysite")
+    celery = programs["program:mysite_celery"]
+    assert "exec /srv/mysite/live/venv/bin/celery -A mysite worker -c 2" in shlex.split(celery["command"])[2]
+    assert (celery["stopasgroup"], celery["killasgroup"], celery["directory"]) == (
+        "false",
+        "true",
+        "/srv/mysite/live/src",
+    )
+
+
+def test_programs_parse_in_supervisor(tmp_path: Path) -> None:
+    from supervisor.options import ServerOptions
+
+    text = by_path(init.plan(dataclasses_replace(OPTS, user="nobody"), FACTS), "/etc/supervisor/conf.d/mysite.conf")
+    (tmp_path / "programs.conf").write_text(text.content.replace("/var/log/supervisor/", f"{tmp_path}/"))
+    (tmp_path / "supervisord.conf").write_text(
+        f"[supervisord]\nlogfile={tmp_path}/s.log\npidfile={tmp_path}/s.pid\n"
+        f"[include]\nfiles = {tmp_path}/programs.conf\n"
+    )
+    opts = ServerOptions()
+    opts.realize(args=["-c", str(tmp_path / "supervisord.conf")])
+    names = sorted(g.name for g in opts.process_group_configs)
+    assert names == ["mysite_blue", "mysite_celery", "mysite_green"]
+
+
+def test_include_points_at_the_installed_executable_and_config() -> None:
+    acts = init.plan(dataclasses_replace(OPTS, config="/etc/supervisor/bg.ini"), FACTS)
+    include = by_path(acts, "/etc/supervisor/conf.d/bluegreen.conf").content
+    assert "command = /opt/supervisor-bluegreen/bin/bluegreen listener --config /etc/supervisor/bg.ini" in include
+    assert "/usr/local/bin/bluegreen" not in include
+    hook = by_path(acts, "/srv/mysite/app.git/hooks/pre-receive")
+    assert hook.owner == "root" and hook.mode == 0o755
+
+
+def dataclasses_replace(o: Options, **kw: str) -> Options:
+    import dataclasses
+
+    return dataclasses.replace(o, **kw)
+
+
+def test_debian_supervisord_gets_a_pth_outside_apts_files() -> None:
+    import dataclasses
+
+    facts = dataclasses.replace(FACTS, plugin_site_dir="/usr/local/lib/python3.11/dist-packages")
+    acts = init.plan(OPTS, facts)
+    pth = by_path(acts, "/usr/local/lib/python3.11/dist-packages/supervisor-bluegreen.pth")
+    assert pth.content == "/opt/supervisor-bluegreen/share/supervisor-bluegreen/plugin\n"
+    link = by_path(acts, "/opt/supervisor-bluegreen/share/supervisor-bluegreen/plugin/supervisor_bluegreen")
+    assert link.kind == "link" and link.content == FACTS.package_dir
+    assert not [a for a in init.plan(OPTS, FACTS) if a.path.endswith(".pth")]  # supervisord imports it already
+
+
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
+def test_written_nginx_site_passes_nginx_t(tmp_path: Path) -> None:
+    from conftest import write_nginx_conf
+
+    site = by_path(
+        init.plan(dataclasses_replace(OPTS, listen="127.0.0.1:8080"), FACTS), "/etc/nginx/sites-available/mysite.conf"
+    )
+    assert "server unix:/srv/mysite/run/mysite.live.sock" in site.content
+    conf = write_nginx_conf(tmp_path, site.content)
+    done = subprocess.run(
+        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "e.log")],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_apply_is_idempotent(tmp_path: Path) -> None:
+    o = Options(app="t", repo="x", root=str(tmp_path))
+    owner = "root" if os.geteuid() == 0 else os.environ.get("USER", "root")
+    acts = [
+        Action("dir", str(tmp_path / "d"), owner=owner, mode=0o750),
+        Action("file", str(tmp_path / "d" / "f"), content="one\n", owner=owner, mode=0o640),
+        Action("append", str(tmp_path / "ini"), content="[a]\nx = 1\n", owner=owner),
+        Action("append", str(tmp_path / "ini"), content="[b]\ny = 2\n", owner=owner),
+        Action("link", str(tmp_path / "l"), content=str(tmp_path / "d" / "f")),
+        Action("run", argv=("touch", str(tmp_path / "ran")), creates=str(tmp_path / "stamp"), stamp=True),
+        Action("own", str(tmp_path / "d"), owner=owner),
+        Action(
+            "run",
+            argv=("sh", "-c", f"echo set > {tmp_path}/value"),
+            done_when=("cat", str(tmp_path / "value")),
+            done_output="set",
+        ),
+    ]
+    first = [init.apply(a, o) for a in acts]
+    assert first == ["created", "created", "created", "added", "created", "ran", "exists", "ran"]
+    before = {p: (p.read_bytes() if p.is_file() else None, p.lstat().st_mode) for p in tmp_path.rglob("*")}
+    again = ["exists", "exists", "exists", "exists", "exists", "done before", "exists", "done before"]
+    assert [init.apply(a, o) for a in acts] == again
+    assert {p: (p.read_bytes() if p.is_file() else None, p.lstat().st_mode) for p in tmp_path.rglob("*")} == before
+    assert (tmp_path / "ini").read_text() == "[a]\nx = 1\n\n[b]\ny = 2\n"
+    assert stat.S_IMODE((tmp_path / "d" / "f").stat().st_mode) == 0o640
+    # a file the user changed is kept, and said so
+    (tmp_path / "d" / "f").write_text("mine\n")
+    assert init.apply(acts[1], o).startswith("kept")
+    assert (tmp_path / "d" / "f").read_text() == "mine\n"
+
+
+def test_envfile_round_trip_and_sh_agree(tmp_path: Path) -> None:
+    env = {"A": "plain", "B": "with space", "C": 'it\'s $HOME `x` "q"', "D": ""}
+    path = tmp_path / "app.env"
+    path.write_text(envfile.render(env))
+    assert envfile.read(str(path)) == env
+    out = subprocess.run(
+        ["/bin/sh", "-c", f'set -a && . {path} && printf "%s\\n" "$A" "$B" "$C" "$D"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.splitlines() == ["plain", "with space", 'it\'s $HOME `x` "q"', ""]
+    with pytest.raises(envfile.EnvFileError, match="line 1"):
+        envfile.parse("not a pair\n")
+    os.symlink(path, tmp_path / "link.env")
+    with pytest.raises(envfile.EnvFileError):
+        envfile.read(str(tmp_path / "link.env"))
+
+
+def test_dry_run_on_an_unmodified_django_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """django-admin startproject, a requirements.txt pinning gunicorn 22: the plan, and nothing done."""
+    import sys
+
+    repo = tmp_path / "site"
+    repo.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite", str(repo)], check=True, capture_output=True
+    )
+    (repo / "requirements.txt").write_text("Django\ngunicorn==22.0.0\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", "-b", "trunk"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "start"], check=True)
+    o = Options(app="mysite", repo=str(repo), root=str(tmp_path / "srv"), nginx_dir=str(tmp_path / "nginx"))
+    facts = init.discover(o)
+    assert (facts.branch, facts.wsgi, facts.control_socket, facts.built) == (
+        "trunk",
+        "mysite.wsgi:application",
+        False,
+        False,
+    )
+    assert init.main(o, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert f"git clone --quiet --bare {repo} {tmp_path}/srv/app.git" in out
+    assert "--branch trunk" in out
+    assert not (tmp_path / "srv").exists()  # a dry run changes nothing
+
+
+def test_https_options_reach_the_site() -> None:
+    o = dataclasses_replace(OPTS, ssl_certificate="/etc/ssl/m.crt", ssl_certificate_key="/etc/ssl/m.key")
+    site = by_path(init.plan(o, FACTS), "/etc/nginx/sites-available/mysite.conf").content
+    assert "listen 443 ssl;" in site and "ssl_certificate_key /etc/ssl/m.key;" in site
+    assert "return 301 https://$host$request_uri;" in site
