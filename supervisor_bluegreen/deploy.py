@@ -25,6 +25,7 @@ from .orchestrator import (
     health_gate,
     reconcile,
     restart_workers,
+    supervisor_failed,
     verify_public,
     watching,
 )
@@ -108,7 +109,7 @@ def drain_idle(run: Run, target: Color) -> None:
     try:
         run.sup.stop(target.program)
     except SupervisorError as exc:
-        raise StepFailed(str(exc)) from None
+        raise supervisor_failed(exc) from None
 
 
 def update_checkout(run: Run, target: Color, commit: str) -> None:
@@ -308,7 +309,7 @@ def start_color(run: Run, target: Color) -> float:
     try:
         run.sup.start(target.program)
     except SupervisorError as exc:
-        raise StepFailed(str(exc)) from None
+        raise supervisor_failed(exc) from None
     return since
 
 

@@ -13,7 +13,7 @@ from . import switch
 from .contract import contract
 from .deploy import deploy
 from .orchestrator import Interrupted, Run, StepFailed, check_health, recover, rollback, switch_to
-from .supervisor_api import SupervisorError
+from .supervisor_api import ShuttingDown, SupervisorError
 
 SEQUENCES: dict[str, Callable[..., str]] = {
     "switch": switch_to,
@@ -50,7 +50,7 @@ def execute(run: Run) -> None:
     try:
         message = SEQUENCES[job["kind"]](run, **job.get("args", {}))
         status = "succeeded"
-    except Interrupted as exc:
+    except (Interrupted, ShuttingDown) as exc:
         status, message = "interrupted", failure_message(run, str(exc))
     except (StepFailed, SupervisorError) as exc:
         if run.cancelled() or str(exc).startswith("cancelled"):

@@ -21,7 +21,7 @@ from . import failpoint, health, notify, steps, switch, workers
 from .config import App, Color
 from .migration_gate import GateReport
 from .state import Store
-from .supervisor_api import CRASH_STATES, Supervisor, SupervisorError
+from .supervisor_api import CRASH_STATES, ShuttingDown, Supervisor, SupervisorError
 from .watch import Window
 
 T = TypeVar("T")
@@ -34,6 +34,13 @@ class StepFailed(Exception):
 
 class Interrupted(StepFailed):
     """The listener is stopping: no new step starts before the switch; the job ends "interrupted"."""
+
+
+def supervisor_failed(exc: SupervisorError) -> StepFailed:
+    """A refusal of supervisord as a step's failure; while supervisord shuts down the job is interrupted."""
+    if isinstance(exc, ShuttingDown):
+        return Interrupted(f"interrupted: supervisord is shutting down ({exc})")
+    return StepFailed(str(exc))
 
 
 class ProcessWatch:
@@ -203,7 +210,7 @@ def require_running(run: Run, target: Color) -> None:
     try:
         state = run.sup.state(target.program)
     except SupervisorError as exc:
-        raise StepFailed(str(exc)) from None
+        raise supervisor_failed(exc) from None
     if state != "RUNNING":
         raise StepFailed(f"{target.name} ({target.program}) is {state}, not RUNNING")
 
@@ -381,7 +388,7 @@ def watching(window: Window | None, app: App, job_id: int) -> str:
     return (
         f"\nwatching {window.color} for {window.until - window.since:g} s: a crash or "
         f"{app.watch.failures} failed probes in a row switch back to {window.previous} by themselves "
-        f"(bluegreen status {app.name}; bluegreen log {app.name} {job_id} -f)"
+        f"(supervisorctl bluegreen status {app.name}; supervisorctl bluegreen log {app.name} {job_id} -f)"
     )
 
 

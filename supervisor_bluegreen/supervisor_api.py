@@ -22,6 +22,16 @@ class SupervisorError(Exception):
     """supervisord refused or could not do what was asked."""
 
 
+class ShuttingDown(SupervisorError):
+    """supervisord is stopping or reloading: it starts and stops nothing more (a job is interrupted, not failed)."""
+
+
+def refused(exc: xmlrpc.client.Fault, message: str) -> SupervisorError:
+    """The error for a Fault: ShuttingDown when supervisord is on its way out."""
+    cls = ShuttingDown if exc.faultCode == Faults.SHUTDOWN_STATE else SupervisorError
+    return cls(f"{message}: {exc.faultString}")
+
+
 class Supervisor:
     """A thin client of the ``supervisor.*`` namespace; one per thread (ServerProxy is not thread-safe)."""
 
@@ -36,7 +46,7 @@ class Supervisor:
         try:
             return self.rpc.getProcessInfo(program)
         except xmlrpc.client.Fault as exc:
-            raise SupervisorError(f"{program}: {exc.faultString}") from None
+            raise refused(exc, program) from None
 
     def state(self, program: str) -> str:
         """supervisor's state name of ``program`` (RUNNING, STARTING, BACKOFF, ...)."""
@@ -48,7 +58,7 @@ class Supervisor:
             self.rpc.startProcess(program, False)
         except xmlrpc.client.Fault as exc:
             if exc.faultCode != Faults.ALREADY_STARTED:
-                raise SupervisorError(f"cannot start {program}: {exc.faultString}") from None
+                raise refused(exc, f"cannot start {program}") from None
 
     def stop(self, program: str) -> None:
         """Stop ``program`` and wait until supervisord has seen it exit (stopwaitsecs applies)."""
@@ -56,7 +66,7 @@ class Supervisor:
             self.rpc.stopProcess(program, True)
         except xmlrpc.client.Fault as exc:
             if exc.faultCode != Faults.NOT_RUNNING:
-                raise SupervisorError(f"cannot stop {program}: {exc.faultString}") from None
+                raise refused(exc, f"cannot stop {program}") from None
 
     def stderr_tail(self, program: str, length: int = 16000) -> str:
         """The last bytes of the program's stderr log ('' when it keeps none)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from .config import Color
-from .supervisor_api import BAD_STATES, Supervisor, SupervisorError
+from .supervisor_api import BAD_STATES, ShuttingDown, Supervisor, SupervisorError
 
 if TYPE_CHECKING:
     from .orchestrator import ProcessWatch
@@ -64,6 +64,8 @@ def restart(
                 raise WorkerError(f"worker {program} did not come back: {crashed or state}")
             time.sleep(0.2)
         pid = sup.info(program)["pid"]
+    except ShuttingDown:
+        raise  # supervisord is on its way out: the job is interrupted, not failed
     except SupervisorError as exc:
         raise WorkerError(str(exc)) from None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 from conftest import status
 
@@ -23,8 +24,11 @@ def test_broken_config_is_reported_once_and_by_every_command_until_fixed(make_st
     log = (stack.root / "log" / "supervisord.log").read_text()
     assert log.count("bluegreen: config is broken") == 1  # logged once, plainly
     assert "Traceback" not in log
-    listener_log = (stack.root / "log" / "bluegreen.log").read_text()
-    assert "config is broken, no jobs will run until it is fixed" in listener_log
+    listener_log = stack.root / "log" / "bluegreen.log"
+    deadline = time.monotonic() + 15  # supervisord copies the listener's stderr into its log in its own time
+    while "config is broken, no jobs will run until it is fixed" not in listener_log.read_text():
+        assert time.monotonic() < deadline, listener_log.read_text()
+        time.sleep(0.2)
 
     stack.ini.write_text(good)  # fixed: picked up without restarting anything
     out = stack.ctl("bluegreen", "switch", "abiapp", "blue")

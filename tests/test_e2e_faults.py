@@ -150,7 +150,7 @@ def test_supervisord_reloaded_mid_deploy_ends_consistent(stack: Stack) -> None:
         assert stack.ctl("reload").returncode == 0
         stack.wait_running(90)
         job = wait_finished(stack, job_id, timeout=90)
-        assert job["status"] == "interrupted", job
+        assert job["status"] == "interrupted", job["message"]
         assert_consistent(stack)
     after = status(stack)
     assert after["live"] == before["live"]
