@@ -54,6 +54,9 @@ _READ_ONLY = re.compile(
 )
 
 
+NEW_TABLE = "%s table %%s created by this release"  # an AddField/RemoveField on such a table is safe
+
+
 class WriteRefused(Exception):
     """The probe (or code it called) tried to change the live database."""
 
@@ -389,19 +392,35 @@ class Judge:
         except Exception:  # noqa: BLE001
             return None
 
-    def op_AddField(self, op, app_label, from_state, to_state):
-        model = self.model(to_state, app_label, op.model_name_lower)
+    def _column_change(self, op, app_label, state, on_new_table):
+        """(verdict, None) when an AddField/RemoveField is settled early, else (None, (model, field, table))."""
+        model = self.model(state, app_label, op.model_name_lower)
         if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
+            return safe("no database effect (proxy, unmanaged or routed elsewhere)"), None
         field = self._field(model, op.name)
         table = model._meta.db_table
         if field is None:
-            return safe("no column")
+            return safe("no column"), None
         if table in self.new_tables:
-            return safe("adds a column to table %s created by this release" % table)
+            return safe(on_new_table % table), None
+        return None, (model, field, table)
+
+    @staticmethod
+    def _auto_through(field):
+        """The join model Django made for a many-to-many field (None for an explicit ``through``)."""
+        through = field.remote_field.through
+        if through is not None and not isinstance(through, str) and through._meta.auto_created:
+            return through
+        return None
+
+    def op_AddField(self, op, app_label, from_state, to_state):
+        verdict, found = self._column_change(op, app_label, to_state, NEW_TABLE % "adds a column to")
+        if verdict is not None:
+            return verdict
+        _model, field, table = found
         if field.many_to_many:
-            through = field.remote_field.through
-            if through is not None and not isinstance(through, str) and through._meta.auto_created:
+            through = self._auto_through(field)
+            if through is not None:
                 self.new_tables.add(through._meta.db_table)
                 return safe("creates join table %s, which the serving code does not use" % through._meta.db_table)
             return safe("many-to-many through an explicit model: no database effect")
@@ -437,18 +456,13 @@ class Judge:
         return safe("%s nullable column %s" % (verb, column))
 
     def op_RemoveField(self, op, app_label, from_state, to_state):
-        model = self.model(from_state, app_label, op.model_name_lower)
-        if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        field = self._field(model, op.name)
-        table = model._meta.db_table
-        if field is None:
-            return safe("no column")
-        if table in self.new_tables:
-            return safe("drops a column of table %s created by this release" % table)
+        verdict, found = self._column_change(op, app_label, from_state, NEW_TABLE % "drops a column of")
+        if verdict is not None:
+            return verdict
+        model, field, table = found
         if field.many_to_many:
-            through = field.remote_field.through
-            if through is not None and not isinstance(through, str) and through._meta.auto_created:
+            through = self._auto_through(field)
+            if through is not None:
                 if through._meta.db_table in self.new_tables:
                     return safe("drops join table %s created by this release" % through._meta.db_table)
                 return unsafe("remove_field", "drops join table %s of %s.%s, which the serving code still uses"
