@@ -43,11 +43,10 @@ from datetime import datetime
 from typing import Any, Callable
 
 from . import state, steps
-from .backuplist import NAME_TAIL, backup_dir_of, list_backups, verified_path  # noqa: F401 (re-exported)
+from .backuplist import backup_dir_of, list_backups, verified_path  # noqa: F401 (re-exported)
 
 KINDS = ("mysql", "postgresql", "sqlite")
 SUFFIXES = {"mysql": ".sql.gz", "postgresql": ".sql.gz", "sqlite": ".sqlite.sql.gz"}
-_NAME_TAIL = NAME_TAIL  # <app>-<YYYYmmdd>-<HHMMSS>-<commit>.sql.gz (backuplist.py)
 _STDERR_TAIL = 1500  # characters of the dump tool's stderr quoted in errors
 
 # Dumps through iterdump() inside one read transaction (a consistent snapshot while the
@@ -407,29 +406,17 @@ def run_dump(
 def prune(backup_dir: str, app: str, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` backups of ``app``; return the deleted paths.
 
-    Only files named by backup_name() for this very app are candidates (``shop`` never
+    Only the backups list_backups() finds for this very app are candidates (``shop`` never
     touches ``shop-api``'s backups nor ``*.tmp`` of a dump in progress). ``keep`` is at
     least 1: the backup just taken must survive the prune that follows it.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
-    try:
-        names = os.listdir(backup_dir)
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        match = _NAME_TAIL.search(name)
-        if match and name[: match.start()] == app:
-            path = os.path.join(backup_dir, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                found.append((match.group(1), name, path))
-    found.sort(reverse=True)
     deleted = []
-    for _, _, path in found[keep:]:
-        _remove(path)
-        _remove(verified_path(path))
-        deleted.append(path)
+    for entry in list_backups(backup_dir, app)[keep:]:
+        _remove(entry["path"])
+        _remove(verified_path(entry["path"]))
+        deleted.append(entry["path"])
     return deleted
 
 
@@ -1009,43 +996,40 @@ EXECUTE bluegreen_drop;
 DEALLOCATE PREPARE bluegreen_drop;
 """
 # Everything of the database's own schemas that the dump recreates: other schemas whole, and in
-# public the relations, routines and types (extension members stay, they are not in the dump).
+# public the relations, routines and types, in that order. Extension members and the parts of other
+# objects (owned sequences, a range type's constructors) stay: they go with their owner, not on their own.
 _PG_CLEAR = r"""
 DO $bluegreen$
 DECLARE r record;
 BEGIN
-  FOR r IN SELECT n.nspname FROM pg_namespace n
-            WHERE n.nspname NOT IN ('public', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
-              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
-                              AND d.objid = n.oid AND d.deptype = 'e')
+  FOR r IN
+    SELECT o.kind, o.name FROM (
+      SELECT 1 AS pass, 'pg_namespace'::regclass AS classid, n.oid AS objid, 'SCHEMA' AS kind,
+             format('%I', n.nspname) AS name
+        FROM pg_namespace n
+       WHERE n.nspname NOT IN ('public', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+      UNION ALL
+      SELECT 2, 'pg_class'::regclass, c.oid, CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+             WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+             format('%I.%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      UNION ALL
+      SELECT 3, 'pg_proc'::regclass, p.oid, 'ROUTINE',
+             format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+       WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p')
+      UNION ALL
+      SELECT 4, 'pg_type'::regclass, t.oid, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
+             format('%I.%I', n.nspname, t.typname)
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+       WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r')
+    ) o
+    WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.classid AND d.objid = o.objid
+                      AND d.deptype IN ('e', 'a', 'i'))
+    ORDER BY o.pass
   LOOP
-    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', r.nspname);
-  END LOOP;
-  FOR r IN SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                              AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
-  LOOP
-    EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.relkind WHEN 'v' THEN 'VIEW'
-      WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
-      r.name);
-  END LOOP;
-  FOR r IN SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS name
-             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-            WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p')
-              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                              AND d.objid = p.oid AND d.deptype = 'e')
-  LOOP
-    EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', r.name);
-  END LOOP;
-  FOR r IN SELECT format('%I.%I', n.nspname, t.typname) AS name, t.typtype FROM pg_type t
-             JOIN pg_namespace n ON n.oid = t.typnamespace
-            WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r')
-              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                              AND d.objid = t.oid AND d.deptype = 'e')
-  LOOP
-    EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.name);
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE', r.kind, r.name);
   END LOOP;
 END
 $bluegreen$;

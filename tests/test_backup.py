@@ -483,7 +483,7 @@ def test_plan_restore_empties_then_loads_in_one_session() -> None:
     assert mysql.load.stdin.startswith("SET FOREIGN_KEY_CHECKS = 0;") and "DROP TABLE IF EXISTS" in mysql.load.stdin
     assert mysql.then is None and "pw" not in mysql.load.argv
     pg = bk.plan_restore(pg_db("shop"), "/b/x.sql.gz", "ff")
-    assert "--single-transaction" in pg.load.argv and "DROP SCHEMA IF EXISTS" in pg.load.stdin
+    assert "--single-transaction" in pg.load.argv and "'DROP %s IF EXISTS %s CASCADE'" in pg.load.stdin
     lite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/d/db.sqlite3"}
     sqlite = bk.plan_restore(lite, "/b/x", "ff", "/py", "/t")
     assert sqlite.scratch == "/t/db_bgverify_ff.sqlite3" and sqlite.load.argv[-1] == sqlite.scratch
@@ -548,6 +548,7 @@ def test_verify_backup_option(tmp_path: Path) -> None:
 
 USERS = [(i, f"user {i}", "it's (quoted), \\ back\nslash " * (i % 3)) for i in range(1, 2001)]
 ORDERS = [(i, 1 + i % 2000, i * 1.5) for i in range(1, 3001)]
+SQLITE_USERS = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, bio TEXT)"
 
 
 def mysql_source(conn: pymysql.connections.Connection, name: str) -> None:
@@ -562,6 +563,16 @@ def mysql_source(conn: pymysql.connections.Connection, name: str) -> None:
         cur.execute("CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100")
         cur.executemany("INSERT INTO users VALUES (%s, %s, %s)", USERS)
         cur.executemany("INSERT INTO orders VALUES (%s, %s, %s)", ORDERS)
+
+
+@pytest.fixture
+def mysql_shop(mysql_scratch: tuple) -> tuple[pymysql.connections.Connection, str]:
+    """A fresh database made by mysql_source: (root connection, name); dropped afterwards."""
+    conn, names = mysql_scratch
+    source = f"bg_test_{uuid.uuid4().hex[:10]}"
+    names.append(source)
+    mysql_source(conn, source)
+    return conn, source
 
 
 def mysql_scratches(conn: pymysql.connections.Connection, name: str) -> list[str]:
@@ -585,12 +596,32 @@ def before_end(extra: bytes, marker: bytes) -> Callable[[bytes], bytes]:
     return lambda dump: dump.replace(marker, extra + marker, 1)
 
 
-@pytest.mark.e2e
-def test_e2e_mysql_verify_restores_into_scratch_compares_and_drops_it(tmp_path: Path, mysql_scratch: tuple) -> None:
-    conn, names = mysql_scratch
+@pytest.fixture
+def pg_source() -> Iterator[str]:
+    """A fresh PostgreSQL database; dropped afterwards with every scratch copy named after it."""
+    psql("SELECT 1")  # fails loudly when PostgreSQL is unreachable
     source = f"bg_test_{uuid.uuid4().hex[:10]}"
-    names.append(source)
-    mysql_source(conn, source)
+    psql(f'CREATE DATABASE "{source}"')
+    try:
+        yield source
+    finally:
+        for name in psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{source}%'").split():
+            psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def sqlite_dump(path: Path, schema: str, rows: list[tuple] = USERS) -> tuple[dict, str]:
+    """A SQLite database at ``path`` made by ``schema`` with ``rows`` in ``users``, and a dump of it."""
+    with sqlite3.connect(path) as db:
+        db.executescript(schema)
+        db.executemany("INSERT INTO users VALUES (?, ?, ?)", rows)
+    db.close()
+    conf = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
+    return conf, run_dump(plan_dump(conf, str(path.parent / "b"), "shop", COMMIT, WHEN))
+
+
+@pytest.mark.e2e
+def test_e2e_mysql_verify_restores_into_scratch_compares_and_drops_it(tmp_path: Path, mysql_shop: tuple) -> None:
+    conn, source = mysql_shop
     db = mysql_db(source)
     started = time.monotonic()
     path = run_dump(plan_dump(db, str(tmp_path), "shop", COMMIT, WHEN))
@@ -618,11 +649,8 @@ def test_e2e_mysql_verify_restores_into_scratch_compares_and_drops_it(tmp_path: 
 
 
 @pytest.mark.e2e
-def test_e2e_mysql_truncated_or_tampered_dumps_fail_and_leave_no_scratch(tmp_path: Path, mysql_scratch: tuple) -> None:
-    conn, names = mysql_scratch
-    source = f"bg_test_{uuid.uuid4().hex[:10]}"
-    names.append(source)
-    mysql_source(conn, source)
+def test_e2e_mysql_truncated_or_tampered_dumps_fail_and_leave_no_scratch(tmp_path: Path, mysql_shop: tuple) -> None:
+    conn, source = mysql_shop
     db = mysql_db(source)
     path = run_dump(plan_dump(db, str(tmp_path), "shop", COMMIT, WHEN))
 
@@ -655,14 +683,9 @@ def test_e2e_mysql_truncated_or_tampered_dumps_fail_and_leave_no_scratch(tmp_pat
 
 
 @pytest.mark.e2e
-def test_e2e_mysql_verify_without_create_privilege_is_an_error_that_says_so(
-    tmp_path: Path, mysql_scratch: tuple
-) -> None:
-    conn, names = mysql_scratch
-    source = f"bg_test_{uuid.uuid4().hex[:10]}"
+def test_e2e_mysql_verify_without_create_privilege_is_an_error_that_says_so(tmp_path: Path, mysql_shop: tuple) -> None:
+    conn, source = mysql_shop
     user = source[-16:]
-    names.append(source)
-    mysql_source(conn, source)
     with conn.cursor() as cur:
         cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw-{user}'")
     try:
@@ -680,65 +703,53 @@ def test_e2e_mysql_verify_without_create_privilege_is_an_error_that_says_so(
 
 
 @pytest.mark.e2e
-def test_e2e_postgresql_verify_and_tampered_dumps(tmp_path: Path) -> None:
-    psql("SELECT 1")  # fails loudly when PostgreSQL is unreachable
-    source = f"bg_test_{uuid.uuid4().hex[:10]}"
-    try:
-        psql(f'CREATE DATABASE "{source}"')
-        psql(
-            "CREATE TABLE users (id INT PRIMARY KEY, name TEXT, bio TEXT);"
-            "CREATE TABLE orders (id INT PRIMARY KEY, user_id INT NOT NULL REFERENCES users, total DOUBLE PRECISION);"
-            "CREATE TABLE empty (id INT PRIMARY KEY);"
-            'CREATE SCHEMA "Other"; CREATE TABLE "Other"."Odd ""Name""" (x INT);'
-            "CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;"
-            "INSERT INTO users SELECT g, 'user ' || g, repeat(E'it''s (quoted), \\\\ back\\nslash ', g % 3)"
-            "  FROM generate_series(1, 2000) g;"
-            "INSERT INTO orders SELECT g, 1 + g % 2000, g * 1.5 FROM generate_series(1, 3000) g;"
-            'INSERT INTO "Other"."Odd ""Name""" VALUES (1), (2);',
-            source,
-        )
-        db = pg_db(source)
-        started = time.monotonic()
-        path = run_dump(plan_dump(db, str(tmp_path), "shop", COMMIT, WHEN))
-        dumped = time.monotonic() - started
+def test_e2e_postgresql_verify_and_tampered_dumps(tmp_path: Path, pg_source: str) -> None:
+    source = pg_source
+    psql(
+        "CREATE TABLE users (id INT PRIMARY KEY, name TEXT, bio TEXT);"
+        "CREATE TABLE orders (id INT PRIMARY KEY, user_id INT NOT NULL REFERENCES users, total DOUBLE PRECISION);"
+        "CREATE TABLE empty (id INT PRIMARY KEY);"
+        'CREATE SCHEMA "Other"; CREATE TABLE "Other"."Odd ""Name""" (x INT);'
+        "CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;"
+        "INSERT INTO users SELECT g, 'user ' || g, repeat(E'it''s (quoted), \\\\ back\\nslash ', g % 3)"
+        "  FROM generate_series(1, 2000) g;"
+        "INSERT INTO orders SELECT g, 1 + g % 2000, g * 1.5 FROM generate_series(1, 3000) g;"
+        'INSERT INTO "Other"."Odd ""Name""" VALUES (1), (2);',
+        source,
+    )
+    db = pg_db(source)
+    started = time.monotonic()
+    path = run_dump(plan_dump(db, str(tmp_path), "shop", COMMIT, WHEN))
+    dumped = time.monotonic() - started
 
-        result = bk.verify(db, path)
+    result = bk.verify(db, path)
 
-        assert result.ok, result.mismatches
-        assert (result.tables, result.rows, result.drift) == (4, 5002, {})
-        scratch_like = f"SELECT datname FROM pg_database WHERE datname LIKE '{source}\\_bgverify\\_%'"
-        assert psql(scratch_like) == ""
-        print(f"\nPostgreSQL, 5,002 rows: dump {dumped:.2f} s, verify {result.seconds:.2f} s")
+    assert result.ok, result.mismatches
+    assert (result.tables, result.rows, result.drift) == (4, 5002, {})
+    scratch_like = f"SELECT datname FROM pg_database WHERE datname LIKE '{source}\\_bgverify\\_%'"
+    assert psql(scratch_like) == ""
+    print(f"\nPostgreSQL, 5,002 rows: dump {dumped:.2f} s, verify {result.seconds:.2f} s")
 
-        psql("INSERT INTO orders VALUES (5001, 1, 1), (5002, 1, 1)", source)
-        again = bk.verify(db, path)
-        assert again.ok and again.drift == {"public.orders": 2}
+    psql("INSERT INTO orders VALUES (5001, 1, 1), (5002, 1, 1)", source)
+    again = bk.verify(db, path)
+    assert again.ok and again.drift == {"public.orders": 2}
 
-        truncated = rewrite(path, lambda dump: dump[: len(dump) // 2])
-        result = bk.verify(db, truncated)
-        assert not result.ok and "no end-of-dump marker" in result.mismatches[0]
+    truncated = rewrite(path, lambda dump: dump[: len(dump) // 2])
+    result = bk.verify(db, truncated)
+    assert not result.ok and "no end-of-dump marker" in result.mismatches[0]
 
-        marker = b"-- PostgreSQL database dump complete"
-        lossy = rewrite(path, before_end(b"DELETE FROM public.orders WHERE id % 2 = 0;\n", marker))
-        result = bk.verify(db, lossy)
-        assert result.mismatches == ["table public.orders: the dump holds 3000 rows, the restored copy 1500"]
-        assert psql(scratch_like) == ""
-    finally:
-        psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
-        for name in psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{source}%'").split():
-            psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    marker = b"-- PostgreSQL database dump complete"
+    lossy = rewrite(path, before_end(b"DELETE FROM public.orders WHERE id % 2 = 0;\n", marker))
+    result = bk.verify(db, lossy)
+    assert result.mismatches == ["table public.orders: the dump holds 3000 rows, the restored copy 1500"]
+    assert psql(scratch_like) == ""
 
 
 @pytest.mark.e2e
 def test_e2e_sqlite_verify_and_tampered_dump(tmp_path: Path) -> None:
-    source = tmp_path / "db.sqlite3"
-    with sqlite3.connect(source) as db:
-        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, bio TEXT)")
-        db.executemany("INSERT INTO users VALUES (?, ?, ?)", USERS)
-        db.execute("CREATE TABLE empty (id INTEGER PRIMARY KEY)")
-    db.close()
-    conf = {"ENGINE": "django.db.backends.sqlite3", "NAME": source}
-    path = run_dump(plan_dump(conf, str(tmp_path / "b"), "shop", COMMIT, WHEN))
+    schema = "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, bio TEXT);" \
+             "CREATE TABLE empty (id INTEGER PRIMARY KEY);"  # fmt: skip
+    conf, path = sqlite_dump(tmp_path / "db.sqlite3", schema)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
 
@@ -767,15 +778,12 @@ def restore_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.e2e
-def test_e2e_restore_cli_on_mariadb(tmp_path: Path, mysql_scratch: tuple) -> None:
+def test_e2e_restore_cli_on_mariadb(tmp_path: Path, mysql_shop: tuple) -> None:
     from conftest import shop_config
 
     from supervisor_bluegreen.state import AppLock, Store
 
-    conn, names = mysql_scratch
-    source = f"bg_test_{uuid.uuid4().hex[:10]}"
-    names.append(source)
-    mysql_source(conn, source)
+    conn, source = mysql_shop
     db = mysql_db(source)
     for color in ("blue", "green"):
         (tmp_path / color).mkdir()
@@ -845,58 +853,52 @@ def test_e2e_restore_cli_on_mariadb(tmp_path: Path, mysql_scratch: tuple) -> Non
 
 
 @pytest.mark.e2e
-def test_e2e_postgresql_restore_replaces_the_database_in_one_transaction(tmp_path: Path) -> None:
-    psql("SELECT 1")
-    source = f"bg_test_{uuid.uuid4().hex[:10]}"
+def test_e2e_postgresql_restore_replaces_the_database_in_one_transaction(tmp_path: Path, pg_source: str) -> None:
+    source = pg_source
     tables = (
         "SELECT string_agg(table_schema || '.' || table_name, ',' ORDER BY table_schema, table_name)"
         " FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
     )
-    try:
-        psql(f'CREATE DATABASE "{source}"')
-        psql(
-            "CREATE TYPE mood AS ENUM ('ok', 'meh');"
-            "CREATE TABLE users (id SERIAL PRIMARY KEY, name TEXT, m mood);"
-            "CREATE TABLE orders (id INT PRIMARY KEY, user_id INT REFERENCES users);"
-            "CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42';"
-            "CREATE SCHEMA extra; CREATE TABLE extra.t (x INT);"
-            "CREATE VIEW v AS SELECT * FROM orders;"
-            "INSERT INTO users (name, m) SELECT 'u' || g, 'ok' FROM generate_series(1, 500) g;"
-            "INSERT INTO orders SELECT g, 1 + g % 500 FROM generate_series(1, 700) g;"
-            "INSERT INTO extra.t VALUES (1);",
-            source,
-        )
-        db = pg_db(source)
-        path = run_dump(plan_dump(db, str(tmp_path), "shop", COMMIT, WHEN))
-        before = psql(tables, source)
-        psql("DELETE FROM orders WHERE id > 7; CREATE TABLE added_later (id INT); CREATE SCHEMA later;"
-             "CREATE TABLE later.t (x INT); DROP FUNCTION answer();", source)  # fmt: skip
+    psql(
+        "CREATE TYPE mood AS ENUM ('ok', 'meh');"
+        "CREATE TYPE span AS RANGE (subtype = float8);"  # its constructors go with it, not on their own
+        "CREATE TABLE slots (id INT PRIMARY KEY, s span);"
+        "INSERT INTO slots VALUES (1, span(1, 2));"
+        "CREATE TABLE users (id SERIAL PRIMARY KEY, name TEXT, m mood);"
+        "CREATE TABLE orders (id INT PRIMARY KEY, user_id INT REFERENCES users);"
+        "CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42';"
+        "CREATE SCHEMA extra; CREATE TABLE extra.t (x INT);"
+        "CREATE VIEW v AS SELECT * FROM orders;"
+        "INSERT INTO users (name, m) SELECT 'u' || g, 'ok' FROM generate_series(1, 500) g;"
+        "INSERT INTO orders SELECT g, 1 + g % 500 FROM generate_series(1, 700) g;"
+        "INSERT INTO extra.t VALUES (1);",
+        source,
+    )
+    db = pg_db(source)
+    path = run_dump(plan_dump(db, str(tmp_path), "shop", COMMIT, WHEN))
+    before = psql(tables, source)
+    psql("DELETE FROM orders WHERE id > 7; CREATE TABLE added_later (id INT); CREATE SCHEMA later;"
+         "CREATE TABLE later.t (x INT); DROP FUNCTION answer();", source)  # fmt: skip
 
-        broken = rewrite(path, lambda dump: dump[: len(dump) * 3 // 4])
-        with pytest.raises(bk.RestoreError, match="the live database is unchanged"):
-            bk.run_restore(bk.plan_restore(db, broken, "ff"))
-        assert psql("SELECT count(*) FROM orders", source) == "7\n"  # one transaction: nothing happened
-        assert "public.added_later" in psql(tables, source)
+    broken = rewrite(path, lambda dump: dump[: len(dump) * 3 // 4])
+    with pytest.raises(bk.RestoreError, match="the live database is unchanged"):
+        bk.run_restore(bk.plan_restore(db, broken, "ff"))
+    assert psql("SELECT count(*) FROM orders", source) == "7\n"  # one transaction: nothing happened
+    assert "public.added_later" in psql(tables, source)
 
-        bk.run_restore(bk.plan_restore(db, path, "ff"))
+    bk.run_restore(bk.plan_restore(db, path, "ff"))
 
-        assert psql(tables, source) == before
-        assert psql("SELECT count(*), answer() FROM orders", source) == "700|42\n"
-        assert psql("SELECT count(*) FROM users WHERE m = 'ok'", source) == "500\n"
-        assert psql("SELECT nextval('users_id_seq')", source) == "501\n"
-    finally:
-        psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
+    assert psql(tables, source) == before
+    assert psql("SELECT count(*), answer() FROM orders", source) == "700|42\n"
+    assert psql("SELECT count(*) FROM users WHERE m = 'ok'", source) == "500\n"
+    assert psql("SELECT nextval('users_id_seq')", source) == "501\n"
+    assert psql("SELECT upper(s) FROM slots", source) == "2\n"
 
 
 @pytest.mark.e2e
 def test_e2e_sqlite_restore_replaces_the_live_file_contents(tmp_path: Path) -> None:
     live = tmp_path / "db.sqlite3"
-    with sqlite3.connect(live) as db:
-        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, bio TEXT)")
-        db.executemany("INSERT INTO users VALUES (?, ?, ?)", USERS)
-    db.close()
-    conf = {"ENGINE": "django.db.backends.sqlite3", "NAME": live}
-    path = run_dump(plan_dump(conf, str(tmp_path / "b"), "shop", COMMIT, WHEN))
+    conf, path = sqlite_dump(live, SQLITE_USERS)
     app = sqlite3.connect(live)  # the app keeps its connection open across the restore
     app.execute("DELETE FROM users WHERE id > 5")
     app.execute("CREATE TABLE added_later (id INTEGER)")
@@ -1004,12 +1006,7 @@ def stat_mode(path: Path) -> int:
 
 
 def test_verified_json_replaces_a_planted_symlink_and_a_fifo_backup_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "app.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-        conn.execute("INSERT INTO t VALUES (1)")
-    conf = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db)}
-    path = run_dump(plan_dump(conf, str(tmp_path / "b"), "shop", COMMIT, WHEN))
+    conf, path = sqlite_dump(tmp_path / "app.sqlite3", SQLITE_USERS, USERS[:1])
     victim = tmp_path / "victim"
     victim.write_text("root's file\n")
     os.symlink(victim, verified_path(path))
