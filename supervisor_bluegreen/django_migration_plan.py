@@ -54,7 +54,35 @@ _READ_ONLY = re.compile(
 )
 
 
-NEW_TABLE = "%s table %%s created by this release"  # an AddField/RemoveField on such a table is safe
+NEW_TABLE = "%s table %%s created by this release"  # a field operation on such a table is safe
+NO_EFFECT = "no database effect (proxy, unmanaged or routed elsewhere)"
+
+# Operations safe for the serving code whatever their arguments: the reason, from the operation.
+ALWAYS_SAFE = {
+    "AlterModelTableComment": lambda op: "changes the table comment only",
+    "AlterModelOptions": lambda op: "model options only (no database effect)",
+    "AlterModelManagers": lambda op: "model managers only (no database effect)",
+    "AlterIndexTogether": lambda op: "adds or drops non-unique indexes (index_together)",
+    "AddIndex": lambda op: "adds index %s" % getattr(op.index, "name", ""),
+    "AddIndexConcurrently": lambda op: "adds index %s" % getattr(op.index, "name", ""),
+    "RemoveIndex": lambda op: "drops an index (queries only get slower)",
+    "RemoveIndexConcurrently": lambda op: "drops an index (queries only get slower)",
+    "RenameIndex": lambda op: "renames an index",
+    "AlterConstraint": lambda op: "changes constraint attributes without database effect",
+    "RemoveConstraint": lambda op: "drops constraint %s (the serving code never relied on it to write)" % op.name,
+    "ValidateConstraint": lambda op: "validates existing rows against a constraint that already applies to writes",
+    "CreateExtension": lambda op: "installs database extension %s" % op.name,
+    "CreateCollation": lambda op: "creates collation %s" % op.name,
+    "RemoveCollation": lambda op: "drops collation %s (fails if a column still uses it)" % op.name,
+}
+
+
+class Settled(Exception):
+    """An operation's verdict is clear before its own rules (no such model here, a table this release creates)."""
+
+    def __init__(self, verdict):
+        super().__init__(verdict.reason)
+        self.verdict = verdict
 
 
 class WriteRefused(Exception):
@@ -256,10 +284,15 @@ class Judge:
         """A Verdict for ``operation`` of app ``app_label`` going from ``from_state`` to ``to_state``."""
         base = core_class(operation)
         name = base.__name__ if base is not None else ""
+        if name in ALWAYS_SAFE:
+            return safe(ALWAYS_SAFE[name](operation))
         method = getattr(self, "op_" + name, None) if name else None
         if method is None:
             return self.unknown(operation, app_label, from_state, to_state, base)
-        verdict = method(operation, app_label, from_state, to_state)
+        try:
+            verdict = method(operation, app_label, from_state, to_state)
+        except Settled as settled:
+            verdict = settled.verdict
         if (
             not verdict.safe
             and verdict.kind not in ("run_python", "run_sql", "unknown")
@@ -285,60 +318,53 @@ class Judge:
 
     # ---------------------------------------------------------------- models
 
+    def _model_change(self, op, app_label, states, names, on_new_table=""):
+        """(models, table) of an operation, or Settled when its verdict is clear before its own rules.
+
+        ``states`` and ``names`` give the model as it is before and/or after the operation; the table is
+        the last one's. ``on_new_table`` words the safe verdict for a table this release creates.
+        """
+        models = [self.model(state, app_label, name) for state, name in zip(states, names)]
+        if any(model is None for model in models) or not self.allowed(op, models[-1]):
+            raise Settled(safe(NO_EFFECT))
+        table = models[-1]._meta.db_table
+        if on_new_table and table in self.new_tables:
+            raise Settled(safe(NEW_TABLE % on_new_table % table))
+        return models, table
+
     def op_CreateModel(self, op, app_label, from_state, to_state):
         model = self.model(to_state, app_label, op.name_lower)
         if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
+            return safe(NO_EFFECT)
         self.new_tables.add(model._meta.db_table)
         self.new_tables.update(self.through_tables(model))
         return safe("creates table %s, which the serving code does not use" % model._meta.db_table)
 
     def op_DeleteModel(self, op, app_label, from_state, to_state):
-        model = self.model(from_state, app_label, op.name_lower)
-        if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        table = model._meta.db_table
-        if table in self.new_tables:
-            return safe("drops table %s created by this release" % table)
+        _models, table = self._model_change(op, app_label, [from_state], [op.name_lower], "drops")
         return unsafe("delete_model", "drops table %s, which the serving code still reads and writes" % table)
 
-    def op_RenameModel(self, op, app_label, from_state, to_state):
-        old = self.model(from_state, app_label, op.old_name_lower)
-        new = self.model(to_state, app_label, op.new_name_lower)
-        if old is None or new is None or not self.allowed(op, new):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        old_t, new_t = old._meta.db_table, new._meta.db_table
+    def _rename_table(self, op, app_label, from_state, to_state, names, unchanged):
+        """RenameModel and AlterModelTable: the table (and its automatic join tables) may get a new name."""
+        (old, new), new_t = self._model_change(op, app_label, [from_state, to_state], names)
+        old_t = old._meta.db_table
         if old_t in self.new_tables:
             self.new_tables.add(new_t)
             self.new_tables.update(self.through_tables(new))
             return safe("renames table %s created by this release" % old_t)
         if old_t == new_t and self.through_tables(old) == self.through_tables(new):
-            return safe("renames the model only: table %s keeps its name (db_table)" % old_t)
+            return safe(unchanged % old_t)
         return unsafe("rename_model", "renames table %s to %s, which the serving code still uses by its old name"
                       % (old_t, new_t))  # fmt: skip
+
+    def op_RenameModel(self, op, app_label, from_state, to_state):
+        names = [op.old_name_lower, op.new_name_lower]
+        unchanged = "renames the model only: table %s keeps its name (db_table)"
+        return self._rename_table(op, app_label, from_state, to_state, names, unchanged)
 
     def op_AlterModelTable(self, op, app_label, from_state, to_state):
-        old = self.model(from_state, app_label, op.name_lower)
-        new = self.model(to_state, app_label, op.name_lower)
-        if old is None or new is None or not self.allowed(op, new):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        old_t, new_t = old._meta.db_table, new._meta.db_table
-        if old_t in self.new_tables:
-            self.new_tables.add(new_t)
-            return safe("renames table %s created by this release" % old_t)
-        if old_t == new_t and self.through_tables(old) == self.through_tables(new):
-            return safe("table name unchanged (%s)" % old_t)
-        return unsafe("rename_model", "renames table %s to %s, which the serving code still uses by its old name"
-                      % (old_t, new_t))  # fmt: skip
-
-    def op_AlterModelTableComment(self, op, app_label, from_state, to_state):
-        return safe("changes the table comment only")
-
-    def op_AlterModelOptions(self, op, app_label, from_state, to_state):
-        return safe("model options only (no database effect)")
-
-    def op_AlterModelManagers(self, op, app_label, from_state, to_state):
-        return safe("model managers only (no database effect)")
+        names = [op.name_lower, op.name_lower]
+        return self._rename_table(op, app_label, from_state, to_state, names, "table name unchanged (%s)")
 
     def _together(self, state, app_label, name, option):
         model_state = state.models.get((app_label, name))
@@ -348,11 +374,7 @@ class Judge:
         return {tuple(item) for item in normalize_together(value or ())}
 
     def op_AlterUniqueTogether(self, op, app_label, from_state, to_state):
-        model = self.model(to_state, app_label, op.name_lower)
-        if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        if model._meta.db_table in self.new_tables:
-            return safe("unique_together on table %s created by this release" % model._meta.db_table)
+        _models, table = self._model_change(op, app_label, [to_state], [op.name_lower], "unique_together on")
         old = self._together(from_state, app_label, op.name_lower, "unique_together")
         new = self._together(to_state, app_label, op.name_lower, "unique_together")
         added = sorted(new - old)
@@ -362,18 +384,10 @@ class Judge:
         if all(covered):
             return safe("adds unique_together the serving code already respects (%s)" % "; ".join(covered))
         return unsafe("unique", "adds a unique constraint on %s (%s): the serving code may still insert duplicates"
-                      % (model._meta.db_table, "; ".join(", ".join(cols) for cols in added)))  # fmt: skip
-
-    def op_AlterIndexTogether(self, op, app_label, from_state, to_state):
-        return safe("adds or drops non-unique indexes (index_together)")
+                      % (table, "; ".join(", ".join(cols) for cols in added)))  # fmt: skip
 
     def op_AlterOrderWithRespectTo(self, op, app_label, from_state, to_state):
-        model = self.model(to_state, app_label, op.name_lower)
-        if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        table = model._meta.db_table
-        if table in self.new_tables:
-            return safe("order_with_respect_to on table %s created by this release" % table)
+        _models, table = self._model_change(op, app_label, [to_state], [op.name_lower], "order_with_respect_to on")
         model_state = from_state.models.get((app_label, op.name_lower))
         before = model_state.options.get("order_with_respect_to") if model_state is not None else None
         after = op.order_with_respect_to
@@ -392,18 +406,19 @@ class Judge:
         except Exception:  # noqa: BLE001
             return None
 
-    def _column_change(self, op, app_label, state, on_new_table):
-        """(verdict, None) when an AddField/RemoveField is settled early, else (None, (model, field, table))."""
-        model = self.model(state, app_label, op.model_name_lower)
-        if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)"), None
-        field = self._field(model, op.name)
-        table = model._meta.db_table
-        if field is None:
-            return safe("no column"), None
-        if table in self.new_tables:
-            return safe(on_new_table % table), None
-        return None, (model, field, table)
+    def _field_change(self, op, app_label, states, names, on_new_table, m2m_kind=""):
+        """(models, fields, table) of a field operation, or Settled when its verdict is clear before its own rules.
+
+        ``states`` and ``names`` give the field as it is before and/or after: one (AddField: after,
+        RemoveField: before) or two (RenameField, AlterField: before, after).
+        """
+        models, table = self._model_change(op, app_label, states, [op.model_name_lower] * len(states), on_new_table)
+        fields = [self._field(model, name) for model, name in zip(models, names)]
+        if any(field is None for field in fields):
+            raise Settled(safe("no column"))
+        if m2m_kind and any(field.many_to_many for field in fields):
+            raise Settled(self._m2m_change(*fields, m2m_kind))
+        return models, fields, table
 
     @staticmethod
     def _auto_through(field):
@@ -414,10 +429,7 @@ class Judge:
         return None
 
     def op_AddField(self, op, app_label, from_state, to_state):
-        verdict, found = self._column_change(op, app_label, to_state, NEW_TABLE % "adds a column to")
-        if verdict is not None:
-            return verdict
-        _model, field, table = found
+        _models, (field,), table = self._field_change(op, app_label, [to_state], [op.name], "adds a column to")
         if field.many_to_many:
             through = self._auto_through(field)
             if through is not None:
@@ -456,10 +468,7 @@ class Judge:
         return safe("%s nullable column %s" % (verb, column))
 
     def op_RemoveField(self, op, app_label, from_state, to_state):
-        verdict, found = self._column_change(op, app_label, from_state, NEW_TABLE % "drops a column of")
-        if verdict is not None:
-            return verdict
-        model, field, table = found
+        (model,), (field,), table = self._field_change(op, app_label, [from_state], [op.name], "drops a column of")
         if field.many_to_many:
             through = self._auto_through(field)
             if through is not None:
@@ -477,26 +486,24 @@ class Judge:
                       % (table, field.column))  # fmt: skip
 
     def op_RenameField(self, op, app_label, from_state, to_state):
-        old_model = self.model(from_state, app_label, op.model_name_lower)
-        new_model = self.model(to_state, app_label, op.model_name_lower)
-        if old_model is None or new_model is None or not self.allowed(op, new_model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        old, new = self._field(old_model, op.old_name), self._field(new_model, op.new_name)
-        table = old_model._meta.db_table
-        if old is None or new is None:
-            return safe("no column")
-        if table in self.new_tables:
-            return safe("renames a column of table %s created by this release" % table)
-        if old.many_to_many or new.many_to_many:
-            return self._m2m_change(old, new, "rename_field")
+        states, names = [from_state, to_state], [op.old_name, op.new_name]
+        _models, (old, new), table = self._field_change(
+            op, app_label, states, names, "renames a column of", "rename_field"
+        )
         if old.column == new.column:
             return safe("renames the field only: column %s.%s keeps its name (db_column)" % (table, old.column))
-        if (table, old.column) in self.new_columns:
-            self.new_columns.discard((table, old.column))
-            self.new_columns.add((table, new.column))
+        if self._carry_new_column(table, old, new):
             return safe("renames column %s.%s added by this release" % (table, old.column))
         return unsafe("rename_field", "renames column %s.%s to %s, which the serving code still uses by its old name"
                       % (table, old.column, new.column))  # fmt: skip
+
+    def _carry_new_column(self, table, old, new):
+        """Whether ``old``'s column was added by this release; if so, it is known as ``new``'s column from now on."""
+        if (table, old.column) not in self.new_columns:
+            return False
+        self.new_columns.discard((table, old.column))
+        self.new_columns.add((table, new.column))
+        return True
 
     def _m2m_change(self, old, new, kind):
         def table(field):
@@ -519,24 +526,14 @@ class Judge:
         return unsafe(kind, "renames join table %s to %s, which the serving code still uses" % (old_t, new_t))
 
     def op_AlterField(self, op, app_label, from_state, to_state):
-        old_model = self.model(from_state, app_label, op.model_name_lower)
-        new_model = self.model(to_state, app_label, op.model_name_lower)
-        if old_model is None or new_model is None or not self.allowed(op, new_model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        old, new = self._field(old_model, op.name), self._field(new_model, op.name)
-        table = new_model._meta.db_table
-        if old is None or new is None:
-            return safe("no column")
-        if table in self.new_tables:
-            return safe("alters a column of table %s created by this release" % table)
-        if old.many_to_many or new.many_to_many:
-            return self._m2m_change(old, new, "rename_model")
+        states, names = [from_state, to_state], [op.name, op.name]
+        _models, (old, new), table = self._field_change(
+            op, app_label, states, names, "alters a column of", "rename_model"
+        )
         if not self._should_alter(old, new) or (old.column == new.column and not _changed_kwargs(old, new, True)):
             changed = _changed_kwargs(old, new)
             return safe("no database change%s" % (" (only %s)" % ", ".join(changed) if changed else ""))
-        if (table, old.column) in self.new_columns:
-            self.new_columns.discard((table, old.column))
-            self.new_columns.add((table, new.column))
+        if self._carry_new_column(table, old, new):
             return self._new_column(new, "%s.%s" % (table, new.column), "alters")
         column = "%s.%s" % (table, old.column)
         if old.column != new.column:
@@ -613,28 +610,8 @@ class Judge:
 
     # ---------------------------------------------------------------- indexes, constraints
 
-    def op_AddIndex(self, op, app_label, from_state, to_state):
-        return safe("adds index %s" % getattr(op.index, "name", ""))
-
-    def op_RemoveIndex(self, op, app_label, from_state, to_state):
-        return safe("drops an index (queries only get slower)")
-
-    def op_RenameIndex(self, op, app_label, from_state, to_state):
-        return safe("renames an index")
-
-    def op_AlterConstraint(self, op, app_label, from_state, to_state):
-        return safe("changes constraint attributes without database effect")
-
-    def op_RemoveConstraint(self, op, app_label, from_state, to_state):
-        return safe("drops constraint %s (the serving code never relied on it to write)" % op.name)
-
     def op_AddConstraint(self, op, app_label, from_state, to_state):
-        model = self.model(to_state, app_label, op.model_name_lower)
-        if model is None or not self.allowed(op, model):
-            return safe("no database effect (proxy, unmanaged or routed elsewhere)")
-        table = model._meta.db_table
-        if table in self.new_tables:
-            return safe("adds a constraint to table %s created by this release" % table)
+        _models, table = self._model_change(op, app_label, [to_state], [op.model_name_lower], "adds a constraint to")
         constraint = op.constraint
         kind = type(constraint).__name__
         if kind == "UniqueConstraint":
@@ -662,24 +639,6 @@ class Judge:
 
     def op_AddConstraintNotValid(self, op, app_label, from_state, to_state):
         return self.op_AddConstraint(op, app_label, from_state, to_state)
-
-    def op_ValidateConstraint(self, op, app_label, from_state, to_state):
-        return safe("validates existing rows against a constraint that already applies to writes")
-
-    def op_AddIndexConcurrently(self, op, app_label, from_state, to_state):
-        return self.op_AddIndex(op, app_label, from_state, to_state)
-
-    def op_RemoveIndexConcurrently(self, op, app_label, from_state, to_state):
-        return self.op_RemoveIndex(op, app_label, from_state, to_state)
-
-    def op_CreateExtension(self, op, app_label, from_state, to_state):
-        return safe("installs database extension %s" % op.name)
-
-    def op_CreateCollation(self, op, app_label, from_state, to_state):
-        return safe("creates collation %s" % op.name)
-
-    def op_RemoveCollation(self, op, app_label, from_state, to_state):
-        return safe("drops collation %s (fails if a column still uses it)" % op.name)
 
     # ---------------------------------------------------------------- special
 
