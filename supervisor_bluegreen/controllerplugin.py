@@ -341,6 +341,24 @@ def ago(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "never"
 
 
+# The optional lines of a status, in order: each renders its field when the field is set ("" to leave it out).
+_STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
+    ("last_health", lambda h, _: f"  last health: {h['color']} {'ok' if h['ok'] else 'FAIL'} {h['detail']}"
+                                 f" at {ago(h['at'])}"),
+    ("watch", lambda w, _: f"  watch: {w['color']} watched for {w['remaining']:.0f} s more; a crash or failed probes"
+                           f" roll back to {w['previous']} by themselves"),
+    ("contract", lambda c, _: "  contract migrations waiting for the window to pass: "
+                              + ", ".join(c.get("migrations") or [])),
+    ("rollback_cleared", lambda r, app: "" if app.get("previous") else
+        f"  rollback: none; contract migrations of deploy job {r.get('job')} ran (job {r.get('contract')}), and"
+        " rolling back past them is not safe"),
+    ("locked", lambda _, __: "  lock: held by the listener (a job or a watch window)"),
+    ("running", lambda r, _: f"  in progress: {r['kind']} job {r['id']} {r['status']} step {r['step'] or '-'}"
+                             f" ({r['elapsed']:.1f} s)"),
+    ("last_job", lambda j, _: f"  last job: {j['kind']} job {j['id']} {j['status']}: {j['message'].splitlines()[0]}"),
+)  # fmt: skip
+
+
 def format_status(app: dict[str, Any]) -> str:
     """The human form of one app's status: a line per color, then health and jobs."""
     lines = [
@@ -349,38 +367,10 @@ def format_status(app: dict[str, Any]) -> str:
     for name, c in app["colors"].items():
         version = f" {c['version']}" if c.get("version") else ""
         lines.append(f"  {name:<8} {c['role']:<5} {c['program']:<24} {c['state']:<9}{version}")
-    health = app.get("last_health") or {}
-    if health:
-        verdict = "ok" if health["ok"] else "FAIL"
-        lines.append(f"  last health: {health['color']} {verdict} {health['detail']} at {ago(health['at'])}")
-    window = app.get("watch") or {}
-    if window:
-        lines.append(
-            f"  watch: {window['color']} watched for {window['remaining']:.0f} s more; a crash or failed probes"
-            f" roll back to {window['previous']} by themselves"
-        )
-    pending = app.get("contract") or {}
-    if pending:
-        lines.append(
-            f"  contract migrations waiting for the window to pass: {', '.join(pending.get('migrations') or [])}"
-        )
-    cleared = app.get("rollback_cleared") or {}
-    if cleared and not app.get("previous"):
-        lines.append(
-            f"  rollback: none; contract migrations of deploy job {cleared.get('job')} ran (job "
-            f"{cleared.get('contract')}), and rolling back past them is not safe"
-        )
-    running = app.get("running") or {}
-    if app.get("locked"):
-        lines.append("  lock: held by the listener (a job or a watch window)")
-    if running:
-        lines.append(
-            f"  in progress: {running['kind']} job {running['id']} {running['status']}"
-            f" step {running['step'] or '-'} ({running['elapsed']:.1f} s)"
-        )
-    last = app.get("last_job") or {}
-    if last:
-        lines.append(f"  last job: {last['kind']} job {last['id']} {last['status']}: {last['message'].splitlines()[0]}")
+    for key, render in _STATUS_EXTRAS:
+        line = render(app[key], app) if app.get(key) else ""
+        if line:
+            lines.append(line)
     return "\n".join(lines)
 
 

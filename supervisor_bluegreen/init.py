@@ -14,6 +14,7 @@ then the facts are read again from the built color and the files that depend on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import grp
 import json
 import os
@@ -307,6 +308,11 @@ def nginx_site_text(o: Options, f: Facts) -> str:
     return nginx.render_site(configmod.parse(text, o.config).app(o.app))
 
 
+def _build_step(user: str, src: str, env_file: str, argv: tuple[str, ...], stamp: str, why: str = "") -> Action:
+    """A build command run once in a color's checkout, as the app user with the app's environment."""
+    return Action("run", argv=argv, run_as=user, cwd=src, env_file=env_file, creates=stamp, stamp=True, why=why)
+
+
 def plan(o: Options, f: Facts) -> list[Action]:
     """Every file and command of the setup, in order. Pure: the same options and facts, the same plan."""
     user, root, app = o.user_name, o.app_root, o.app
@@ -350,55 +356,20 @@ def plan(o: Options, f: Facts) -> list[Action]:
             ),
             Action("run", argv=(o.python, "-m", "venv", p["venv"]), run_as=user, creates=f"{p['venv']}/bin/python"),
         ]
-        pip = f"{p['venv']}/bin/pip"
+        pip, py = f"{p['venv']}/bin/pip", (f"{p['venv']}/bin/python", "manage.py")
+        step = functools.partial(_build_step, user, p["src"], env_file)
         if f.has_requirements:
-            acts.append(
-                Action(
-                    "run",
-                    argv=(pip, "install", "--quiet", "--requirement", "requirements.txt"),
-                    run_as=user,
-                    cwd=p["src"],
-                    env_file=env_file,
-                    creates=f"{p['venv']}/.bluegreen-init-deps",
-                    stamp=True,
-                    why="first build: dependencies into this color's own virtualenv",
-                )
-            )
+            why = "first build: dependencies into this color's own virtualenv"
+            reqs = (pip, "install", "--quiet", "--requirement", "requirements.txt")
+            acts.append(step(reqs, f"{p['venv']}/.bluegreen-init-deps", why))
         if not f.gunicorn_in_requirements:
-            acts.append(
-                Action(
-                    "run",
-                    argv=(pip, "install", "--quiet", "gunicorn"),
-                    run_as=user,
-                    creates=f"{p['venv']}/bin/gunicorn",
-                    why="the app does not require gunicorn",
-                )
-            )
-        py = (f"{p['venv']}/bin/python", "manage.py")
+            why = "the app does not require gunicorn"
+            argv = (pip, "install", "--quiet", "gunicorn")
+            acts.append(Action("run", argv=argv, run_as=user, creates=f"{p['venv']}/bin/gunicorn", why=why))
         if c == COLORS[0]:
-            acts.append(
-                Action(
-                    "run",
-                    argv=(*py, "migrate", "--noinput"),
-                    run_as=user,
-                    cwd=p["src"],
-                    env_file=env_file,
-                    creates=f"{root}/.bluegreen-init-migrated",
-                    stamp=True,
-                    why="migrate once (both colors share the database)",
-                )
-            )
-        acts.append(
-            Action(
-                "run",
-                argv=(*py, "collectstatic", "--noinput"),
-                run_as=user,
-                cwd=p["src"],
-                env_file=env_file,
-                creates=f"{p['venv']}/.bluegreen-init-static",
-                stamp=True,
-            )
-        )
+            why = "migrate once (both colors share the database)"
+            acts.append(step((*py, "migrate", "--noinput"), f"{root}/.bluegreen-init-migrated", why))
+        acts.append(step((*py, "collectstatic", "--noinput"), f"{p['venv']}/.bluegreen-init-static"))
     if f.media_root:
         acts.append(Action("dir", f.media_root, owner=user, mode=0o755, after_build=True, why="uploads"))
     # files that need the built app's facts

@@ -25,6 +25,25 @@ def test_status_shows_both_colors_health_and_jobs() -> None:
     assert lines[5] == "  last job: deploy job 8 succeeded: abiapp: green live at 3f2c1a9"
 
 
+def test_status_shows_the_watch_window_contract_migrations_lock_and_a_cleared_rollback() -> None:
+    base = {"app": "abiapp", "switch_mode": "socket", "live": "green", "switched_at": 0, "colors": {}}
+    text = format_status({
+        **base, "locked": True, "previous": "",
+        "watch": {"color": "green", "previous": "blue", "remaining": 41.6},
+        "contract": {"migrations": ["shop.0007_drop_old", "shop.0008_drop_more"]},
+        "rollback_cleared": {"job": 12, "contract": 13},
+    })  # fmt: skip
+    assert text.splitlines()[1:] == [
+        "  watch: green watched for 42 s more; a crash or failed probes roll back to blue by themselves",
+        "  contract migrations waiting for the window to pass: shop.0007_drop_old, shop.0008_drop_more",
+        "  rollback: none; contract migrations of deploy job 12 ran (job 13), and rolling back past them is not safe",
+        "  lock: held by the listener (a job or a watch window)",
+    ]
+    # a rollback target set again (a later deploy) hides the cleared note; unset fields print nothing
+    again = format_status({**base, "previous": "blue", "rollback_cleared": {"job": 12, "contract": 13}, "watch": {}})
+    assert again.splitlines()[1:] == []
+
+
 def test_history_line_has_ref_commit_color_who_steps_and_backup() -> None:
     text = format_history({
         "id": 12, "created": 0, "kind": "deploy", "status": "succeeded", "ref": "main", "commit": "3f2c1a9e0d",
