@@ -67,6 +67,18 @@ def make_stack() -> Iterator[Callable[..., Stack]]:
             shutil.rmtree(stack.root, ignore_errors=True)
 
 
+# The e2e stacks' pace: a color is healthy after two passes 0.1 s apart; a drain waits at most 10 s.
+QUICK = {"health_passes": "2", "health_interval": "0.1", "drain_timeout": "10"}
+
+
+def blue_live(make: Callable[..., Stack], **kwargs: object) -> Stack:
+    """A started stack with blue live, as after a user's first switch."""
+    stack = make(**kwargs).start()
+    first = stack.ctl("bluegreen", "switch", "abiapp", "blue")
+    assert first.returncode == 0, first.stdout + first.stderr
+    return stack
+
+
 def status(stack: Stack) -> dict:
     """`supervisorctl bluegreen status --json` of the only app, as a user scripts it."""
     out = stack.ctl("bluegreen", "status", "--json")
@@ -98,6 +110,14 @@ def wait_step(stack: Stack, job_id: int, step: str, timeout: float = 60) -> None
 def job_id_of(out: subprocess.CompletedProcess[str] | str) -> int:
     text = out if isinstance(out, str) else out.stdout
     return int(text.split("queued as job ")[1].split(";")[0].split()[0])
+
+
+def slow_deploy(stack: Stack, version: str, branch: str) -> int:
+    """A detached deploy of a release whose tests take 4 s, once it is in its test step; its job id."""
+    slow = push(stack, {"exampleapp/tests_slow.py": SLOW_TEST, "VERSION": f"{version}\n"}, version, branch=branch)
+    job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", slow, "--detach"))
+    wait_step(stack, job_id, "test")
+    return job_id
 
 
 def wait_finished(stack: Stack, job_id: int, timeout: float = 120) -> dict:
@@ -166,6 +186,28 @@ def write_nginx_conf(
         f"http {{\n{temps}    access_log off;\n    include {tmp_path}/site.conf;\n}}\n"
     )
     return conf
+
+
+def nginx_test(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` of ``site`` included in a minimal main config whose writable paths are in tmp_path."""
+    conf = write_nginx_conf(tmp_path, site)
+    argv = [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "error.log")]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
+
+class FakeClock:
+    """A clock (call it for the time) that moves only when the code under test sleeps on it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,11 +13,10 @@ import os
 import pwd
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import write_nginx_conf
+from conftest import nginx_test
 from supervisor import events
 from supervisor.options import ClientOptions, EventListenerPoolConfig, ServerOptions
 
@@ -430,18 +429,6 @@ def test_shipped_ctlplugin_section_loads_in_supervisorctl(tmp_path: Path) -> Non
     opts.process_config(do_usage=False)
     plugins = {name: factory for name, factory, _extras in opts.plugin_factories}
     assert plugins["bluegreen"].__name__ == "make_bluegreen_controllerplugin"
-
-
-def nginx_test(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
-    """``nginx -t`` of ``site`` included in a minimal main config whose writable paths are in tmp_path."""
-    conf = write_nginx_conf(tmp_path, site)
-    return subprocess.run(
-        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "error.log")],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
 
 
 def rendered_sites() -> list[tuple[str, str]]:

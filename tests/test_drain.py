@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import stop_process
+from conftest import FakeClock, stop_process
 
 from supervisor_bluegreen.drain import (
     DrainResult,
@@ -178,21 +178,6 @@ def test_idle_keepalive_connection_blocks_the_drain(gunicorn_sock: str) -> None:
     assert wait_drained(gunicorn_sock, timeout=1.5, interval=0.02).drained
 
 
-class FakeTime:
-    """A clock that only moves when slept on."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def counts(*values: int) -> tuple[list[str], Callable[[str], int]]:
     """A ``count`` that answers ``values`` in turn and records the paths it was asked about."""
     asked: list[str] = []
@@ -206,36 +191,36 @@ def counts(*values: int) -> tuple[list[str], Callable[[str], int]]:
 
 
 def test_wait_drained_stops_at_the_first_zero() -> None:
-    t = FakeTime()
+    t = FakeClock()
     asked, count = counts(3, 2, 1, 0)
-    result = wait_drained("/s", timeout=5, interval=0.25, clock=t.clock, sleep=t.sleep, count=count)
+    result = wait_drained("/s", timeout=5, interval=0.25, clock=t, sleep=t.sleep, count=count)
     assert result == DrainResult(True, 0, 0.75)
     assert asked == ["/s"] * 4
-    assert t.sleeps == [0.25, 0.25, 0.25]
+    assert t.slept == [0.25, 0.25, 0.25]
 
 
 def test_wait_drained_already_drained_never_sleeps() -> None:
-    t = FakeTime()
+    t = FakeClock()
     _, count = counts(0)
-    result = wait_drained("/s", timeout=5, clock=t.clock, sleep=t.sleep, count=count)
+    result = wait_drained("/s", timeout=5, clock=t, sleep=t.sleep, count=count)
     assert result == DrainResult(True, 0, 0.0)
-    assert t.sleeps == []
+    assert t.slept == []
 
 
 def test_wait_drained_times_out_with_the_last_count() -> None:
-    t = FakeTime()
+    t = FakeClock()
     _, count = counts(4, 3, 2, 2, 2)
-    result = wait_drained("/s", timeout=1.0, interval=0.4, clock=t.clock, sleep=t.sleep, count=count)
+    result = wait_drained("/s", timeout=1.0, interval=0.4, clock=t, sleep=t.sleep, count=count)
     assert result.drained is False
     assert result.remaining == 2
     assert result.waited == pytest.approx(1.0)
-    assert t.sleeps == pytest.approx([0.4, 0.4, 0.2])  # the last sleep is cut to the deadline, then one last check
+    assert t.slept == pytest.approx([0.4, 0.4, 0.2])  # the last sleep is cut to the deadline, then one last check
 
 
 def test_wait_drained_zero_timeout_checks_once() -> None:
-    t = FakeTime()
+    t = FakeClock()
     asked, count = counts(1)
-    result = wait_drained("/s", timeout=0, clock=t.clock, sleep=t.sleep, count=count)
+    result = wait_drained("/s", timeout=0, clock=t, sleep=t.sleep, count=count)
     assert result == DrainResult(False, 1, 0.0)
     assert asked == ["/s"]
-    assert t.sleeps == []
+    assert t.slept == []

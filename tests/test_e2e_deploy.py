@@ -19,7 +19,19 @@ from pathlib import Path
 import psutil
 import pytest
 from celery import Celery
-from conftest import REPO, SLOW_TEST, job_id_of, push, served, status, wait_finished, wait_step
+from conftest import (
+    QUICK,
+    REPO,
+    SLOW_TEST,
+    blue_live,
+    job_id_of,
+    push,
+    served,
+    slow_deploy,
+    status,
+    wait_finished,
+    wait_step,
+)
 from supervisor.xmlrpc import Faults
 
 from example import services
@@ -64,16 +76,8 @@ def webhooks() -> Iterator[ThreadingHTTPServer]:
 
 @pytest.fixture(scope="module")
 def stack(make_stack, webhooks) -> Stack:
-    s = make_stack(
-        ini_overrides={
-            "health_passes": "2",
-            "health_interval": "0.1",
-            "drain_timeout": "10",
-            "health_deadline": "10",
-            "webhooks": f"http://127.0.0.1:{webhooks.server_address[1]}/hook",
-        }
-    ).start()
-    assert s.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
+    hook = f"http://127.0.0.1:{webhooks.server_address[1]}/hook"
+    s = blue_live(make_stack, ini_overrides={**QUICK, "health_deadline": "10", "webhooks": hook})
     subprocess.run(["git", "clone", "-q", str(s.root / "app.git"), str(s.root / "work")], check=True)
     return s
 
@@ -233,9 +237,7 @@ def test_bad_refs_are_refused_before_anything_changes(stack: Stack) -> None:
 
 
 def test_second_deploy_queues_and_three_coalesce_to_the_newest(stack: Stack) -> None:
-    slow = push(stack, {"exampleapp/tests_slow.py": SLOW_TEST, "VERSION": "v-slow\n"}, "slow tests", branch="slow")
-    first = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", slow, "--detach"))
-    wait_step(stack, first, "test")
+    first = slow_deploy(stack, "v-slow", branch="slow")
     refs = [push(stack, {"VERSION": f"v-q{i}\n"}, f"queued {i}", branch=f"q{i}") for i in range(3)]
     queued = [job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", ref, "--detach")) for ref in refs]
     assert wait_finished(stack, first)["status"] == "succeeded"
@@ -252,9 +254,7 @@ def test_second_deploy_queues_and_three_coalesce_to_the_newest(stack: Stack) -> 
 
 def test_cancel_stops_a_deploy_before_its_switch(stack: Stack) -> None:
     before = served(stack)
-    slow = push(stack, {"exampleapp/tests_slow.py": SLOW_TEST, "VERSION": "v-cancel\n"}, "to cancel", branch="c")
-    job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", slow, "--detach"))
-    wait_step(stack, job_id, "test")
+    job_id = slow_deploy(stack, "v-cancel", branch="c")
     out = stack.ctl("bluegreen", "cancel")
     assert out.returncode == 0, out.stdout
     assert wait_finished(stack, job_id)["status"] == "cancelled"
@@ -284,9 +284,7 @@ def test_kill_9_of_the_caller_does_not_stop_the_deploy(stack: Stack) -> None:
 
 def test_kill_9_of_the_listener_leaves_no_stale_lock_and_the_next_deploy_works(stack: Stack) -> None:
     before = status(stack)
-    slow = push(stack, {"exampleapp/tests_slow.py": SLOW_TEST, "VERSION": "v-killed\n"}, "listener dies", branch="k2")
-    job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", slow, "--detach"))
-    wait_step(stack, job_id, "test")
+    job_id = slow_deploy(stack, "v-killed", branch="k2")
     listener = stack.rpc().supervisor.getProcessInfo("bluegreen")["pid"]
     os.kill(listener, signal.SIGKILL)
     job = wait_finished(stack, job_id, timeout=30)

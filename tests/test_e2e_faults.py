@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from conftest import job_id_of, push, settled, status, wait_finished, wait_step
+from conftest import QUICK, blue_live, job_id_of, push, settled, status, wait_finished, wait_step
 
 from example.load import Load, summarize
 from example.stack import Stack
@@ -41,18 +41,9 @@ def matrix() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
-    s = make_stack(
-        ini_overrides={
-            "health_passes": "2",
-            "health_interval": "0.1",
-            "drain_timeout": "10",
-            "health_deadline": "30",
-            # the whole preset in `make chaos`; the cut kills only at migrate among the build steps
-            "build": os.environ.get("BLUEGREEN_FAULTS_BUILD", "gate backup migrate"),
-        }
-    ).start()
-    assert s.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
-    return s
+    # the whole preset in `make chaos`; the cut kills only at migrate among the build steps
+    build = os.environ.get("BLUEGREEN_FAULTS_BUILD", "gate backup migrate")
+    return blue_live(make_stack, ini_overrides={**QUICK, "health_deadline": "30", "build": build})
 
 
 @pytest.fixture(scope="module")

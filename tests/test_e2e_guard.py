@@ -11,7 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SLOW_TEST, job_id_of, push, served, settled, status, wait_finished, wait_step
+from conftest import (
+    QUICK,
+    blue_live,
+    job_id_of,
+    push,
+    served,
+    settled,
+    slow_deploy,
+    status,
+    wait_finished,
+)
 
 from example.load import Load, summarize
 from example.stack import Stack
@@ -21,22 +31,8 @@ WATCH = 15.0  # long enough that a loaded machine still sees the window open
 
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
-    s = make_stack(
-        celery=False,
-        watch=str(WATCH),
-        ini_overrides={
-            "watch_interval": "0.3",
-            "watch_failures": "3",
-            "health_passes": "2",
-            "health_interval": "0.1",
-            "drain_timeout": "10",
-            "health_deadline": "15",
-            "build": "migrate test",
-        },
-    ).start()
-    first = s.ctl("bluegreen", "switch", "abiapp", "blue")
-    assert first.returncode == 0, first.stdout
-    return s
+    ini = {**QUICK, "watch_interval": "0.3", "watch_failures": "3", "health_deadline": "15", "build": "migrate test"}
+    return blue_live(make_stack, celery=False, watch=str(WATCH), ini_overrides=ini)
 
 
 def pid_of(stack: Stack, color: str) -> int:
@@ -178,9 +174,7 @@ def test_a_live_link_to_no_color_refuses_deploy_and_switch_saying_how_to_repair(
 
 def test_sigterm_lets_the_running_step_finish_and_ends_the_job_interrupted(stack: Stack) -> None:
     before = status(stack)
-    slow = push(stack, {"exampleapp/tests_slow.py": SLOW_TEST, "VERSION": "v-term\n"}, "stopped", branch="term")
-    job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", slow, "--detach"))
-    wait_step(stack, job_id, "test")
+    job_id = slow_deploy(stack, "v-term", branch="term")
     listener = stack.rpc().supervisor.getProcessInfo("bluegreen")["pid"]
     restarted = stack.ctl("restart", "bluegreen")  # supervisord's SIGTERM, then a new listener
     assert restarted.returncode == 0, restarted.stdout

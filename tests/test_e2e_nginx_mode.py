@@ -7,7 +7,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import status
+from conftest import blue_live, status
 
 from example.load import Load, summarize
 from example.stack import Stack
@@ -15,14 +15,8 @@ from example.stack import Stack
 
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
-    s = make_stack(
-        mode="nginx",
-        celery=False,
-        ini_overrides={"health_passes": "2", "health_interval": "0.1", "nginx_verify_timeout": "2"},
-    ).start()
-    out = s.ctl("bluegreen", "switch", "abiapp", "blue")
-    assert out.returncode == 0, out.stdout
-    return s
+    ini = {"health_passes": "2", "health_interval": "0.1", "nginx_verify_timeout": "2"}
+    return blue_live(make_stack, mode="nginx", celery=False, ini_overrides=ini)
 
 
 def site_marker(stack: Stack) -> str:

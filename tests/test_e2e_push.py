@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, job_id_of, served, status
+from conftest import QUICK, REPO, blue_live, job_id_of, served, status
 
 from example.stack import Stack
 
@@ -27,11 +27,7 @@ class Broken(SimpleTestCase):
 
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
-    s = make_stack(
-        celery=False,
-        ini_overrides={"health_passes": "2", "health_interval": "0.1", "drain_timeout": "5", "health_deadline": "20"},
-    ).start()
-    assert s.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
+    s = blue_live(make_stack, celery=False, ini_overrides={**QUICK, "drain_timeout": "5", "health_deadline": "20"})
     bare = s.root / "app.git"
     hook = bare / "hooks" / "pre-receive"
     shutil.copy(REPO / "conf" / "hooks" / "pre-receive", hook)

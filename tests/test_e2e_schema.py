@@ -11,7 +11,7 @@ import signal
 import time
 
 import pytest
-from conftest import job_id_of, push, settled, status, wait_finished, wait_step
+from conftest import QUICK, blue_live, job_id_of, push, settled, status, wait_finished, wait_step
 
 from example import services
 from example.load import Load, summarize
@@ -89,20 +89,9 @@ def columns(stack: Stack) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
-    s = make_stack(
-        celery=False,
-        watch=str(WATCH),
-        ini_overrides={
-            "health_passes": "2",
-            "health_interval": "0.1",
-            "drain_timeout": "10",
-            "health_deadline": "60",
-            "health_timeout": "5",
-            "build": "test gate backup migrate",
-            "watch_interval": "0.3",
-        },
-    ).start()
-    assert s.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
+    ini = {**QUICK, "health_deadline": "60", "health_timeout": "5", "build": "test gate backup migrate",
+           "watch_interval": "0.3"}  # fmt: skip
+    s = blue_live(make_stack, celery=False, watch=str(WATCH), ini_overrides=ini)
     with services.mariadb(s.database) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO exampleapp_note (text, created) VALUES ('Abiball 2027', NOW())")
     return s

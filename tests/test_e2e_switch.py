@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import status
+from conftest import blue_live, status
 
 from example.load import Load, summarize
 from example.stack import Stack
@@ -27,7 +27,8 @@ BROKEN_CODE = {
 
 @pytest.fixture(scope="module")
 def stack(make_stack) -> Stack:
-    s = make_stack(
+    return blue_live(
+        make_stack,
         celery=False,  # an app without worker programs: a switch moves traffic only
         ini_overrides={
             "health_deadline": str(DEADLINE),
@@ -38,10 +39,7 @@ def stack(make_stack) -> Stack:
         # RUNNING at once, so a crashing target reaches the health gate (not just supervisor's startsecs)
         # stopwaitsecs short: the "hang" release would hold gunicorn's 30 s graceful stop on every repair
         program_overrides={"program:abiapp_green": {"startsecs": "0", "startretries": "1", "stopwaitsecs": "3"}},
-    ).start()
-    first = s.ctl("bluegreen", "switch", "abiapp", "blue")
-    assert first.returncode == 0, first.stdout
-    return s
+    )
 
 
 def color_served(stack: Stack, path: str = "/health") -> str:

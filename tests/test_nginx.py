@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ServerFactory, stop_process, write_nginx_conf
+from conftest import ServerFactory, nginx_test, stop_process, write_nginx_conf
 
 from example.stack import free_port
 from supervisor_bluegreen import config, nginx, switch
@@ -239,17 +239,6 @@ def self_signed(tmp_path: Path) -> tuple[str, str]:
     return cert, key
 
 
-def nginx_t(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
-    conf = write_nginx_conf(tmp_path, site)
-    return subprocess.run(
-        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "error.log")],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-
-
 def test_default_server_name_is_not_debians_catch_all(tmp_path: Path) -> None:
     app = make_app(tmp_path, server_name="")
     assert app.server_name == "localhost"
@@ -294,7 +283,7 @@ def test_site_options_are_validated(options: dict[str, str], fragment: str) -> N
 
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
 @pytest.mark.parametrize("variant", ["http", "https", "https-nginx-mode", "no-static"])
-def test_every_site_variant_passes_nginx_t(tmp_path: Path, variant: str) -> None:
+def test_every_site_variant_passes_nginx_test(tmp_path: Path, variant: str) -> None:
     options: dict[str, str] = {"media_root": f"{tmp_path}/media", "listen": "127.0.0.1:8080"}
     if variant.startswith("https"):
         cert, key = self_signed(tmp_path)
@@ -305,7 +294,7 @@ def test_every_site_variant_passes_nginx_t(tmp_path: Path, variant: str) -> None
         options.update(switch="nginx", live_socket="", live_static="", nginx_sites="/x/sa", nginx_enabled="/x/se/s")
     app = make_app(tmp_path, **options)
     site = nginx.render_site(app, app.color("blue") if app.switch_mode == "nginx" else None)
-    proc = nginx_t(tmp_path, site)
+    proc = nginx_test(tmp_path, site)
     assert proc.returncode == 0, f"{site}\n{proc.stderr}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from conftest import FakeClock
 
 from supervisor_bluegreen.config import Watch
 from supervisor_bluegreen.health import Probe
@@ -15,29 +16,14 @@ BAD = Probe(False, 500, "status 500, expected 200", 1.0, {})
 TEN_SECONDS = Watch(seconds=10, interval=1, failures=3)
 
 
-class Clock:
-    """Time that moves only when the code under test waits or probes."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wait(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
 def run(
     probes: list[Probe],
     config: Watch = TEN_SECONDS,
     crash_at: float | None = None,
     stop_at: float | None = None,
     probe_cost: float = 0.01,
-) -> tuple[Outcome, Clock, int]:
-    clock = Clock()
+) -> tuple[Outcome, FakeClock, int]:
+    clock = FakeClock()
     window = Window("green", "blue", clock.now, clock.now + config.seconds, 7)
     done: list[Probe] = []
 
@@ -56,7 +42,7 @@ def run(
         crashed=after(crash_at, lambda: "shop_green went EXITED"),  # type: ignore[arg-type]
         probe=probe,
         interrupted=after(stop_at, lambda: Outcome(Verdict.ENDED, "cut short by rollback job 9")),  # type: ignore[arg-type]
-        wait=clock.wait,
+        wait=clock.sleep,
         clock=clock,
     )
     return outcome, clock, len(done)
@@ -101,7 +87,7 @@ def test_a_person_taking_over_ends_the_window() -> None:
 def test_waits_never_overshoot_the_window() -> None:
     _, clock, _ = run([GOOD], config=Watch(seconds=2.5, interval=1, failures=3))
     assert clock.now - 1000.0 == pytest.approx(2.5)  # the probes' own time is part of the interval
-    assert all(w <= 1.0 for w in clock.waits)
+    assert all(w <= 1.0 for w in clock.slept)
 
 
 @pytest.mark.parametrize(
