@@ -14,10 +14,11 @@ demo: bootstrap
 demo-stop:
 	@if [ -x $(PY) ]; then $(PY) -m example.demo stop; else echo "demo is not running"; fi
 
-# the whole suite but the `chaos` cut of the fault matrix (make chaos runs that); `make test-fast` skips the e2e tests
+# the whole suite but the `chaos` cut of the fault matrix (make chaos runs that), two files at a time (each e2e
+# module shares one stack; stacks have their own ports, database and queue); `make test-fast` skips the e2e tests
 test: bootstrap
 	.venv/bin/ruff check supervisor_bluegreen tests example bench
-	$(PY) -m pytest -q -m "not chaos"
+	$(PY) -m pytest -q -m "not chaos" -n 2 --dist loadfile
 
 test-fast: bootstrap
 	$(PY) -m pytest -q -m "not e2e and not chaos"

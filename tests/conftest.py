@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,11 +113,25 @@ def job_id_of(out: subprocess.CompletedProcess[str] | str) -> int:
     return int(text.split("queued as job ")[1].split(";")[0].split()[0])
 
 
+def build_processes(stack: Stack) -> list[str]:
+    """Command lines of the build commands (``manage.py ...``) running in this stack's checkouts."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "manage.py" in cmdline and (proc.info["cwd"] or "").startswith(f"{stack.root}/"):
+            found.append(cmdline)
+    return found
+
+
 def slow_deploy(stack: Stack, version: str, branch: str) -> int:
-    """A detached deploy of a release whose tests take 4 s, once it is in its test step; its job id."""
+    """A detached deploy of a release whose tests take 4 s, once its test command runs; its job id."""
     slow = push(stack, {"exampleapp/tests_slow.py": SLOW_TEST, "VERSION": f"{version}\n"}, version, branch=branch)
     job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", slow, "--detach"))
     wait_step(stack, job_id, "test")
+    deadline = time.monotonic() + 10
+    while not any(" test " in f"{cmdline} " for cmdline in build_processes(stack)):
+        assert time.monotonic() < deadline, f"job {job_id}: no manage.py test process in {stack.root}"
+        time.sleep(0.05)
     return job_id
 
 
@@ -307,7 +322,12 @@ def serve() -> Iterator[ServerFactory]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start real servers are ``e2e`` (``-m 'not e2e'`` is the fast subset, seconds long)."""
+    """Tests that start real servers are ``e2e`` (``-m 'not e2e'`` is the fast subset, seconds long).
+
+    The files of whole stacks run first (a file keeps its own order): with ``-n 2 --dist loadfile`` the
+    long ones start at once and the short ones fill in, instead of one long file running alone at the end.
+    """
     for item in items:
         if item.path.name.startswith(("test_e2e_", "test_demo")) or "make_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: not item.path.name.startswith(("test_e2e_", "test_demo")))

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import psutil
 import pytest
 from celery import Celery
 from conftest import (
@@ -24,6 +23,7 @@ from conftest import (
     REPO,
     SLOW_TEST,
     blue_live,
+    build_processes,
     job_id_of,
     push,
     served,
@@ -259,8 +259,7 @@ def test_cancel_stops_a_deploy_before_its_switch(stack: Stack) -> None:
     assert out.returncode == 0, out.stdout
     assert wait_finished(stack, job_id)["status"] == "cancelled"
     assert served(stack) == before
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if "tests_slow" in " ".join(p.info["cmdline"] or [])]
-    assert leftovers == []
+    assert build_processes(stack) == []
 
 
 def test_kill_9_of_the_caller_does_not_stop_the_deploy(stack: Stack) -> None:
@@ -294,7 +293,7 @@ def test_kill_9_of_the_listener_leaves_no_stale_lock_and_the_next_deploy_works(s
     assert after["live"] == before["live"] and not after["running"] and after["locked"] is False
     assert not AppLock(str(stack.root / "state" / "abiapp" / "lock")).held_elsewhere()
     time.sleep(0.5)
-    assert [p for p in psutil.process_iter(["cmdline"]) if "tests_slow" in " ".join(p.info["cmdline"] or [])] == []
+    assert build_processes(stack) == []
     commit = push(stack, {"VERSION": "v-after\n"}, "after the crash")
     out = stack.ctl("bluegreen", "deploy")
     assert out.returncode == 0, out.stdout
