@@ -149,6 +149,10 @@ say "init again changes nothing"
 in_root "find /etc/supervisor /etc/nginx /etc/supervisor-bluegreen /etc/sudoers.d /srv/mysite/app.git/hooks \
 -type f -newer /opt/supervisor-bluegreen/bin/bluegreen -exec md5sum {} + | sort > /tmp/before"
 again=$(in_root "$init")
+echo "$again" | grep -F 'SQLite file inside the checkout' && {
+    echo "install-test: init did not see DB_PATH from the environment file" >&2
+    exit 1
+}
 echo "$again" | grep -E '^  (created|ran|added|fixed) ' && {
     echo "install-test: the second init changed something" >&2
     exit 1

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 from . import envfile, steps
 from .example_files import bluegreen_executable, example_text
@@ -523,10 +524,12 @@ def status(path):
     except Exception:
         return 599
 answers = {p: status(p) for p in ("/", "/admin/login/")}
+db = settings.DATABASES.get("default", {})
 print(json.dumps({
     "static_root": str(settings.STATIC_ROOT or ""), "static_url": str(settings.STATIC_URL or ""),
     "media_root": str(getattr(settings, "MEDIA_ROOT", "") or ""), "media_url": str(settings.MEDIA_URL or ""),
     "wsgi": str(getattr(settings, "WSGI_APPLICATION", "") or ""), "answers": answers,
+    "db_engine": str(db.get("ENGINE", "")), "db_name": str(db.get("NAME", "")),
 }))
 """
 
@@ -540,8 +543,13 @@ def _django_facts(o: Options, src: str, venv: str) -> dict[str, object]:
     done = _as_user(argv, o.user_name, cwd=src, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
-    info = json.loads(done.stdout.strip().splitlines()[-1])
+    return facts_from_probe(o, src, json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, object]:
+    """What the plan needs from the app's settings as DJANGO_PROBE printed them, and what to tell the user."""
     out: dict[str, object] = {"built": True}
+    notes: list[str] = []
     if info["wsgi"]:
         module, _, attr = info["wsgi"].rpartition(".")
         out["wsgi"] = f"{module}:{attr}"
@@ -560,11 +568,27 @@ def _django_facts(o: Options, src: str, venv: str) -> dict[str, object]:
             out["health_path"], out["health_status"] = path, answers[path]
             break
     else:
-        out["notes"] = (
+        notes.append(
             f"neither / nor /admin/login/ answered Host {o.server_name} with 2xx/3xx ({answers}): is "
-            f"{o.server_name} in ALLOWED_HOSTS? health_path in {o.config} needs a URL that answers",
+            f"{o.server_name} in ALLOWED_HOSTS? health_path in {o.config} needs a URL that answers"
         )
+    if _sqlite_in_checkout(info.get("db_engine", ""), info.get("db_name", ""), src):
+        notes.append(
+            f"the database is a SQLite file inside the checkout ({info['db_name']}): each color has its own copy, "
+            "so every switch shows the other copy's data and loses what was written since. Read its path from "
+            'the environment in settings (e.g. os.environ.get("DB_PATH", BASE_DIR / "db.sqlite3")) and add '
+            f"DB_PATH={o.app_root}/home/db.sqlite3 (a folder the app user can write) to {env_file_path(o)}"
+        )
+    if notes:
+        out["notes"] = tuple(notes)
     return out
+
+
+def _sqlite_in_checkout(engine: str, name: str, src: str) -> bool:
+    """A SQLite database file inside a color's checkout (a relative name is opened from the checkout too)."""
+    if not engine.endswith("sqlite3") or not name or name == ":memory:" or name.startswith("file:"):
+        return False
+    return os.path.abspath(os.path.join(src, name)).startswith(src + "/")
 
 
 def _settings_module(src: str) -> str:

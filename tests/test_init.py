@@ -279,3 +279,41 @@ def test_https_options_reach_the_site() -> None:
     site = by_path(init.plan(o, FACTS), "/etc/nginx/sites-available/mysite.conf").content
     assert "listen 443 ssl;" in site and "ssl_certificate_key /etc/ssl/m.key;" in site
     assert "return 301 https://$host$request_uri;" in site
+
+
+def probe(**changes: object) -> dict:
+    """What DJANGO_PROBE prints for a startproject app whose login page answers, changed by ``changes``."""
+    info = {"static_root": "/srv/mysite/blue/src/staticfiles", "static_url": "/static/", "media_root": "",
+            "media_url": "/", "wsgi": "mysite.wsgi.application", "answers": {"/": 404, "/admin/login/": 200},
+            "db_engine": "django.db.backends.mysql", "db_name": "mysite"}  # fmt: skip
+    return {**info, **changes}
+
+
+SRC = "/srv/mysite/blue/src"
+
+
+def test_facts_from_the_built_app() -> None:
+    facts = init.facts_from_probe(OPTS, SRC, probe())
+    assert facts == {"built": True, "wsgi": "mysite.wsgi:application", "static_root": "staticfiles",
+                     "health_path": "/admin/login/", "health_status": 200}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "inside"),
+    [(f"{SRC}/db.sqlite3", True), ("db.sqlite3", True), ("/srv/mysite/home/db.sqlite3", False),
+     (f"{SRC}-old/db.sqlite3", False), (":memory:", False)],
+)  # fmt: skip
+def test_a_sqlite_file_inside_the_checkout_is_a_note_with_the_fix(name: str, inside: bool) -> None:
+    facts = init.facts_from_probe(OPTS, SRC, probe(db_engine="django.db.backends.sqlite3", db_name=name))
+    notes = [n for n in facts.get("notes", ()) if "SQLite" in n]
+    assert len(notes) == inside
+    for note in notes:
+        assert f"inside the checkout ({name})" in note and "each color has its own copy" in note
+        assert f"DB_PATH={OPTS.app_root}/home/db.sqlite3" in note and init.env_file_path(OPTS) in note
+
+
+def test_no_answering_url_is_a_note_naming_allowed_hosts() -> None:
+    facts = init.facts_from_probe(OPTS, SRC, probe(answers={"/": 400, "/admin/login/": 400}))
+    assert "health_path" not in facts
+    (note,) = facts["notes"]
+    assert "is mysite.example.org in ALLOWED_HOSTS?" in note
