@@ -64,9 +64,7 @@ ALWAYS_SAFE = {
     "AlterModelManagers": lambda op: "model managers only (no database effect)",
     "AlterIndexTogether": lambda op: "adds or drops non-unique indexes (index_together)",
     "AddIndex": lambda op: "adds index %s" % getattr(op.index, "name", ""),
-    "AddIndexConcurrently": lambda op: "adds index %s" % getattr(op.index, "name", ""),
     "RemoveIndex": lambda op: "drops an index (queries only get slower)",
-    "RemoveIndexConcurrently": lambda op: "drops an index (queries only get slower)",
     "RenameIndex": lambda op: "renames an index",
     "AlterConstraint": lambda op: "changes constraint attributes without database effect",
     "RemoveConstraint": lambda op: "drops constraint %s (the serving code never relied on it to write)" % op.name,
@@ -75,6 +73,9 @@ ALWAYS_SAFE = {
     "CreateCollation": lambda op: "creates collation %s" % op.name,
     "RemoveCollation": lambda op: "drops collation %s (fails if a column still uses it)" % op.name,
 }
+# PostgreSQL's concurrent forms have the effect of the plain ones
+ALWAYS_SAFE["AddIndexConcurrently"] = ALWAYS_SAFE["AddIndex"]
+ALWAYS_SAFE["RemoveIndexConcurrently"] = ALWAYS_SAFE["RemoveIndex"]
 
 
 class Settled(Exception):
