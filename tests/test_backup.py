@@ -152,12 +152,17 @@ def test_prune_keeps_the_newest_of_that_app_only(tmp_path: Path) -> None:
     for name in mine + others:
         (tmp_path / name).write_text("x")
     (tmp_path / "shop-20190101-000000-aaaaaaa.sql.gz").mkdir()  # not a file: left alone
+    victim = tmp_path.parent / f"{tmp_path.name}-victim"
+    victim.write_text("root's file\n")
+    (tmp_path / "shop-20180101-000000-aaaaaaa.sql.gz").symlink_to(victim)  # planted by the app user: left alone
 
     deleted = prune(str(tmp_path), "shop", keep=2)
 
     assert sorted(deleted) == sorted([str(tmp_path / mine[0]), str(tmp_path / mine[3])])
     left = sorted(os.listdir(tmp_path))
-    assert left == sorted([mine[1], mine[2], *others, "shop-20190101-000000-aaaaaaa.sql.gz"])
+    planted = ["shop-20190101-000000-aaaaaaa.sql.gz", "shop-20180101-000000-aaaaaaa.sql.gz"]
+    assert left == sorted([mine[1], mine[2], *others, *planted])
+    assert victim.read_text() == "root's file\n"
     assert prune(str(tmp_path), "shop", keep=2) == []
     assert prune(str(tmp_path / "missing"), "shop", keep=2) == []
     with pytest.raises(ValueError):
