@@ -355,3 +355,26 @@ def test_rollback_moves_the_workers_back_too(stack: Stack) -> None:
     previous = status(stack)["live"]
     assert previous != live
     assert "worker abiapp_celery pid" in out.stdout and f"runs {previous}'s checkout" in out.stdout
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/stdin"])
+def test_requirements_pushed_as_a_link_to_a_device_fail_the_deploy(stack: Stack, device: str) -> None:
+    """Pushed code is the app user's: root must not read requirements.txt -> /dev/zero (all memory) nor
+    -> /dev/stdin (supervisord's event pipe, which would wedge the listener with the lock held)."""
+    before = served(stack)
+    work = stack.root / "work"
+    subprocess.run(["git", "-C", str(work), "fetch", "-q", "origin"], check=True)
+    subprocess.run(["git", "-C", str(work), "checkout", "-q", "-B", "evil", "origin/main"], check=True)
+    (work / "requirements.txt").unlink()
+    (work / "requirements.txt").symlink_to(device)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=Abi", "-c", "user.email=a@b", "commit", "-qam", device],
+                   check=True)  # fmt: skip
+    subprocess.run(["git", "-C", str(work), "push", "-q", "-f", "origin", "evil"], check=True)
+
+    out = stack.ctl("bluegreen", "deploy", "abiapp", "evil", timeout=60)
+
+    assert out.returncode != 0, out.stdout
+    assert "deps: " in out.stdout and "not a regular file" in out.stdout, out.stdout
+    assert served(stack) == before
+    after = status(stack)
+    assert not after["running"] and after["locked"] is False  # the listener is free for the next job
