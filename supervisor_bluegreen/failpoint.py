@@ -10,6 +10,7 @@ the file is removed first. Points are the steps' names (``drain``, ``migrate``, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterable
 
@@ -25,6 +26,11 @@ def deploy_points(build: Iterable[str]) -> list[str]:
     """The points a deploy with these build steps passes, in order: the fault tests arm them one by one."""
     after = ("start", "health gate", "switch", "verify", "record", "workers", "workers.stopped")
     return ["resolve", "reconcile", "drain", "checkout", *build, *after]
+
+
+def branch(point: str) -> str:
+    """A git branch name for a deploy killed at ``point`` (a point may be "health gate": no space in a ref)."""
+    return "k-" + re.sub(r"[^A-Za-z0-9_-]+", "-", point)
 
 
 def hit(state_dir: str, point: str) -> None:

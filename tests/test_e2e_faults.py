@@ -22,7 +22,7 @@ from conftest import QUICK, blue_live, job_id_of, push, settled, status, wait_fi
 
 from example.load import Load, summarize
 from example.stack import Stack
-from supervisor_bluegreen.failpoint import ROLLBACK_POINTS, deploy_points
+from supervisor_bluegreen.failpoint import ROLLBACK_POINTS, branch, deploy_points
 from supervisor_bluegreen.stepdefs import PRESETS
 
 DEPLOY_POINTS = deploy_points(PRESETS["django"])
@@ -98,7 +98,7 @@ def test_listener_killed_at_a_step_leaves_a_consistent_state(stack: Stack, load:
     (stack.root / "state" / "abiapp" / "failpoint").write_text(point)
     pid = listener_pid(stack)
     if kind == "deploy":
-        commit = push(stack, {"VERSION": f"v-{point}\n"}, f"killed at {point}", branch=f"k-{point}")
+        commit = push(stack, {"VERSION": f"v-{point}\n"}, f"killed at {point}", branch=branch(point))
         job_id = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", commit, "--detach"))
     else:
         proc = stack.ctl("bluegreen", "rollback")
