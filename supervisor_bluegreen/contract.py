@@ -14,11 +14,12 @@ import time
 from . import migration_gate, steps
 from .config import Color
 from .deploy import settings, uncut
+from .jobargs import NoArgs
 from .orchestrator import Run, StepFailed, reconcile
 from .supervisor_api import SupervisorError
 
 
-def contract(run: Run) -> str:
+def contract(run: Run, args: NoArgs) -> str:
     """Run the held-back migrations in the live color, then clear the rollback target."""
     pending = run.store.read().get("contract") or {}
     live = run.step("reconcile", reconcile)

@@ -17,6 +17,7 @@ import time
 
 from . import backup, drain, migration_gate, steps, switch
 from .config import App, Color, Deploy
+from .jobargs import DeployArgs
 from .orchestrator import (
     Run,
     StepFailed,
@@ -197,8 +198,7 @@ def gate_migrations(run: Run, target: Color, commit: str, env: dict[str, str]) -
     report = probe_migrations(run, target, env)
     for line in migration_gate.summary(report):
         run.log(line)
-    allow = bool(run.job.get("args", {}).get("allow_unsafe"))
-    refusal = migration_gate.refusal(report, allow_unsafe=allow)
+    refusal = migration_gate.refusal(report, allow_unsafe=run.allow_unsafe)
     if refusal:
         raise StepFailed(refusal)
     if not report.passes:
@@ -327,10 +327,11 @@ def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Win
 
 
 # -- the sequence ----------------------------------------------------------------------------
-def deploy(run: Run, ref: str = "") -> str:
+def deploy(run: Run, args: DeployArgs) -> str:
     """git -> live for one app: resolve, drain, checkout, build, start, gate, switch, record, workers."""
     config = settings(run.app)
-    commit = run.step("resolve", resolve, ref or config.branch)
+    run.allow_unsafe = args.allow_unsafe
+    commit = run.step("resolve", resolve, args.ref or config.branch)
     live = run.step("reconcile", reconcile)
     target = idle_color(run, live)
     run.announce("start", f"{run.app.name}: deploying {commit[:7]} to {target.name}", commit=commit)

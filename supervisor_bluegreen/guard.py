@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import health, switch
+from .jobargs import RollbackArgs, stored
 from .jobs import execute
 from .state import Store
 from .watch import Outcome, Verdict, Window, observe
@@ -73,7 +74,7 @@ class WindowGuard(threading.Thread):
             return
         if outcome.verdict is Verdict.ROLLBACK:
             store.append_log(window.job, f"rolling back automatically: {outcome.reason}")
-            args = {"reason": outcome.reason, "failed": window.color}
+            args = stored(RollbackArgs(reason=outcome.reason, failed=window.color))
             job = store.claim(store.enqueue("rollback", args, "bluegreen watch")["id"])
             if job:
                 execute(self.worker.new_run(store, job))

@@ -8,14 +8,16 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
-from . import switch
+from . import jobargs, switch
 from .contract import contract
 from .deploy import deploy
 from .orchestrator import Interrupted, Run, StepFailed, check_health, recover, rollback, switch_to
 from .supervisor_api import ShuttingDown, SupervisorError
 
-SEQUENCES: dict[str, Callable[..., str]] = {
+# each takes (run, its kind's typed arguments: jobargs.KINDS)
+SEQUENCES: dict[str, Callable[[Run, Any], str]] = {
     "switch": switch_to,
     "rollback": rollback,
     "health": check_health,
@@ -48,8 +50,11 @@ def execute(run: Run) -> None:
     with contextlib.suppress(switch.LiveLinkError):  # what "unchanged" means, even before the first step
         run.live_before = switch.live_color(run.app)
     try:
-        message = SEQUENCES[job["kind"]](run, **job.get("args", {}))
+        args = jobargs.parse(job["kind"], job.get("args") or {})
+        message = SEQUENCES[job["kind"]](run, args)
         status = "succeeded"
+    except jobargs.BadArguments as exc:  # queued by something that skipped the RPC's check: refused, not a crash
+        message = failure_message(run, f"bad arguments: {exc}")
     except (Interrupted, ShuttingDown) as exc:
         status, message = "interrupted", failure_message(run, str(exc))
     except (StepFailed, SupervisorError) as exc:

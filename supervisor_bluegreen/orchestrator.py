@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 
 from . import failpoint, health, notify, steps, switch, workers
 from .config import App, Color
+from .jobargs import HealthArgs, NoArgs, RollbackArgs, SwitchArgs
 from .migration_gate import GateReport
 from .state import Store
 from .supervisor_api import CRASH_STATES, ShuttingDown, Supervisor, SupervisorError
@@ -98,6 +99,7 @@ class Run:
         self.gate: GateReport | None = None  # the migration gate's report: what migrate may run before the switch
         self.db_changed: list[str] = []  # migrations a failed migrate applied: the database is not "unchanged"
         self.cancellable = True  # until traffic moves: then a deploy finishes what it started
+        self.allow_unsafe = False  # deploy --allow-unsafe-migrations: the gate's refusal is overridden
 
     def forced(self) -> bool:
         """True once someone asked to cancel this job with --force: even a migrate is killed."""
@@ -393,10 +395,10 @@ def watching(window: Window | None, app: App, job_id: int) -> str:
 
 
 # -- sequences -----------------------------------------------------------------------------
-def switch_to(run: Run, wanted: str = "") -> str:
+def switch_to(run: Run, args: SwitchArgs) -> str:
     """Health-gated switch: like the seed's hook, but only to a color that really answers."""
     live = run.step("reconcile", reconcile)
-    target = choose_target(run.app, live, wanted)
+    target = choose_target(run.app, live, args.wanted)
     run.step("check target", require_running, target)
     run.step("health gate", health_gate, target)
     run.step("switch", flip, target)
@@ -409,7 +411,7 @@ def switch_to(run: Run, wanted: str = "") -> str:
     return message + watching(window, run.app, run.job["id"])
 
 
-def rollback(run: Run, reason: str = "", failed: str = "") -> str:
+def rollback(run: Run, args: RollbackArgs) -> str:
     """Back to the previous color, still running and warm: the same gate, no rebuild.
 
     With ``reason`` it is the watch window's automatic rollback: the live color is dying and
@@ -417,11 +419,12 @@ def rollback(run: Run, reason: str = "", failed: str = "") -> str:
     runs (it served a minute ago, and its health is checked right after); the color that failed
     is stopped and is no rollback target.
     """
+    reason, failed = args.reason, args.failed
     previous = run.store.read().get("previous")
     if not previous:
         raise StepFailed("nothing to roll back to: no previous color recorded")
     if not reason:
-        message = switch_to(run, previous)
+        message = switch_to(run, SwitchArgs(previous))
         run.announce("rollback", message, color=previous)
         return message
     live = run.step("live color", live_by_links)
@@ -471,7 +474,7 @@ def stop_failed(run: Run, color: Color) -> None:
         run.log(f"could not stop {color.program}: {exc}")
 
 
-def recover(run: Run) -> str:
+def recover(run: Run, args: NoArgs) -> str:
     """After a listener restart: finish the record of an interrupted go-live, restart the workers it left."""
     live = run.step("reconcile", reconcile)
     if live and run.store.read().get("workers_restarting"):
@@ -479,10 +482,10 @@ def recover(run: Run) -> str:
     return f"{run.app.name}: repaired after a listener restart: {live or 'no color'} live"
 
 
-def check_health(run: Run, color: str = "") -> str:
+def check_health(run: Run, args: HealthArgs) -> str:
     """Probe a color (default: the live one) now, once, and record the result."""
     try:
-        name = color or switch.live_color(run.app)
+        name = args.color or switch.live_color(run.app)
     except switch.LiveLinkError as exc:
         raise StepFailed(str(exc)) from None
     if not name:

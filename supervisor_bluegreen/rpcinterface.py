@@ -6,8 +6,8 @@ again after every ``reload``, so nothing shared lives on the instance: it is on 
 or at module level (the config cache and the set of errors already logged).
 
 It imports supervisor, the standard library and the stdlib-only modules config, stepdefs, refs,
-backuplist and state: never the listener's side (requests, jinja2, psutil, subprocess), so a broken install there
-cannot keep supervisord, and the live app, from starting. No call here waits: the queue lock is only
+backuplist, jobargs and state: never the listener's side (requests, jinja2, psutil, subprocess), so a broken
+install there cannot keep supervisord, and the live app, from starting. No call here waits: the queue lock is only
 tried (a busy queue answers "try again"), nothing is fsynced, and every file read is bounded.
 """
 
@@ -28,6 +28,7 @@ from supervisor.xmlrpc import Faults, RPCError
 from . import __version__
 from .backuplist import backup_dir_of, list_backups
 from .config import App, Config, ConfigError, load
+from .jobargs import BadArguments, DeployArgs, HealthArgs, JobArgs, RollbackArgs, SwitchArgs, T, build, stored
 from .refs import WAKE_TYPE, ref_problem
 from .state import ACTIVE, FINISHED, Busy, Store, history_entry, private_dir_problem
 
@@ -140,7 +141,14 @@ class BlueGreenNamespaceRPCInterface:
             return "UNKNOWN"
         return getProcessStateDescription(process.get_state())
 
-    def _queue(self, app: App, kind: str, args: dict[str, Any], who: str) -> dict[str, Any]:
+    def _args(self, app: App, kind: type[T], **raw: Any) -> T:
+        """A job's typed arguments (jobargs.py): a name or type the listener would not take is refused here."""
+        try:
+            return build(kind, raw)
+        except BadArguments as exc:
+            raise RPCError(Faults.BAD_ARGUMENTS, f"{app.name}: {exc}; nothing changed") from None
+
+    def _queue(self, app: App, kind: str, args: JobArgs, who: str) -> dict[str, Any]:
         """Record the job and wake the listener.
 
         A switch or rollback is refused while another job of the app is active (it would act on a
@@ -158,7 +166,7 @@ class BlueGreenNamespaceRPCInterface:
                 raise RPCError(
                     Faults.STILL_RUNNING, f"{app.name}: {j['kind']} (job {j['id']}) is {j['status']}; nothing changed"
                 )
-        job = store.enqueue(kind, args, who, coalesce=kind == "deploy")
+        job = store.enqueue(kind, stored(args), who, coalesce=kind == "deploy")
         notify(RemoteCommunicationEvent(WAKE_TYPE, json.dumps({"app": app.name, "job": job["id"]})))
         return xmlrpc_safe(job)
 
@@ -222,14 +230,15 @@ class BlueGreenNamespaceRPCInterface:
     def switch(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
         """Queue a health-gated switch to ``color`` (default: the idle color); returns the job."""
         a = self._app(app)
-        target = self._color(a, color)
+        args = self._args(a, SwitchArgs, wanted=color)
+        target = self._color(a, args.wanted)
         live = app_store(a).read().get("live")
         name = target or (a.other(live).name if live else "")
         if name:
             state = self._process_state(a.color(name).program)
             if state != "RUNNING":
                 raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {name} is {state}, not RUNNING; nothing changed")
-        return self._queue(a, "switch", {"wanted": target}, who)
+        return self._queue(a, "switch", SwitchArgs(target), who)
 
     @answers
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
@@ -244,13 +253,14 @@ class BlueGreenNamespaceRPCInterface:
                 else "no previous color recorded"
             )
             raise RPCError(Faults.FAILED, f"{a.name}: nothing to roll back to ({why}); nothing changed")
-        return self._queue(a, "rollback", {}, who)
+        return self._queue(a, "rollback", RollbackArgs(), who)
 
     @answers
     def health(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
         """Queue a health check of ``color`` (default: the live one) over its own socket; returns the job."""
         a = self._app(app)
-        return self._queue(a, "health", {"color": self._color(a, color)}, who)
+        args = self._args(a, HealthArgs, color=color)
+        return self._queue(a, "health", HealthArgs(self._color(a, args.color)), who)
 
     @answers
     def deploy(self, app: str = "", ref: str = "", who: str = "", allow_unsafe: bool = False) -> dict[str, Any]:
@@ -261,12 +271,10 @@ class BlueGreenNamespaceRPCInterface:
         a = self._app(app)
         if a.deploy is None:
             raise RPCError(Faults.FAILED, f"{a.name}: no repo configured, nothing to deploy from; nothing changed")
-        problem = ref_problem(ref) if ref else None
+        args = self._args(a, DeployArgs, ref=ref, allow_unsafe=allow_unsafe)
+        problem = ref_problem(args.ref) if args.ref else None
         if problem:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
-        args: dict[str, Any] = {"ref": ref}
-        if allow_unsafe:
-            args["allow_unsafe"] = True
         return self._queue(a, "deploy", args, who)
 
     @answers

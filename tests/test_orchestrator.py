@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ServerFactory, shop_config
+from supervisor.xmlrpc import Faults, RPCError
+from test_trust import fake_supervisord
 
-from supervisor_bluegreen import config, jobs, switch
+from supervisor_bluegreen import config, jobargs, jobs, rpcinterface, switch
 from supervisor_bluegreen.config import App
+from supervisor_bluegreen.jobargs import RollbackArgs
 from supervisor_bluegreen.orchestrator import ProcessWatch, Run, reconcile_links, rollback
 from supervisor_bluegreen.state import Store
 
@@ -114,7 +118,7 @@ def test_the_automatic_rollback_moves_traffic_stops_the_failed_color_and_opens_n
     sup = FakeSupervisor(shop_blue="RUNNING", shop_green="BACKOFF")
     run = make_run(app, sup, "rollback", {"reason": "shop_green went EXITED"})
     run.store.update(live="green", previous="blue", watch={"color": "green"})
-    message = rollback(run, "shop_green went EXITED")
+    message = rollback(run, RollbackArgs(reason="shop_green went EXITED"))
     assert message == "shop: rolled back automatically to blue: shop_green went EXITED"
     assert switch.live_color(app) == "blue"
     state = run.store.read()
@@ -147,7 +151,7 @@ def test_a_bug_in_a_sequence_ends_the_job_failed_naming_the_live_color(
     app = make_app(tmp_path)
     switch.point(app, app.color("blue"))
 
-    def broken(run: Run) -> str:
+    def broken(run: Run, args: object) -> str:
         raise KeyError("oops")
 
     monkeypatch.setitem(jobs.SEQUENCES, "switch", broken)
@@ -182,3 +186,86 @@ def test_a_live_link_to_no_color_is_refused_before_anything_moves(tmp_path: Path
     assert job["status"] == "failed"
     assert "refusing to act: " in job["message"] and "points at '/elsewhere.sock'" in job["message"]
     assert os.readlink(app.live_socket) == "/elsewhere.sock"
+
+
+# --------------------------------------------------------------------------------------------
+# job arguments: what the RPC stores is what the sequence takes
+
+
+def deploy_api(tmp_path: Path) -> rpcinterface.BlueGreenNamespaceRPCInterface:
+    """The real RPC extension over a shop with a repo (that does not exist: resolve fails, after the args bind)."""
+    ini = tmp_path / "bluegreen.ini"
+    ini.write_text(
+        shop_config(tmp_path, repo=str(tmp_path / "nope.git"), build="migrate") + f"checkout = {tmp_path}/%(color)s\n"
+    )
+    return rpcinterface.make_bluegreen_rpcinterface(fake_supervisord([]), config=str(ini))
+
+
+def test_a_deploy_queued_with_allow_unsafe_runs_with_it(tmp_path: Path) -> None:
+    """``deploy --allow-unsafe-migrations`` once died in the listener: deploy() got an unexpected 'allow_unsafe'."""
+    api = deploy_api(tmp_path)
+    queued = api.deploy("shop", "main", "alice", True)
+    app = config.load(str(tmp_path / "bluegreen.ini")).app("shop")
+    store = Store(app.state_dir, app.name)
+    run = Run(app, store, store.claim(queued["id"]), FakeSupervisor(), ProcessWatch())  # type: ignore[arg-type]
+    jobs.execute(run)
+    job = store.read_job(queued["id"])
+    assert run.allow_unsafe is True
+    assert job["status"] == "failed"
+    assert job["message"].startswith(f"shop: deploy failed: unknown ref 'main' in {tmp_path}/nope.git"), job["message"]
+
+
+@pytest.mark.parametrize(
+    ("call", "problem"),
+    [
+        (lambda api: api.deploy("shop", "main", "alice", "yes"), "allow_unsafe must be bool, got str"),
+        (lambda api: api.deploy("shop", 7, "alice"), "ref must be str, got int"),
+        (lambda api: api.switch("shop", 1, "alice"), "wanted must be str, got int"),
+        (lambda api: api.health("shop", ["blue"], "alice"), "color must be str, got list"),
+    ],
+)
+def test_mistyped_job_arguments_are_refused_at_the_rpc_and_nothing_is_queued(
+    tmp_path: Path, call: Callable[[Any], Any], problem: str
+) -> None:
+    api = deploy_api(tmp_path)
+    with pytest.raises(RPCError) as caught:
+        call(api)
+    assert caught.value.code == Faults.BAD_ARGUMENTS
+    assert caught.value.text == f"BAD_ARGUMENTS: shop: {problem}; nothing changed"
+    assert Store(str(tmp_path / "state"), "shop").job_ids() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "problem"),
+    [
+        ("deploy", {"ref": "main", "force": True}, "deploy: unknown argument(s) force (it takes: ref, allow_unsafe)"),
+        ("recover", {"ref": "main"}, "recover: unknown argument(s) ref (it takes: none)"),
+        ("rollback", {"reason": 3}, "rollback: reason must be str, got int"),
+        ("deploy", ["main"], "deploy: arguments must be a mapping, got list"),
+        ("reboot", {}, "unknown job kind 'reboot' (kinds: switch, rollback, health, deploy, recover, contract)"),
+    ],
+)  # fmt: skip
+def test_job_arguments_a_sequence_does_not_take_are_named(kind: str, raw: Any, problem: str) -> None:
+    with pytest.raises(jobargs.BadArguments) as caught:
+        jobargs.parse(kind, raw)
+    assert str(caught.value) == problem
+
+
+def test_a_job_whose_stored_arguments_do_not_fit_fails_with_why_not_a_type_error(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    switch.point(app, app.color("blue"))
+    run = make_run(app, FakeSupervisor(), "switch", {"wanted": "green", "colour": "green"})
+    jobs.execute(run)
+    job = run.store.read_job(run.job["id"])
+    assert job["status"] == "failed"
+    assert job["message"] == (
+        "shop: switch failed: bad arguments: switch: unknown argument(s) colour (it takes: wanted)"
+        "\nblue live, unchanged"
+    )
+
+
+@pytest.mark.parametrize("kind", list(jobargs.KINDS))
+def test_every_job_kind_has_a_sequence_and_its_stored_arguments_read_back(kind: str) -> None:
+    args = jobargs.KINDS[kind]()
+    assert kind in jobs.SEQUENCES
+    assert jobargs.parse(kind, jobargs.stored(args)) == args

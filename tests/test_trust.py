@@ -361,7 +361,7 @@ def test_rpcinterface_imports_only_supervisor_stdlib_and_the_shared_modules() ->
     modules = imported_by_rpcinterface()
     assert not [m for m in modules if m.split(".")[0] in BANNED]
     assert not [m for m in modules if m.split(".")[-1] in LISTENER_SIDE and m.startswith("supervisor_bluegreen")]
-    assert {"supervisor_bluegreen.refs", "supervisor_bluegreen.state"} <= modules
+    assert {"supervisor_bluegreen.refs", "supervisor_bluegreen.state", "supervisor_bluegreen.jobargs"} <= modules
 
 
 SHIM = """
