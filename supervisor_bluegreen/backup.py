@@ -61,12 +61,31 @@ out = sys.stdout.buffer
 for line in db.iterdump():
     out.write(line.encode("utf-8", "surrogateescape") + b"\\n")
 """
-_SQLITE_RESTORE = """\
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-db.executescript(sys.stdin.buffer.read().decode("utf-8", "surrogateescape"))
-db.close()
+# Counts of every table of ``db``: the end of the count script and of the verify's load.
+_SQLITE_COUNTS = """\
+names = [r[0] for r in db.execute(
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\\\_%' ESCAPE '\\\\'")]
+counts = {n: db.execute('SELECT COUNT(*) FROM "%s"' % n.replace('"', '""')).fetchone()[0] for n in names}
+print(json.dumps(counts))
 """
+# Loads the dump (stdin) into a database in memory, never into a file: a scratch copy on disk could be
+# opened by someone else while it exists (and read after its delete). With a path, the loaded database
+# is then copied page by page into that file with SQLite's online backup API, in one write transaction
+# (open connections of the app see it at once; a dump that fails to load leaves the file as it was);
+# without, the counts of its tables are printed (verify).
+_SQLITE_LOAD = (
+    """\
+import json, sqlite3, sys
+db = sqlite3.connect(":memory:")
+db.executescript(sys.stdin.buffer.read().decode("utf-8", "surrogateescape"))
+if len(sys.argv) > 1:
+    target = sqlite3.connect(sys.argv[1])
+    db.backup(target)
+    target.close()
+    sys.exit(0)
+"""
+    + _SQLITE_COUNTS
+)
 
 
 class BackupError(Exception):
@@ -212,7 +231,7 @@ def restore_argv(plan_kind: str, database: dict[str, Any]) -> tuple[tuple[str, .
         args, env = _pg_connection(database)
         return ("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *args), env
     if plan_kind == "sqlite":
-        return (sys.executable, "-c", _SQLITE_RESTORE, _sqlite_path(database)), {}
+        return (sys.executable, "-c", _SQLITE_LOAD, _sqlite_path(database)), {}
     raise BackupError(f"cannot restore a backup of kind {plan_kind!r}: expected one of {', '.join(KINDS)}")
 
 
@@ -477,15 +496,14 @@ SELECT n.nspname || '.' || c.relname,
  ORDER BY 1;
 COMMIT;
 """
-_SQLITE_COUNT = """\
+_SQLITE_COUNT = (
+    """\
 import json, sqlite3, sys, urllib.parse
 db = sqlite3.connect("file:" + urllib.parse.quote(sys.argv[1]) + "?mode=ro", uri=True)
 db.execute("BEGIN")
-names = [r[0] for r in db.execute(
-    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\\\_%' ESCAPE '\\\\'")]
-counts = {n: db.execute('SELECT COUNT(*) FROM "%s"' % n.replace('"', '""')).fetchone()[0] for n in names}
-print(json.dumps(counts))
 """
+    + _SQLITE_COUNTS
+)
 
 
 class VerifyError(BackupError):
@@ -515,12 +533,12 @@ class VerifyPlan:
 
     kind: str
     backup: str
-    scratch: str  # the scratch database's name (SQLite: its file)
+    scratch: str  # the scratch database's name (SQLite: ":memory:", it is never a file)
     create: Command | None  # None: the restore creates it (SQLite)
     restore: Command
-    count_scratch: Command
+    count_scratch: Command | None  # None: the restore printed the counts (SQLite: the copy lives in its memory)
     count_source: Command
-    drop: Command | None  # None: the executor removes the file (SQLite)
+    drop: Command | None  # None: nothing to drop (SQLite)
 
 
 @dataclass
@@ -584,37 +602,21 @@ def _source_name(kind: str, database: dict[str, Any]) -> str:
     return os.path.basename(_sqlite_path(database))
 
 
-def plan_verify(
-    database: dict[str, Any],
-    backup: str,
-    token: str,
-    python: str = sys.executable,
-    scratch_dir: str | None = None,
-) -> VerifyPlan:
+def plan_verify(database: dict[str, Any], backup: str, token: str, python: str = sys.executable) -> VerifyPlan:
     """How to restore ``backup`` into a scratch database beside ``database`` and count both (pure).
 
     MySQL/MariaDB: ``CREATE DATABASE <name>_bgverify_<token>`` on the same server with the same
     credentials (the app's user needs CREATE and DROP on ``<name>\\_bgverify\\_%``, as Django's test
     runner needs them on ``test_<name>``). PostgreSQL: the same through psql connected to the source
-    database (the role needs CREATEDB). SQLite: a file in ``scratch_dir`` (default: the temp dir).
-    ``python`` runs the SQLite scripts.
+    database (the role needs CREATEDB). SQLite: a database in the memory of the process that loads the
+    dump and prints its counts, never a file others could open. ``python`` runs the SQLite scripts.
     """
     kind = kind_of(_text(database.get("ENGINE")))
     if kind == "sqlite":
         source = _sqlite_path(database)
-        base = os.path.basename(source).rsplit(".", 1)[0]
-        scratch = os.path.join(scratch_dir or tempfile.gettempdir(), scratch_name(base, token) + ".sqlite3")
-        target = _with_name(kind, database, scratch)
-        argv, env = restore_argv(kind, target)
+        load = Command((python, "-c", _SQLITE_LOAD), {})
         return VerifyPlan(
-            kind,
-            backup,
-            scratch,
-            None,
-            Command((python, *argv[1:]), env),
-            Command((python, "-c", _SQLITE_COUNT, scratch), {}),
-            Command((python, "-c", _SQLITE_COUNT, source), {}),
-            None,
+            kind, backup, ":memory:", None, load, None, Command((python, "-c", _SQLITE_COUNT, source), {}), None
         )
     scratch = scratch_name(_source_name(kind, database) or "bluegreen", token)
     target = _with_name(kind, database, scratch)
@@ -871,11 +873,6 @@ def _record(result: VerifyResult) -> None:
     state.write_json_atomic(verified_path(result.backup), result.as_dict())
 
 
-def _drop_sqlite(path: str) -> None:
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        _remove(path + suffix)
-
-
 def run_verify(
     plan: VerifyPlan,
     *,
@@ -920,7 +917,7 @@ def run_verify(
         if plan.create is not None:
             _checked(plan.create, f"cannot create the scratch database {plan.scratch}", user=user, timeout=timeout)
         created = True
-        status, _, err = run_command(plan.restore, dump=plan.backup, user=user, timeout=timeout)
+        status, loaded, err = run_command(plan.restore, dump=plan.backup, user=user, timeout=timeout)
         if status != 0:
             mismatches = [f"the restore failed ({os.path.basename(plan.restore.argv[0])} exited {status}): {err}"]
             if not contents().complete:
@@ -928,8 +925,9 @@ def run_verify(
             restored: dict[str, int] = {}
             drift: dict[str, int] = {}
         else:
-            out = _checked(plan.count_scratch, "cannot count the restored copy", user=user, timeout=timeout)
-            restored = parse_counts(plan.kind, out)
+            if plan.count_scratch is not None:
+                loaded = _checked(plan.count_scratch, "cannot count the restored copy", user=user, timeout=timeout)
+            restored = parse_counts(plan.kind, loaded)
             mismatches, drift = compare(source, restored, contents())
     finally:
         reader.join()
@@ -937,8 +935,6 @@ def run_verify(
             status, _, err = run_command(plan.drop, user=user, timeout=timeout)
             if status != 0:
                 log(f"verify: could not drop the scratch database {plan.scratch}: {err}")
-        elif plan.drop is None:
-            _drop_sqlite(plan.scratch)
     result = VerifyResult(
         backup=plan.backup,
         kind=plan.kind,
@@ -1034,50 +1030,26 @@ BEGIN
 END
 $bluegreen$;
 """
-# SQLite: the dump is loaded into a scratch file, then copied page by page into the live file with
-# SQLite's online backup API, in one write transaction (open connections of the app see it at once).
-_SQLITE_COPY = """\
-import sqlite3, sys
-source, live = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
-source.backup(live)
-live.close()
-source.close()
-"""
 
 
 @dataclass(frozen=True)
 class RestorePlan:
-    """A restore into the live database: ``load`` reads the dump on stdin; ``then`` (SQLite) copies the scratch file."""
+    """A restore into the live database: ``load`` reads the dump on stdin (SQLite: into memory, then copies it)."""
 
     kind: str
     backup: str
     load: Command
-    then: Command | None = None
-    scratch: str = ""
 
 
-def plan_restore(
-    database: dict[str, Any], backup: str, token: str, python: str = sys.executable, scratch_dir: str | None = None
-) -> RestorePlan:
+def plan_restore(database: dict[str, Any], backup: str, python: str = sys.executable) -> RestorePlan:
     """How to replace the contents of ``database`` with ``backup`` (pure: argv and env, passwords in env)."""
     kind = kind_of(_text(database.get("ENGINE")))
+    argv, env = restore_argv(kind, database)
     if kind == "mysql":
-        argv, env = restore_argv(kind, database)
         return RestorePlan(kind, backup, Command(argv, env, _MYSQL_CLEAR))
     if kind == "postgresql":
-        argv, env = restore_argv(kind, database)
         return RestorePlan(kind, backup, Command(argv, env, _PG_CLEAR))
-    live = _sqlite_path(database)
-    base = os.path.basename(live).rsplit(".", 1)[0]
-    scratch = os.path.join(scratch_dir or tempfile.gettempdir(), scratch_name(base, token) + ".sqlite3")
-    argv, env = restore_argv(kind, _with_name(kind, database, scratch))
-    return RestorePlan(
-        kind,
-        backup,
-        Command((python, *argv[1:]), env),
-        Command((python, "-c", _SQLITE_COPY, scratch, live), {}),
-        scratch,
-    )
+    return RestorePlan(kind, backup, Command((python, *argv[1:]), env))
 
 
 def run_restore(
@@ -1095,15 +1067,8 @@ def run_restore(
                 "sqlite": "the live database is unchanged",
             }[plan.kind]
             raise RestoreError(f"{tool} exited {status}: {err}; {left}")
-        if plan.then is not None:
-            status, _, err = run_command(plan.then, user=user, timeout=timeout)
-            if status != 0:
-                raise RestoreError(f"copying the restored file into the live database failed: {err}")
     except VerifyError as exc:
         raise RestoreError(str(exc)) from None
-    finally:
-        if plan.scratch:
-            _drop_sqlite(plan.scratch)
     seconds = time.monotonic() - started
     log(f"restore: {plan.backup} loaded into the live database ({seconds:.1f} s)")
     return seconds

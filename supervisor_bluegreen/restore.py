@@ -52,8 +52,6 @@ def restore(
     wanted: str,
     yes: bool,
     out: Callable[[str], None] = print,
-    *,
-    scratch_dir: str | None = None,
 ) -> int:
     """The restore described above; 0 when BACKUP is in the live database. Raises RestoreRefused/BackupError."""
     if app.deploy is None:
@@ -97,7 +95,7 @@ def restore(
         fresh = backup.run_dump(plan, user=config.user, timeout=config.step_timeout, log=out)
         out(f"fresh backup of the live database: {fresh}")
         result = backup.run_verify(
-            backup.plan_verify(database, path, secrets.token_hex(4), python, scratch_dir),
+            backup.plan_verify(database, path, secrets.token_hex(4), python),
             user=config.user,
             timeout=config.step_timeout,
             log=out,
@@ -111,7 +109,7 @@ def restore(
         out(f"verified; loading {os.path.basename(path)} into the live database {database.get('NAME')}")
         try:
             seconds = backup.run_restore(
-                backup.plan_restore(database, path, secrets.token_hex(4), python, scratch_dir),
+                backup.plan_restore(database, path, python),
                 user=config.user,
                 timeout=max(config.step_timeout, 3600),
             )

@@ -399,13 +399,14 @@ def test_plan_verify_postgresql_through_the_source_database() -> None:
         assert "s3cret" not in " ".join(command.argv) and command.env == {"PGPASSWORD": "s3cret"}
 
 
-def test_plan_verify_sqlite_uses_a_temp_file_and_the_apps_python(tmp_path: Path) -> None:
+def test_plan_verify_sqlite_keeps_the_copy_in_memory_and_uses_the_apps_python() -> None:
     db = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/srv/shop/db.sqlite3"}
-    plan = bk.plan_verify(db, "/b/x.sqlite.sql.gz", "ff", python="/srv/venv/bin/python", scratch_dir=str(tmp_path))
-    assert plan.scratch == str(tmp_path / "db_bgverify_ff.sqlite3")
-    assert plan.create is None and plan.drop is None
-    assert plan.restore.argv[0] == "/srv/venv/bin/python" and plan.restore.argv[-1] == plan.scratch
-    assert plan.count_scratch.argv[-1] == plan.scratch and plan.count_source.argv[-1] == "/srv/shop/db.sqlite3"
+    plan = bk.plan_verify(db, "/b/x.sqlite.sql.gz", "ff", python="/srv/venv/bin/python")
+    assert plan.scratch == ":memory:"
+    assert plan.create is None and plan.drop is None and plan.count_scratch is None  # the load prints the counts
+    assert plan.restore.argv[:2] == ("/srv/venv/bin/python", "-c") and len(plan.restore.argv) == 3  # no file
+    assert 'sqlite3.connect(":memory:")' in plan.restore.argv[2]
+    assert plan.count_source.argv[-1] == "/srv/shop/db.sqlite3"
 
 
 MYSQL_DUMP = b"""\
@@ -483,16 +484,15 @@ def test_parse_counts() -> None:
 
 
 def test_plan_restore_empties_then_loads_in_one_session() -> None:
-    mysql = bk.plan_restore(mysql_db("shop", PASSWORD="pw"), "/b/x.sql.gz", "ff")
+    mysql = bk.plan_restore(mysql_db("shop", PASSWORD="pw"), "/b/x.sql.gz")
     assert mysql.load.argv[-2:] == ("--", "shop") and mysql.load.env == {"MYSQL_PWD": "pw"}
     assert mysql.load.stdin.startswith("SET FOREIGN_KEY_CHECKS = 0;") and "DROP TABLE IF EXISTS" in mysql.load.stdin
-    assert mysql.then is None and "pw" not in mysql.load.argv
-    pg = bk.plan_restore(pg_db("shop"), "/b/x.sql.gz", "ff")
+    assert "pw" not in mysql.load.argv
+    pg = bk.plan_restore(pg_db("shop"), "/b/x.sql.gz")
     assert "--single-transaction" in pg.load.argv and "'DROP %s IF EXISTS %s CASCADE'" in pg.load.stdin
     lite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/d/db.sqlite3"}
-    sqlite = bk.plan_restore(lite, "/b/x", "ff", "/py", "/t")
-    assert sqlite.scratch == "/t/db_bgverify_ff.sqlite3" and sqlite.load.argv[-1] == sqlite.scratch
-    assert sqlite.then is not None and sqlite.then.argv[-2:] == (sqlite.scratch, "/d/db.sqlite3")
+    sqlite = bk.plan_restore(lite, "/b/x", "/py")
+    assert sqlite.load.argv[0] == "/py" and sqlite.load.argv[-1] == "/d/db.sqlite3"  # loaded in memory, then copied
 
 
 def test_list_backups_newest_first_with_the_last_verify(tmp_path: Path) -> None:
@@ -755,18 +755,14 @@ def test_e2e_sqlite_verify_and_tampered_dump(tmp_path: Path) -> None:
     schema = "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, bio TEXT);" \
              "CREATE TABLE empty (id INTEGER PRIMARY KEY);"  # fmt: skip
     conf, path = sqlite_dump(tmp_path / "db.sqlite3", schema)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
 
-    plan = bk.plan_verify(conf, path, "0a1b2c3d", scratch_dir=str(scratch))
+    plan = bk.plan_verify(conf, path, "0a1b2c3d")
     result = bk.run_verify(plan)
     assert result.ok and (result.tables, result.rows) == (2, 2000)
-    assert os.listdir(scratch) == []
 
     lossy = rewrite(path, before_end(b"DELETE FROM users WHERE id > 1000;\n", b"COMMIT;"))
-    result = bk.run_verify(bk.plan_verify(conf, lossy, "0a1b2c3d", scratch_dir=str(scratch)))
+    result = bk.run_verify(bk.plan_verify(conf, lossy, "0a1b2c3d"))
     assert result.mismatches == ["table users: the dump holds 2000 rows, the restored copy 1000"]
-    assert os.listdir(scratch) == []
 
 
 FAKE_MANAGE = """\
@@ -908,15 +904,46 @@ def test_e2e_sqlite_restore_replaces_the_live_file_contents(tmp_path: Path) -> N
     app.execute("DELETE FROM users WHERE id > 5")
     app.execute("CREATE TABLE added_later (id INTEGER)")
     app.commit()
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
 
-    bk.run_restore(bk.plan_restore(conf, path, "ff", scratch_dir=str(scratch)))
+    bk.run_restore(bk.plan_restore(conf, path))
 
     assert app.execute("SELECT COUNT(*) FROM users").fetchone() == (2000,)
     assert [r[0] for r in app.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["users"]
-    assert os.listdir(scratch) == []
     app.close()
+
+
+# What an observer sees after each command of a verify or restore: every scratch copy on disk.
+SPY = """\
+#!/bin/sh
+"$BG_REAL_PYTHON" "$@"
+status=$?
+ls -l -d /tmp/*_bgverify_* "$BG_DB_DIR"/*_bgverify_* >> "$BG_SPY_LOG" 2>/dev/null
+exit $status
+"""
+
+
+@pytest.mark.e2e
+def test_e2e_sqlite_verify_and_restore_put_no_copy_of_the_data_on_disk(tmp_path: Path, monkeypatch) -> None:
+    """Issue 13: the scratch copy was /tmp/<db>_bgverify_*.sqlite3, 0644; a reader's fd kept it after the delete."""
+    live = tmp_path / "db.sqlite3"
+    conf, path = sqlite_dump(live, SQLITE_USERS)
+    spy, log = tmp_path / "python", tmp_path / "spy.log"
+    spy.write_text(SPY)
+    spy.chmod(0o755)
+    monkeypatch.setenv("BG_REAL_PYTHON", sys.executable)
+    monkeypatch.setenv("BG_DB_DIR", str(tmp_path))
+    monkeypatch.setenv("BG_SPY_LOG", str(log))
+    log.write_text("")
+
+    result = bk.run_verify(bk.plan_verify(conf, path, "0a1b2c3d", python=str(spy)), record=False)
+    assert result.ok and (result.tables, result.rows) == (1, 2000)
+    with sqlite3.connect(live) as db:
+        db.execute("DELETE FROM users")
+    bk.run_restore(bk.plan_restore(conf, path, python=str(spy)))
+    with sqlite3.connect(live) as db:
+        assert db.execute("SELECT COUNT(*) FROM users").fetchone() == (2000,)
+
+    assert log.read_text() == ""  # after every command: no scratch file in /tmp or beside the database
 
 
 def test_rpc_backups_lists_the_directory_and_marshals(tmp_path: Path) -> None:
