@@ -22,13 +22,35 @@ class SwitchError(Exception):
     """Traffic could not be moved; the links are back as they were."""
 
 
-def atomic_symlink(link: str, target: str) -> None:
-    """Make ``link`` point at ``target`` in one rename: there is no instant without a link."""
+def atomic_symlink(link: str, target: str, owner: tuple[int, int] | None = None) -> None:
+    """Make ``link`` point at ``target`` in one rename: there is no instant without a link.
+
+    ``owner`` (uid, gid): the link's own owner, set before the rename (never on what it leads to).
+    """
     tmp = os.path.join(os.path.dirname(link), f".{os.path.basename(link)}.{os.getpid()}.tmp")
     if os.path.lexists(tmp):
         os.unlink(tmp)
     os.symlink(target, tmp)
+    if owner is not None:
+        os.lchown(tmp, *owner)
     os.replace(tmp, link)
+
+
+def link_owner(app: App, link: str, target: str) -> tuple[int, int] | None:
+    """Who the live static link must belong to: the owner of the static root it leads to.
+
+    nginx follows a symlink under the static roots only to what the link's own owner owns
+    (``disable_symlinks if_not_owner`` in the site), so a link root made to the app user's folder
+    would be refused. The entry itself is looked at (lstat), never followed. None: any other link,
+    or a target that is not there yet.
+    """
+    if not link or link != app.live_static:
+        return None
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return None
+    return st.st_uid, st.st_gid
 
 
 def read_link(link: str) -> str | None:
@@ -88,7 +110,7 @@ def live_color(app: App) -> str | None:
 def point(app: App, color: Color) -> None:
     """Re-point every link at ``color``."""
     for link, target in planned_links(app, color):
-        atomic_symlink(link, target)
+        atomic_symlink(link, target, link_owner(app, link, target))
 
 
 def restore(app: App, before: dict[str, str | None]) -> None:
@@ -98,7 +120,7 @@ def restore(app: App, before: dict[str, str | None]) -> None:
             if os.path.lexists(link):
                 os.unlink(link)
         else:
-            atomic_symlink(link, target)
+            atomic_symlink(link, target, link_owner(app, link, os.path.join(os.path.dirname(link), target)))
 
 
 def write_sites(app: App) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,6 +46,11 @@ def make_app(tmp_path: Path, name: str = "shop", listen: str = "80", **extra: st
 # render_site and friends
 
 
+def static_chain(site: str) -> list[tuple[str, str]]:
+    """(root, where try_files goes next) of each static location, in the order nginx tries them."""
+    return re.findall(r"\n        root (\S+);\n        try_files /\$bluegreen_path (\S+);", site)
+
+
 def test_render_site_socket_mode(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     site = nginx.render_site(app)
@@ -52,10 +58,14 @@ def test_render_site_socket_mode(tmp_path: Path) -> None:
     assert f"server unix:{tmp_path}/run/shop.live.sock fail_timeout=0;" in site
     assert "proxy_pass http://bluegreen_shop;" in site
     assert "listen 80;" in site and "server_name shop.example.org;" in site
-    assert (
-        f"try_files {tmp_path}/run/shop.live-static/$bluegreen_path {tmp_path}/blue/static/$bluegreen_path "
-        f"{tmp_path}/green/static/$bluegreen_path =404;"
-    ) in site
+    assert static_chain(site) == [
+        (f"{tmp_path}/run/shop.live-static", "@bluegreen_shop_static_1"),
+        (f"{tmp_path}/blue/static", "@bluegreen_shop_static_2"),
+        (f"{tmp_path}/green/static", "=404"),
+    ]
+    assert "location @bluegreen_shop_static_1 {" in site and "location @bluegreen_shop_static_2 {" in site
+    # issue 13: nothing outside the static roots can be asked for, and no link leads out of them
+    assert "root /;" not in site and site.count("disable_symlinks if_not_owner;") == 3
     assert "X-Bluegreen-Site" not in site  # the marker belongs to nginx mode only
 
 
@@ -85,8 +95,11 @@ def test_render_site_nginx_mode_pins_the_color(tmp_path: Path) -> None:
     assert "# nginx site for app shop, color green:" in site
     assert f"server unix:{tmp_path}/run/shop.green.sock fail_timeout=0;" in site
     assert "shop.blue.sock" not in site
-    assert site.count("add_header X-Bluegreen-Site green always;") == 2  # static files and proxied pages
-    assert f"try_files {tmp_path}/green/static/$bluegreen_path {tmp_path}/blue/static/$bluegreen_path =404;" in site
+    assert site.count("add_header X-Bluegreen-Site green always;") == 3  # both static locations and proxied pages
+    assert static_chain(site) == [
+        (f"{tmp_path}/green/static", "@bluegreen_shop_static_1"),
+        (f"{tmp_path}/blue/static", "=404"),
+    ]
     assert nginx.site_path(app, app.color("green")) == f"{tmp_path}/sa/shop.green.conf"
 
 
@@ -258,7 +271,7 @@ def test_render_site_for_real_deployments(tmp_path: Path) -> None:
     site = nginx.render_site(app)
     assert "return 301 https://$host$request_uri;" in site
     assert "listen 443 ssl;" in site and "ssl_certificate /etc/ssl/shop.crt;" in site
-    assert f"location /media/ {{\n        alias {tmp_path}/media/;" in site
+    assert f"location /media/ {{\n        alias {tmp_path}/media/;\n        disable_symlinks if_not_owner;" in site
     assert "client_max_body_size 50m;" in site
     assert "proxy_set_header X-Forwarded-Proto $scheme;" in site
     assert "expires 7d" not in site  # unhashed static files are never cached blind

@@ -158,6 +158,23 @@ def test_restore_with_none_removes_links_and_with_target_recreates(tmp_path: Pat
 # flip
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a link to another user needs root")
+def test_the_live_static_link_belongs_to_the_static_roots_owner_after_point_and_restore(tmp_path: Path) -> None:
+    """Issue 13: nginx (disable_symlinks if_not_owner) follows the live link only when its owner owns the root."""
+    app = socket_app(tmp_path)
+    for color in app.colors:
+        Path(color.static_root).mkdir(parents=True)
+        os.chown(color.static_root, 65534, 65534)
+    switch.point(app, app.color("blue"))
+    owners = {link: (os.lstat(link).st_uid, os.lstat(link).st_gid) for link in (app.live_static, app.live_socket)}
+    assert owners == {app.live_static: (65534, 65534), app.live_socket: (0, 0)}  # the socket link stays root's
+    assert os.stat(app.color("blue").static_root).st_uid == 65534  # the root itself is untouched
+    os.unlink(app.live_static)
+    os.symlink(os.path.relpath(app.color("green").static_root, tmp_path / "run"), app.live_static)
+    switch.restore(app, {app.live_static: "../blue/static"})  # a relative link, as `ln -s` writes it
+    assert os.readlink(app.live_static) == "../blue/static" and os.lstat(app.live_static).st_uid == 65534
+
+
 def test_flip_socket_mode(tmp_path: Path) -> None:
     app = socket_app(tmp_path)
     switch.flip(app, app.color("blue"), quiet)
