@@ -12,12 +12,28 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 import pytest
 
-from supervisor_bluegreen.state import KEEP_HEALTH, AppLock, Store, history_entry, read_json, write_json_atomic
+from supervisor_bluegreen.rpcinterface import xmlrpc_safe
+from supervisor_bluegreen.state import (
+    KEEP_HEALTH,
+    LINE_MAX,
+    LOG_MAX,
+    MARKER,
+    AppLock,
+    Busy,
+    Store,
+    history_entry,
+    read_json,
+    write_json_atomic,
+)
+from supervisor_bluegreen.textsafe import escape_controls
 
 # --------------------------------------------------------------------------------------------
 # write_json_atomic / read_json
@@ -299,3 +315,142 @@ def test_prune_keeps_health_probes_apart_so_they_never_push_deploys_out(tmp_path
         store.update_job(job_id, status="succeeded")
     store.prune(keep=200)
     assert store.job_ids() == deploys + probes[-KEEP_HEALTH:]
+
+
+# --------------------------------------------------------------------------------------------
+# output is bounded and harmless (issue 13), no update is lost (issue 14)
+
+CONTROLS = "\x1b[31mred\x1b[0m bell\x07 del\x7f csi\x9b31m nul\x00 cr\r tab\tend"
+
+
+def test_control_characters_are_spelled_out_and_tab_stays() -> None:
+    shown = escape_controls(CONTROLS)
+    assert shown == r"\x1b[31mred\x1b[0m bell\x07 del\x7f csi\u009b31m nul\x00 cr\x0d" + " tab\tend"
+    assert escape_controls(shown) == shown  # idempotent: escaping twice changes nothing
+    assert escape_controls("line\nnext ✓ \U0001f600") == "line\nnext ✓ \U0001f600"
+    assert escape_controls("\ud800 \ufffe \uffff \u0085") == r"\ud800 \ufffe \uffff \u0085"
+
+
+def test_a_log_and_a_job_read_back_through_an_xmlrpc_round_trip(tmp_path: Path) -> None:
+    """What supervisorctl parses: dumps (supervisord's side) then loads (supervisorctl's) raise no error."""
+    store = Store(str(tmp_path), "shop").ensure()
+    job = store.create_job("deploy", {}, who="abi\x1b]0;owned\x07")["id"]
+    store.append_log(job, "    | " + CONTROLS)
+    with open(store.log_path(job), "ab") as f:  # a log written before append_log escaped: raw bytes
+        f.write(b"old \x1b[1mbold\x1b[0m \x07 \x7f \xc2\x9b \xff\xfe\n")
+    store.update_job(job, status="failed", message="test failed: exit status 1 (\x1b[31mFAILED\x1b[0m)\x00")
+    store.update(last_job={"id": job, "message": "\x1b[31mFAILED\x1b[0m"})
+    text, offset = store.read_log(job)
+    answer = xmlrpc_safe({"job": store.read_job(job), "log": text, "offset": offset, "state": store.read()})
+    back = xmlrpc.client.loads(xmlrpc.client.dumps((answer,), methodresponse=True))[0][0]
+    assert back == answer
+    assert r"\x1b[31mred\x1b[0m bell\x07 del\x7f csi\u009b31m" in back["log"]
+    assert r"old \x1b[1mbold\x1b[0m \x07 \x7f \u009b" in back["log"]
+    assert back["job"]["message"] == r"test failed: exit status 1 (\x1b[31mFAILED\x1b[0m)\x00"
+    assert back["job"]["who"] == r"abi\x1b]0;owned\x07"
+    assert back["state"]["last_job"]["message"] == r"\x1b[31mFAILED\x1b[0m"
+    raw = xmlrpc.client.dumps(({"log": "\x1b[31m"},), methodresponse=True)  # what happened before
+    with pytest.raises(ExpatError, match="not well-formed"):
+        xmlrpc.client.loads(raw)
+
+
+def test_append_log_keeps_the_head_the_newest_lines_and_says_what_it_left_out(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    job = store.create_job("deploy", {})["id"]
+    line = "x" * 10_000
+    count = 5_000  # 50 MB of output
+    for i in range(count):
+        store.append_log(job, f"{i:05d} {line}")
+    size = os.path.getsize(store.log_path(job))
+    assert LOG_MAX // 2 < size <= LOG_MAX
+    with open(store.log_path(job), "rb") as f:
+        lines = f.read().decode().splitlines()
+    markers = [n for n, text in enumerate(lines) if text.startswith(MARKER)]
+    assert len(markers) == 1, markers
+    head, tail = lines[: markers[0]], lines[markers[0] + 1 :]
+    assert [text[:5] for text in head] == [f"{i:05d}" for i in range(len(head))]  # the first lines, whole
+    assert [text[:5] for text in tail] == [f"{i:05d}" for i in range(count - len(tail), count)]  # the newest
+    left_out = int(lines[markers[0]][len(MARKER) :].split()[0])
+    assert left_out == (count - len(head) - len(tail)) * len(f"00000 {line}\n")  # every byte accounted for
+    text, offset = store.read_log(job, 0, limit=size)
+    assert offset == size and text.count("\n") == len(lines)
+
+
+def test_a_log_line_without_end_is_cut_and_still_read(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    job = store.create_job("deploy", {})["id"]
+    store.append_log(job, "y" * (LINE_MAX + 500))
+    first, offset = store.read_log(job)  # 64 KB without a newline: handed out as is, a reader never stalls
+    rest, end = store.read_log(job, offset)
+    assert first + rest == "y" * LINE_MAX + " [500 more characters left out]\n"
+    assert end == os.path.getsize(store.log_path(job))
+
+
+def test_a_follower_of_a_log_cut_below_its_offset_goes_on_from_the_end(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    job = store.create_job("deploy", {})["id"]
+    store.append_log(job, "short")
+    size = os.path.getsize(store.log_path(job))
+    text, offset = store.read_log(job, size + 1000)
+    assert text.startswith(MARKER) and offset == size
+
+
+def test_the_state_folder_keeps_within_its_budget_oldest_finished_logs_first(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    ids = [store.create_job("deploy", {})["id"] for _ in range(5)]
+    for job_id in ids:
+        store.append_log(job_id, "z" * 100_000)
+        with open(store.output_path(job_id), "wb") as f:
+            f.write(b"o" * 50_000)
+    for job_id in ids[:4]:
+        store.update_job(job_id, status="failed")
+    store.update_job(ids[0], watch={"state": "running"})  # its window still runs: its log is still written
+    store.prune(budget=350_000)  # the running job and the two newest finished fit; the rest do not
+    kept = [job_id for job_id in ids if os.path.exists(store.log_path(job_id))]
+    assert kept == [ids[0], ids[2], ids[3], ids[4]]
+    assert not os.path.exists(store.output_path(ids[1]))
+    assert store.job_ids() == ids  # the records stay: history still lists them
+    store.prune(budget=0)  # even with no budget at all, a running job's files and a watched one's stay
+    assert [job_id for job_id in ids if os.path.exists(store.log_path(job_id))] == [ids[0], ids[4]]
+
+
+def test_concurrent_updates_of_one_job_are_never_lost(tmp_path: Path) -> None:
+    """The job's thread and the watch thread (each with its own Store, as in the listener) update one job."""
+    Store(str(tmp_path), "shop").create_job("deploy", {})
+    barrier = threading.Barrier(2)
+
+    def updates(name: str) -> None:
+        store = Store(str(tmp_path), "shop", sync=False)
+        barrier.wait()
+        for i in range(150):
+            store.update_job(1, **{f"{name}{i}": i})
+
+    threads = [threading.Thread(target=updates, args=(name,)) for name in ("step", "watch")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    job = Store(str(tmp_path), "shop").read_job(1)
+    lost = [f"{n}{i}" for n in ("step", "watch") for i in range(150) if f"{n}{i}" not in job]
+    assert not lost, f"{len(lost)} of 300 updates lost"
+
+
+def test_supervisord_never_waits_long_for_a_job_the_listener_updates(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    store.create_job("deploy", {})
+    store.update_job(1, status="running")  # the listener's update: it makes the lock file
+    hold = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+    hold += "print('held', flush=True); time.sleep(60)"
+    lock = os.path.join(store.dir, "jobs.lock")
+    proc = subprocess.Popen([sys.executable, "-c", hold, lock], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(Busy, match="shop: job 1 is busy"):
+            Store(str(tmp_path), "shop", sync=False, lock_wait=0.05).update_job(1, status="cancelled")
+        assert time.monotonic() - started < 1.0
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
