@@ -13,6 +13,7 @@ import errno
 import os
 import pwd
 import re
+import selectors
 import shutil
 import signal
 import subprocess
@@ -24,14 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from . import envfile
 from .masking import mask_credentials
-from .state import open_file
+from .state import LINE_MAX, MARKER, open_file
 from .stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps  # noqa: F401 (defined there: config.py needs them)
+from .textsafe import escape_controls
 
 if TYPE_CHECKING:
     from .config import Color
 
 
 OUTPUT = "    | "  # how a command's output lines are set in the log
+CAPTURE_HEAD = 4 << 20  # capture keeps this much of the start of each stream ...
+CAPTURE_TAIL = 1 << 20  # ... and at least this much of its end (at most twice that in memory)
 # an output line that says how a command failed: "RuntimeError: ...", "FAILED (failures=1)", "ERROR: ...", "fatal: ..."
 VERDICT_RE = re.compile(r"^(FAILED|ERROR|fatal|[\w.]*(Error|Exception))\b")
 
@@ -201,6 +205,8 @@ def run(
             break
         time.sleep(0.05)
     reader.join(timeout=5)
+    if uncut and not reader.is_alive():  # all of it is in the log now: the file need not hold it too
+        os.close(open_file(uncut.output, os.O_WRONLY | os.O_TRUNC))
     if why:
         raise StepError(why)
     if proc.returncode != 0:
@@ -209,9 +215,14 @@ def run(
         raise StepError(f"exit status {proc.returncode}{verdict}")
 
 
+def _line(raw: bytes) -> str:
+    """A line of output as the log shows it: set in, control characters spelled out (they never reach a terminal)."""
+    return OUTPUT + escape_controls(raw.decode("utf-8", "replace").rstrip())
+
+
 def _pump(stream: Any, log: Callable[[str], None]) -> None:
-    for raw in stream:
-        log(OUTPUT + raw.decode("utf-8", "replace").rstrip())
+    for raw in iter(lambda: stream.readline(LINE_MAX), b""):  # bounded: a program may print without newlines
+        log(_line(raw))
 
 
 def _follow(path: str, proc: subprocess.Popen, log: Callable[[str], None]) -> None:
@@ -223,14 +234,68 @@ def _follow(path: str, proc: subprocess.Popen, log: Callable[[str], None]) -> No
             chunk = f.read(65536)
             pending += chunk
             *lines, pending = pending.split(b"\n")
+            if len(pending) > LINE_MAX:  # no newline for that long: logged as a line of its own
+                lines.append(pending)
+                pending = b""
             for raw in lines:
-                log(OUTPUT + raw.decode("utf-8", "replace").rstrip())
+                log(_line(raw))
             if ended and not chunk:
                 break
             if not chunk:
                 time.sleep(0.1)
         if pending:
-            log(OUTPUT + pending.decode("utf-8", "replace").rstrip())
+            log(_line(pending))
+
+
+class Bounded:
+    """What a stream printed, in bounded memory: its first ``head`` bytes and its last ``tail`` (or more) bytes.
+
+    A child may print without end (700 MB from a migration probe took the listener to 2 GB): what falls
+    between is counted, not kept, and ``text`` says how many bytes were left out where they were.
+    """
+
+    def __init__(self, head: int = CAPTURE_HEAD, tail: int = CAPTURE_TAIL):
+        self.head_max, self.tail_max = head, tail
+        self.head, self.tail = bytearray(), bytearray()
+        self.left_out = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.head_max - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        if len(self.tail) > 2 * self.tail_max:  # trimmed now and then, not on every chunk
+            excess = len(self.tail) - self.tail_max
+            del self.tail[:excess]
+            self.left_out += excess
+
+    def text(self) -> str:
+        if not self.left_out:
+            return (self.head + self.tail).decode("utf-8", "replace")
+        note = f"\n{MARKER}{self.left_out} bytes of output left out here]\n"
+        return self.head.decode("utf-8", "replace") + note + self.tail.decode("utf-8", "replace")
+
+
+def _collect(proc: subprocess.Popen, timeout: float) -> tuple[Bounded, Bounded]:
+    """Read a child's stdout and stderr into Bounded buffers until both end; TimeoutExpired after ``timeout``."""
+    streams = {proc.stdout: Bounded(), proc.stderr: Bounded()}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for stream in streams:
+            selector.register(stream, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            for key, _ in selector.select(left):
+                chunk = os.read(key.fd, 1 << 16)
+                if chunk:
+                    streams[key.fileobj].add(chunk)
+                else:
+                    selector.unregister(key.fileobj)
+    proc.wait(max(0.0, deadline - time.monotonic()))
+    return streams[proc.stdout], streams[proc.stderr]
 
 
 def capture(
@@ -243,19 +308,21 @@ def capture(
 ) -> subprocess.CompletedProcess[str]:
     """Run a short command quietly as ``user`` and keep what it printed; OSError and TimeoutExpired propagate.
 
-    stdin is /dev/null: the listener's own stdin is supervisor's event protocol. On a timeout the
-    command's whole process group is killed (it runs in its own session), then TimeoutExpired.
+    stdin is /dev/null: the listener's own stdin is supervisor's event protocol. Of each stream only its
+    head and tail are kept (Bounded: a line in the middle says how many bytes were left out), decoded as
+    UTF-8 with replacement. On a timeout the command's whole process group is killed (it runs in its own
+    session), then TimeoutExpired.
     """
     with spawn(argv, user=user, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-               stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:  # fmt: skip
+               stderr=subprocess.PIPE, start_new_session=True) as proc:  # fmt: skip
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = _collect(proc, timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            proc.wait()
             raise
-    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out.text(), err.text())
 
 
 def probe(argv: tuple[str, ...], *, cwd: str, env: dict[str, str], user: str, timeout: float = 60) -> bool:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from supervisor_bluegreen import config, steps
+from supervisor_bluegreen.state import LINE_MAX, MARKER
 
 
 def color(tmp_path: Path) -> config.Color:
@@ -123,3 +127,54 @@ def test_a_failing_step_says_its_verdict_line_and_logs_the_whole_output(tmp_path
         run(("sh", "-c", "echo first; echo 'the last line'; exit 2"), tmp_path)
     with pytest.raises(steps.StepError, match=r"^exit status 3$"):
         run(("sh", "-c", "exit 3"), tmp_path)
+
+
+# a command printing 50 MB: its first line, 50 MB of numbered lines, its last line; a few bytes on stderr
+FLOOD = r"""
+import sys
+out = sys.stdout.buffer
+out.write(b"first line\n")
+block = b"".join(b"%07d " % i + b"x" * 1015 + b"\n" for i in range(1024))
+for _ in range(50):
+    out.write(block)
+out.write(b"last line\n")
+sys.stderr.write("done\n")
+"""
+
+
+def test_capture_keeps_a_bounded_head_and_tail_of_a_flood(tmp_path: Path) -> None:
+    tracemalloc.start()
+    try:
+        done = steps.capture((sys.executable, "-c", FLOOD), cwd=str(tmp_path), timeout=60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert done.returncode == 0 and done.stderr == "done\n"
+    assert peak < 3 * (steps.CAPTURE_HEAD + 2 * steps.CAPTURE_TAIL), f"peak {peak >> 20} MB"  # not 50 MB twice over
+    head, note = done.stdout.split("\n" + MARKER)
+    count, tail = note.split(" bytes of output left out here]\n")
+    assert head.startswith("first line\n0000000 x") and tail.endswith("0001023 " + "x" * 1015 + "\nlast line\n")
+    assert len(head) == steps.CAPTURE_HEAD and steps.CAPTURE_TAIL <= len(tail) <= 2 * steps.CAPTURE_TAIL
+    assert len(head) + int(count) + len(tail) == len("first line\n") + 50 * 1024 * 1024 + len("last line\n")
+
+
+def test_capture_still_times_out_and_kills_the_group(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        steps.capture(("sh", "-c", "echo started; sleep 30"), cwd=str(tmp_path), timeout=0.5)
+    assert time.monotonic() - started < 5
+
+
+def test_control_characters_of_output_never_reach_the_log_raw(tmp_path: Path) -> None:
+    script = r"printf '\033[32mok\033[0m \007 \177 \302\233 \r\n'; printf '\033[31mFAILED (failures=1)\033[0m\n'"
+    script += "; exit 1"
+    lines: list[str] = []
+    with pytest.raises(steps.StepError) as failed:
+        steps.run(("sh", "-c", script), cwd=str(tmp_path), env=dict(os.environ), user="", timeout=10, log=lines.append)
+    assert lines == [r"    | \x1b[32mok\x1b[0m \x07 \x7f \u009b", r"    | \x1b[31mFAILED (failures=1)\x1b[0m"]
+    assert str(failed.value) == r"exit status 1 (\x1b[31mFAILED (failures=1)\x1b[0m)"
+
+
+def test_output_without_newlines_is_logged_in_bounded_pieces(tmp_path: Path) -> None:
+    lines = run((sys.executable, "-c", f"print('z' * {3 * LINE_MAX + 10}, end='')"), tmp_path)
+    assert [len(line) for line in lines] == [len(steps.OUTPUT) + LINE_MAX] * 3 + [len(steps.OUTPUT) + 10]
