@@ -1,13 +1,17 @@
-"""`bluegreen push`: the pusher's narrow path takes exactly `[-c CONF] APP COMMIT [--wait]` (pure checks)."""
+"""`bluegreen push`: the pusher's narrow path takes exactly `[-c CONF] APP COMMIT [--wait]` (pure checks), and
+its exit status follows the deploy's outcome even when the log cannot be read (against a real XML-RPC server)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
 
-from supervisor_bluegreen.push import Refused, conf_problem, parse
+from supervisor_bluegreen import push
+from supervisor_bluegreen.push import NO_LOG, Refused, conf_problem, main, parse
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -64,3 +68,79 @@ def test_conf_must_be_absolute_regular_and_changeable_by_root_only(tmp_path: Pat
     if os.geteuid() == 0:
         os.chown(conf, 65534, 65534)
         assert conf_problem(str(conf)) == f"{conf} is owned by uid 65534, not root"
+
+
+# --------------------------------------------------------------------------------------------
+# the exit status follows the deploy's outcome, never a failure to read its log (issue 13)
+
+
+class Supervisord:
+    """A real XML-RPC server on 127.0.0.1 with the ``bluegreen.deploy`` and ``bluegreen.job`` a push calls.
+
+    Its log chunks carry a raw ESC, as supervisord's did before logs were escaped: the answer is XML
+    no client can parse ("not well-formed (invalid token)"). ``outcome`` is how job 7 ends after two polls;
+    ``broken_status`` makes even the job without its log unreadable.
+    """
+
+    def __init__(self, outcome: str, broken_status: bool = False):
+        self.outcome, self.broken_status, self.polls = outcome, broken_status, 0
+        self.server = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False, allow_none=False)
+        self.server.register_function(self.deploy, "bluegreen.deploy")
+        self.server.register_function(self.job, "bluegreen.job")
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def deploy(self, app: str, ref: str, who: str, allow_unsafe: bool) -> dict[str, object]:
+        return {"id": 7, "app": app, "kind": "deploy", "status": "queued"}
+
+    def job(self, app: str, job_id: int, offset: int) -> dict[str, object]:
+        self.polls += 1
+        status = self.outcome if self.polls > 3 else "running"
+        message = {"succeeded": f"{app}: green live at {SHA[:7]}", "failed": f"{app}: deploy failed: test failed"}
+        job = {"id": job_id, "app": app, "kind": "deploy", "status": status, "message": message.get(status, "")}
+        if offset == NO_LOG and self.broken_status:
+            job["message"] = "\x1b[31mFAILED\x1b[0m"
+        log = "" if offset == NO_LOG else "    | \x1b[32mok\x1b[0m\n"
+        return {"job": job, "log": log, "offset": offset + len(log)}
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def push_to(server: Supervisord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``bluegreen push -c CONF abiapp SHA`` against ``server``; its exit status."""
+    monkeypatch.chdir(tmp_path)  # main() moves to /: back here after the test
+    with server as url:
+        conf = tmp_path / "supervisord.conf"
+        conf.write_text(f"[supervisorctl]\nserverurl = {url}\n")
+        conf.chmod(0o644)
+        return main(["-c", str(conf), "abiapp", SHA])
+
+
+@pytest.mark.parametrize(("outcome", "status"), [("succeeded", 0), ("failed", 1)])
+def test_an_unreadable_log_falls_back_to_the_jobs_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], outcome: str, status: int
+) -> None:
+    assert push_to(Supervisord(outcome), tmp_path, monkeypatch) == status
+    out = capsys.readouterr().out
+    assert "cannot read the log of job 7 (ExpatError: not well-formed (invalid token)" in out
+    assert "following its status only (whole log: supervisorctl bluegreen log abiapp 7)" in out
+    if outcome == "succeeded":
+        assert out.rstrip().endswith(f"abiapp: green live at {SHA[:7]}")
+    else:
+        assert "ERROR: abiapp: deploy failed: test failed" in out
+
+
+def test_a_push_that_cannot_tell_says_so_and_names_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(push, "PATIENCE", 0.5)
+    assert push_to(Supervisord("succeeded", broken_status=True), tmp_path, monkeypatch) == 1
+    out = capsys.readouterr().out
+    assert "ERROR: bluegreen push: cannot tell how deploy job 7 of abiapp ended (ExpatError: " in out
+    assert "it may still go live: supervisorctl bluegreen status abiapp; supervisorctl bluegreen log abiapp 7" in out
