@@ -6,6 +6,8 @@ or a dropped SSH session only stops the following, never the job.
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import errno
 import getpass
 import json
@@ -13,39 +15,161 @@ import shlex
 import socket
 import time
 import xmlrpc.client
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from supervisor.supervisorctl import ControllerPluginBase, LSBInitExitStatuses
 from supervisor.xmlrpc import Faults
 
-USAGE = """\
-bluegreen status [APP] [--json]     live and idle color per app, versions, states, last health, jobs
-bluegreen switch [APP] [COLOR] [--wait]
-                                    health-gated switch to the idle color (or COLOR); it must be RUNNING
-bluegreen rollback [APP]            back to the previous color (still running, warm), health-gated
-bluegreen health [APP] [COLOR]      probe COLOR (default: the live one) over its own socket now
-bluegreen deploy [APP] [REF] [--detach | --wait] [--allow-unsafe-migrations]
-                                    git to live: resolve, drain, checkout, build, start, health gate,
-                                    switch, record, workers; REF defaults to the configured branch.
-                                    Returns at go-live while the watch window runs (a crash or failed
-                                    probes of the new color roll back by themselves); --wait waits the
-                                    window out and fails if it rolled back. The migration gate refuses
-                                    migrations the serving code cannot survive; --allow-unsafe-migrations
-                                    runs them anyway (recorded in history with who)
-bluegreen cancel [APP] [--force]    stop a queued or running deploy before its switch; a running migrate
-                                    is never cut in half (the deploy stops after it); --force kills even
-                                    that (a hung migration; the schema may be left half changed)
-bluegreen log [APP] [ID] [-f]       the log of job ID (default: the newest); -f follows it and its window
-bluegreen history [APP] [-n N] [--all]
-                                    the last N jobs (default 10): ref, commit, color, who, outcome, steps;
-                                    health probes only with --all
-bluegreen backups [APP]             the app's database backups, newest first: name, size, time, commit,
-                                    and whether the last verify restored it into a scratch database
-                                    intact. Restore one from a root shell (never from here):
-                                    bluegreen restore APP BACKUP --yes (fresh backup first; refused
-                                    while a job runs)
-APP may be omitted when one app is configured. Exit status 0 only when the command did what it says."""
+
+class UsageError(Exception):
+    """A command line its command does not take: the message, then the command's usage."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse for one bluegreen command: errors are raised (supervisorctl must go on), never sys.exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``bluegreen`` command: its usage, what it does (for help), and its arguments (argparse)."""
+
+    usage: str
+    summary: str
+    arguments: Callable[[Parser], None]
+
+    def parser(self, name: str) -> Parser:
+        parser = Parser(
+            prog=f"bluegreen {name}", usage=f"bluegreen {name} {self.usage}", add_help=False, allow_abbrev=False
+        )
+        self.arguments(parser)
+        return parser
+
+
+def app_only(parser: Parser) -> None:
+    parser.add_argument("app", nargs="?", default="")
+
+
+def app_and_color(parser: Parser) -> None:
+    app_only(parser)
+    parser.add_argument("color", nargs="?", default="")
+
+
+def app_and_word(parser: Parser) -> None:
+    """``[APP] [WORD]``: which of the two a lone word is, is decided against the configured apps."""
+    parser.add_argument("words", nargs="*")
+
+
+def flag(*names: str, dest: str | None = None) -> Callable[[Parser], None]:
+    def add(parser: Parser) -> None:
+        parser.add_argument(*names, action="store_true", **({"dest": dest} if dest else {}))
+
+    return add
+
+
+def both(*adders: Callable[[Parser], None]) -> Callable[[Parser], None]:
+    def add(parser: Parser) -> None:
+        for adder in adders:
+            adder(parser)
+
+    return add
+
+
+def deploy_arguments(parser: Parser) -> None:
+    app_and_word(parser)
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--detach", action="store_true")
+    when.add_argument("--wait", action="store_true")
+    parser.add_argument("--allow-unsafe-migrations", dest="allow_unsafe", action="store_true")
+
+
+def count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(text)
+    return int(text)
+
+
+def history_arguments(parser: Parser) -> None:
+    app_only(parser)
+    parser.add_argument("-n", dest="count", type=count, default=10)
+    parser.add_argument("--all", action="store_true")
+
+
+# every command, in the order help shows them; do_bluegreen dispatches to cmd_<name>
+COMMANDS: dict[str, Command] = {
+    "status": Command(
+        "[APP] [--json]",
+        "live and idle color per app, versions, states, last health, jobs",
+        both(app_only, flag("--json")),
+    ),
+    "switch": Command(
+        "[APP] [COLOR] [--wait]",
+        "health-gated switch to the idle color (or COLOR); it must be RUNNING",
+        both(app_and_color, flag("--wait")),
+    ),
+    "rollback": Command("[APP]", "back to the previous color (still running, warm), health-gated", app_only),
+    "health": Command("[APP] [COLOR]", "probe COLOR (default: the live one) over its own socket now", app_and_color),
+    "deploy": Command(
+        "[APP] [REF] [--detach | --wait] [--allow-unsafe-migrations]",
+        "git to live: resolve, drain, checkout, build, start, health gate,\n"
+        "switch, record, workers; REF defaults to the configured branch.\n"
+        "Returns at go-live while the watch window runs (a crash or failed\n"
+        "probes of the new color roll back by themselves); --wait waits the\n"
+        "window out and fails if it rolled back. The migration gate refuses\n"
+        "migrations the serving code cannot survive; --allow-unsafe-migrations\n"
+        "runs them anyway (recorded in history with who)",
+        deploy_arguments,
+    ),
+    "cancel": Command(
+        "[APP] [--force]",
+        "stop a queued or running deploy before its switch; a running migrate\n"
+        "is never cut in half (the deploy stops after it); --force kills even\n"
+        "that (a hung migration; the schema may be left half changed)",
+        both(app_only, flag("--force")),
+    ),
+    "log": Command(
+        "[APP] [ID] [-f]",
+        "the log of job ID (default: the newest); -f follows it and its window",
+        both(app_and_word, flag("-f", "--follow", dest="follow")),
+    ),
+    "history": Command(
+        "[APP] [-n N] [--all]",
+        "the last N jobs (default 10): ref, commit, color, who, outcome, steps;\nhealth probes only with --all",
+        history_arguments,
+    ),
+    "backups": Command(
+        "[APP]",
+        "the app's database backups, newest first: name, size, time, commit,\n"
+        "and whether the last verify restored it into a scratch database\n"
+        "intact. Restore one from a root shell (never from here):\n"
+        "bluegreen restore APP BACKUP --yes (fresh backup first; refused\n"
+        "while a job runs)",
+        app_only,
+    ),
+}
+HELP_COLUMN = 36
+
+
+def usage_text() -> str:
+    """``help bluegreen``: every command of COMMANDS with what it does, the summary in a column of its own."""
+    out = []
+    for name, command in COMMANDS.items():
+        synopsis = f"bluegreen {name} {command.usage}"
+        summary = command.summary.split("\n")
+        if len(synopsis) < HELP_COLUMN:
+            out.append(f"{synopsis:<{HELP_COLUMN}}{summary.pop(0)}")
+        else:
+            out.append(synopsis)
+        out.extend(" " * HELP_COLUMN + line for line in summary)
+    out.append("APP may be omitted when one app is configured. Exit status 0 only when the command did what it says.")
+    return "\n".join(out)
+
+
+USAGE = usage_text()
 
 
 class Unreachable(Exception):
@@ -186,15 +310,18 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             return self.fail(f"cannot parse arguments: {exc}", LSBInitExitStatuses.INVALID_ARGS)
         if not words or words[0] in ("help", "-h", "--help"):
             return self.help_bluegreen()
-        command, rest = words[0], words[1:]
-        handler = getattr(self, f"cmd_{command}", None)
-        if handler is None:
-            self.fail(f"unknown bluegreen command {command!r}", LSBInitExitStatuses.INVALID_ARGS)
+        name, rest = words[0], words[1:]
+        command = COMMANDS.get(name)
+        if command is None:
+            self.fail(f"unknown bluegreen command {name!r}", LSBInitExitStatuses.INVALID_ARGS)
             return self.help_bluegreen()
-        flags = {w for w in rest if w.startswith("-")}
-        positional = [w for w in rest if not w.startswith("-")]
+        if {"-h", "--help"} & set(rest):
+            return self.ctl.output(f"bluegreen {name} {command.usage}\n    " + command.summary.replace("\n", " "))
         try:
-            handler(positional, flags)
+            options = command.parser(name).parse_intermixed_args(rest)
+            getattr(self, f"cmd_{name}")(options)
+        except UsageError as exc:
+            self.fail(f"{exc}\nusage: bluegreen {name} {command.usage}", LSBInitExitStatuses.INVALID_ARGS)
         except Unreachable as exc:
             self.fail(str(exc), exc.status)
         return None
@@ -206,74 +333,64 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         elif arg.strip() == "bluegreen" and not self.help_elsewhere:
             self.help_bluegreen()
 
-    def usage_error(self, message: str) -> None:
-        self.fail(message, LSBInitExitStatuses.INVALID_ARGS)
-        self.help_bluegreen()
-
-    def cmd_status(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 1 or flags - {"--json"}:
-            return self.usage_error("usage: bluegreen status [APP] [--json]")
-        apps = self.call(self.api.status, args[0] if args else "")
+    def cmd_status(self, options: argparse.Namespace) -> None:
+        apps = self.call(self.api.status, options.app)
         if apps is None:
             return
-        if "--json" in flags:
+        if options.json:
             self.ctl.output(json.dumps(apps, indent=2, sort_keys=True))
             return
         for app in apps:
             self.ctl.output(format_status(app))
 
-    def start_and_follow(
-        self, method: str, usage: str, args: list[str], flags: set[str], allowed: frozenset[str] = frozenset()
-    ) -> None:
-        """``bluegreen METHOD [APP] [COLOR]``-style commands: positional words padded with '', then ``who``."""
-        words = usage.count("[") - len(allowed)
-        if len(args) > words or flags - allowed:
-            return self.usage_error(f"usage: {usage}")
-        job = self.call(getattr(self.api, method), *(args + [""] * (words - len(args))), self.who)
+    def start_and_follow(self, method: str, *args: Any, window: bool = False) -> None:
+        """Queue a job with ``args`` and ``who``, then follow it to its end."""
+        job = self.call(getattr(self.api, method), *args, self.who)
         if job:
-            self.follow(job["app"], job, window="--wait" in flags)
-        return None
+            self.follow(job["app"], job, window=window)
 
-    def cmd_switch(self, args: list[str], flags: set[str]) -> None:
-        self.start_and_follow("switch", "bluegreen switch [APP] [COLOR] [--wait]", args, flags, frozenset({"--wait"}))
+    def cmd_switch(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("switch", options.app, options.color, window=options.wait)
 
-    def cmd_rollback(self, args: list[str], flags: set[str]) -> None:
-        self.start_and_follow("rollback", "bluegreen rollback [APP]", args, flags)
+    def cmd_rollback(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("rollback", options.app)
 
-    def cmd_health(self, args: list[str], flags: set[str]) -> None:
-        self.start_and_follow("health", "bluegreen health [APP] [COLOR]", args, flags)
+    def cmd_health(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("health", options.app, options.color)
 
-    def app_and_word(self, args: list[str]) -> tuple[str, str]:
-        """``[APP] [WORD]``: a single word is the app when it names one, else the WORD (ref, id)."""
-        if len(args) == 2:
-            return args[0], args[1]
-        if len(args) == 1:
-            apps = self.call(self.api.status, "") or []
-            if args[0] in {a["app"] for a in apps}:
-                return args[0], ""
-            return "", args[0]
-        return "", ""
+    def app_and_word(self, words: list[str], is_word: Callable[[str], bool]) -> tuple[str, str]:
+        """``[APP] [WORD]``: a lone word is the app when it names one, or does not look like a WORD (``is_word``).
 
-    def cmd_deploy(self, args: list[str], flags: set[str]) -> None:
-        allowed = {"--detach", "--wait", "--allow-unsafe-migrations"}
-        if len(args) > 2 or flags - allowed or flags >= {"--detach", "--wait"}:
-            return self.usage_error(
-                "usage: bluegreen deploy [APP] [REF] [--detach | --wait] [--allow-unsafe-migrations]"
-            )
-        app, ref = self.app_and_word(args)
-        job = self.call(self.api.deploy, app, ref, self.who, "--allow-unsafe-migrations" in flags)
+        A lone word that is one or two letters off an app's name is a mistyped app, refused: deploying
+        it as a ref would fail only after the job was queued.
+        """
+        if len(words) > 2:
+            raise UsageError(f"unrecognized arguments: {' '.join(words[2:])}")
+        if len(words) != 1:
+            padded = [*words, "", ""]
+            return padded[0], padded[1]
+        word = words[0]
+        names = [a["app"] for a in self.call(self.api.status, "") or []]
+        if word in names or not is_word(word):
+            return word, ""
+        close = difflib.get_close_matches(word, names, n=1, cutoff=0.75)
+        if close:
+            raise UsageError(f"unknown app {word!r} (did you mean {close[0]}?); a REF comes after the app's name")
+        return "", word
+
+    def cmd_deploy(self, options: argparse.Namespace) -> None:
+        app, ref = self.app_and_word(options.words, lambda word: True)
+        job = self.call(self.api.deploy, app, ref, self.who, options.allow_unsafe)
         if not job:
             return None
-        if "--detach" in flags:
+        if options.detach:
             app, job_id = job["app"], job["id"]
             self.ctl.output(f"{app}: deploy queued as job {job_id}; follow it: bluegreen log {app} {job_id} -f")
             return None
-        return self.follow(job["app"], job, window="--wait" in flags)
+        return self.follow(job["app"], job, window=options.wait)
 
-    def cmd_cancel(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 1 or flags - {"--force"}:
-            return self.usage_error("usage: bluegreen cancel [APP] [--force]")
-        job = self.call(self.api.cancel, args[0] if args else "", "--force" in flags)
+    def cmd_cancel(self, options: argparse.Namespace) -> None:
+        job = self.call(self.api.cancel, options.app, options.force)
         if job:
             self.ctl.output(f"{job['app']}: cancelling deploy job {job['id']}")
             answer = self.wait_end(job["app"], job["id"])
@@ -289,42 +406,31 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
                 return answer
             time.sleep(self.poll_interval)
 
-    def cmd_log(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 2 or flags - {"-f", "--follow"}:
-            return self.usage_error("usage: bluegreen log [APP] [ID] [-f]")
-        app, word = self.app_and_word(args)
+    def cmd_log(self, options: argparse.Namespace) -> None:
+        app, word = self.app_and_word(options.words, str.isdigit)
         if word and not word.isdigit():
-            return self.usage_error(f"job id must be a number, got {word!r}")
+            raise UsageError(f"job id must be a number, got {word!r}")
         answer = self.call(self.api.log, app, int(word or 0), 0)
         if answer is None:
             return None
         job = answer["job"]
-        if flags & {"-f", "--follow"}:
+        if options.follow:
             return self.follow(job["app"], job, announce=False, window=True)
         if answer["log"]:
             self.ctl.output(answer["log"].rstrip("\n"))
         self.ctl.output(job.get("message") or f"job {job['id']} {job['status']}")
         return None
 
-    def cmd_history(self, args: list[str], flags: set[str]) -> None:
-        count, rest = 10, list(args)
-        if "-n" in flags:
-            if not rest or not rest[-1].isdigit():
-                return self.usage_error("usage: bluegreen history [APP] [-n N] [--all]")
-            count = int(rest.pop())
-        if len(rest) > 1 or flags - {"-n", "--all"}:
-            return self.usage_error("usage: bluegreen history [APP] [-n N] [--all]")
-        entries = self.call(self.api.history, rest[0] if rest else "", count, "--all" in flags)
+    def cmd_history(self, options: argparse.Namespace) -> None:
+        entries = self.call(self.api.history, options.app, options.count, options.all)
         if entries is None:
             return None
         for e in entries:
             self.ctl.output(format_history(e))
         return None
 
-    def cmd_backups(self, args: list[str], flags: set[str]) -> None:
-        if len(args) > 1 or flags:
-            return self.usage_error("usage: bluegreen backups [APP]")
-        entries = self.call(self.api.backups, args[0] if args else "")
+    def cmd_backups(self, options: argparse.Namespace) -> None:
+        entries = self.call(self.api.backups, options.app)
         if entries is None:
             return None
         if not entries:

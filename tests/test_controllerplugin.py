@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from supervisor_bluegreen.controllerplugin import USAGE, format_history, format_status
+import re
+
+import pytest
+
+from supervisor_bluegreen.controllerplugin import (
+    COMMANDS,
+    USAGE,
+    BlueGreenControllerPlugin,
+    format_history,
+    format_status,
+)
 
 
 def test_status_shows_both_colors_health_and_jobs() -> None:
@@ -57,9 +67,12 @@ def test_history_line_has_ref_commit_color_who_steps_and_backup() -> None:
     assert backup.strip() == "backup: /b/a.sql.gz"
 
 
-def test_help_names_every_command() -> None:
-    for command in ("status", "switch", "rollback", "health", "deploy", "cancel", "log", "history"):
-        assert f"bluegreen {command} " in USAGE
+def test_help_names_every_command_the_plugin_dispatches() -> None:
+    handlers = sorted(name[len("cmd_") :] for name in dir(BlueGreenControllerPlugin) if name.startswith("cmd_"))
+    assert sorted(COMMANDS) == handlers  # a command without a handler, or a handler nobody can call
+    assert re.findall(r"^bluegreen (\S+) ", USAGE, re.MULTILINE) == list(COMMANDS)  # every one, once, in order
+    for name, command in COMMANDS.items():
+        assert f"bluegreen {name} {command.usage}" in USAGE
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,8 +87,6 @@ from typing import Any  # noqa: E402
 
 from supervisor.options import ClientOptions  # noqa: E402
 from supervisor.supervisorctl import Controller, LSBInitExitStatuses  # noqa: E402
-
-from supervisor_bluegreen.controllerplugin import BlueGreenControllerPlugin  # noqa: E402
 
 
 def controller(tmp_path: Path, serverurl: str) -> tuple[Controller, io.StringIO]:
@@ -205,3 +216,83 @@ def test_a_failed_job_ends_with_its_verdict_and_where_the_whole_log_is() -> None
     assert text.index("    | RuntimeError: boom") < verdict
     assert text[verdict + 1 :] == ["blue live, unchanged", "whole log: supervisorctl bluegreen log abiapp 4"]
     assert ctl.exitstatus == LSBInitExitStatuses.GENERIC
+
+
+# --------------------------------------------------------------------------------------------
+# each command's arguments in any order (argparse), through supervisorctl's own Controller
+
+
+class Recorder:
+    """The bluegreen namespace as the commands call it, for one app 'abiapp': every call recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any) -> Any:
+            self.calls.append((method, *args))
+            if method == "status":
+                return [{"app": "abiapp"}]
+            if method == "deploy":
+                return {"app": "abiapp", "id": 7, "kind": "deploy"}
+            if method == "log":
+                return {"job": {"id": 3, "app": "abiapp", "status": "succeeded", "message": "done"}, "log": ""}
+            return []
+
+        return call
+
+
+def run_line(tmp_path: Path, line: str) -> tuple[Controller, Recorder, str]:
+    ctl, out = controller(tmp_path, "unix:///run/supervisor.sock")
+    api = Recorder()
+    ctl.get_server_proxy = lambda namespace=None: api  # type: ignore[method-assign]
+    ctl.onecmd(line)
+    return ctl, api, out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("line", "call"),
+    [
+        ("history abiapp -n 5", ("history", "abiapp", 5, False)),
+        ("history -n 5 abiapp", ("history", "abiapp", 5, False)),
+        ("history -n5 --all abiapp", ("history", "abiapp", 5, True)),
+        ("history", ("history", "", 10, False)),
+        ("deploy --detach abiapp main --allow-unsafe-migrations", ("deploy", "abiapp", "main", "WHO", True)),
+        ("deploy --allow-unsafe-migrations main --detach", ("deploy", "", "main", "WHO", True)),
+        ("deploy abiapp --detach", ("deploy", "abiapp", "", "WHO", False)),
+        ("status --json abiapp", ("status", "abiapp")),
+        ("log abiapp 3", ("log", "abiapp", 3, 0)),
+        ("log 3", ("log", "", 3, 0)),
+        ("cancel --force abiapp", ("cancel", "abiapp", True)),
+        ("backups abiapp", ("backups", "abiapp")),
+    ],
+)
+def test_arguments_parse_in_any_order(tmp_path: Path, line: str, call: tuple[Any, ...]) -> None:
+    ctl, api, text = run_line(tmp_path, f"bluegreen {line}")
+    (plugin,) = [p for p in ctl.options.plugins if isinstance(p, BlueGreenControllerPlugin)]
+    want = tuple(plugin.who if part == "WHO" else part for part in call)
+    assert api.calls[-1] == want, text
+    assert ctl.exitstatus == LSBInitExitStatuses.SUCCESS, text
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("history -n 0", "argument -n: invalid count value: '0'"),
+        ("history -n x abiapp", "argument -n: invalid count value: 'x'"),
+        ("history abiapp other", "unrecognized arguments: other"),
+        ("status --jso", "unrecognized arguments: --jso"),
+        ("deploy --detach --wait", "argument --wait: not allowed with argument --detach"),
+        ("deploy abiap", "unknown app 'abiap' (did you mean abiapp?); a REF comes after the app's name"),
+        ("deploy abiapp main extra", "unrecognized arguments: extra"),
+        ("switch a b c", "unrecognized arguments: c"),
+        ("log abiapp x", "job id must be a number, got 'x'"),
+        ("log 3 abiapp", "job id must be a number, got 'abiapp'"),
+    ],
+)
+def test_arguments_a_command_does_not_take_are_refused_with_its_usage(tmp_path: Path, line: str, error: str) -> None:
+    ctl, api, text = run_line(tmp_path, f"bluegreen {line}")
+    name = line.split()[0]
+    assert text.splitlines() == [f"ERROR: {error}", f"usage: bluegreen {name} {COMMANDS[name].usage}"]
+    assert ctl.exitstatus == LSBInitExitStatuses.INVALID_ARGS
+    assert [c[0] for c in api.calls if c[0] != "status"] == []  # nothing was asked of supervisord but the app list
