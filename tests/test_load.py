@@ -121,11 +121,15 @@ def test_summarize_old_after_switch() -> None:
 
 
 def test_summarize_is_pure() -> None:
-    samples = [ok("keepalive", 0.0, 0.1), ok("fresh", 0.0, 0.3)]
-    switches = [(0.05, "green")]
+    """It sorts no input in place and no order of the inputs changes the figures (benches summarize a run twice)."""
+    samples = [ok("fresh", 0.0, 0.3, "green"), ok("keepalive", 0.06, 0.1, "green"), ok("keepalive", 0.0, 0.05)]
+    switches = [(0.2, "blue"), (0.05, "green")]  # out of order: an in-place sort would show
     before = (list(samples), list(switches))
-    assert summarize(samples, switches) == summarize(samples, switches)
+    first = summarize(samples, switches)
     assert (samples, switches) == before
+    assert first == summarize(samples[::-1], switches[::-1])
+    assert (first["requests"], first["switches"], first["old_after_switch"]) == (3, 2, 0)
+    assert first["max_gap_ms"] == pytest.approx(200.0)
 
 
 # --------------------------------------------------------------------------

@@ -494,8 +494,27 @@ def test_rpc_status_with_a_fifo_at_state_json_answers_at_once(world: SimpleNames
 
 
 def test_rpc_status_survives_xmlrpc_marshalling(tmp_path: Path) -> None:
+    """Every field status can hold, None among them (XML-RPC has no nil), reaches supervisorctl as sent."""
     api = shop_api(tmp_path, tmp_path / "state")
-    xmlrpc.client.dumps((api.status("shop"),), methodresponse=True)  # plain types only
+    store = Store(str(tmp_path / "state"), "shop").ensure()
+    now = time.time()
+    store.update(
+        live="blue", previous=None, switched_at=now,
+        watch={"color": "blue", "previous": "green", "since": now, "until": now + 60, "job": 3},
+        contract={"job": 3, "color": "blue", "migrations": ["shop.0007_drop"]},
+        last_health={"color": "blue", "ok": True, "detail": "status 200", "at": now},
+        last_job={"id": 2, "kind": "deploy", "status": "failed", "message": None},
+    )  # fmt: skip
+    store.claim(store.enqueue("deploy", {"ref": "main"}, "alice")["id"])
+    status = api.status("shop")
+    (sent,), _ = xmlrpc.client.loads(xmlrpc.client.dumps((status,), methodresponse=True))
+    assert sent == status
+    (app,) = sent
+    assert (app["live"], app["previous"], app["last_job"]["message"]) == ("blue", "", "")
+    assert app["watch"]["color"] == "blue" and 0 < app["watch"]["remaining"] <= 60
+    assert app["contract"]["migrations"] == ["shop.0007_drop"]
+    assert app["running"]["kind"] == "deploy" and app["running"]["status"] == "running"
+    assert set(app["colors"]) == {"blue", "green"} and app["colors"]["blue"]["role"] == "live"
 
 
 # --------------------------------------------------------------------------------------------
