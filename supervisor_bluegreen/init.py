@@ -13,6 +13,7 @@ then the facts are read again from the built color and the files that depend on 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import grp
@@ -22,13 +23,15 @@ import pwd
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import envfile, steps
+from . import apptree, envfile, state, steps
 from .example_files import bluegreen_executable, example_text
 
 STATE_DIR = "/var/lib/supervisor-bluegreen"
@@ -36,6 +39,10 @@ BACKUP_DIR = "/var/backups/supervisor-bluegreen"
 ENV_DIR = "/etc/supervisor-bluegreen"
 COLORS = ("blue", "green")
 SUPERVISORD_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
+SYSTEMD_UNITS = tuple(
+    f"{d}/{n}.service" for d in ("/etc/systemd/system", "/lib/systemd/system") for n in ("supervisor", "supervisord")
+)
+SUPERVISORD_UMASK = "027"  # what supervisord creates (its own and its programs' logs) is not for every local user
 
 
 @dataclass(frozen=True)
@@ -87,17 +94,19 @@ class Facts:
     static_root: str = ""  # relative to the checkout when inside it, else absolute; '' when nginx serves none
     media_root: str = ""
     media_url: str = "/media/"
+    sqlite_path: str = ""  # the app's SQLite database file when it lives in the app's tree (made 0600)
     health_path: str = "/"
     health_status: int = 200
     built: bool = False  # the facts below "wsgi" come from the built app, not from guesses
     debian_default_site: bool = False
     has_sudo: bool = True
+    supervisor_unit: str = ""  # systemd's unit for supervisord (it runs it with -n: umask comes from the unit)
     notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # user, dir, file, append, link, run
+    kind: str  # user, dir, file, append, link, own, private, run
     path: str = ""
     content: str = ""  # file/append text; link target
     owner: str = "root"
@@ -128,6 +137,8 @@ class Action:
             return f"link  {self.path} -> {self.content}"
         if self.kind == "own":
             return f"owner {self.path} and all in it: {self.owner}:{self.group or self.owner}"
+        if self.kind == "private":
+            return f"keep  {self.path} ({own}, made empty if absent)"
         who = f"as {self.run_as}" if self.run_as else "as root"
         where = f" in {self.cwd}" if self.cwd else ""
         unless = f" (unless {self.creates} exists)" if self.creates else ""
@@ -145,6 +156,15 @@ def _color_paths(o: Options, c: str) -> dict[str, str]:
 
 def env_file_path(o: Options) -> str:
     return f"{ENV_DIR}/{o.app}.env"
+
+
+def stamp_path(o: Options, name: str) -> str:
+    """Where init notes that a build step ran: root's state folder, never the app's tree (root writes it)."""
+    return f"{STATE_DIR}/{o.app}/init/{name}"
+
+
+def systemd_dropin(unit: str) -> str:
+    return f"/etc/systemd/system/{os.path.basename(unit)}.d/bluegreen-umask.conf"
 
 
 def _sh_with_env(o: Options, argv: list[str]) -> str:
@@ -173,6 +193,7 @@ def programs_conf(o: Options, f: Facts) -> str:
         f"; {o.app}: the two colors (and workers) as supervisord programs, written by `bluegreen init`.",
         "; stopwaitsecs 40 > gunicorn's --graceful-timeout 30; each color its own virtualenv and socket;",
         f"; the environment comes from {env_file_path(o)} (the build reads the same file).",
+        f"; umask 022: nginx reads the static and media files they make (supervisord's own is {SUPERVISORD_UMASK}).",
     ]
     if not f.control_socket:
         lines.append("; this app's gunicorn has no --control-socket (gunicorn < 25): nothing to keep apart there")
@@ -197,6 +218,7 @@ def programs_conf(o: Options, f: Facts) -> str:
             "stopwaitsecs = 40",
             "stopasgroup = true",
             "killasgroup = true",
+            "umask = 022",
             f"stdout_logfile = /var/log/supervisor/{o.app}_{c}.out.log",
             f"stderr_logfile = /var/log/supervisor/{o.app}_{c}.err.log",
         ]
@@ -217,6 +239,7 @@ def programs_conf(o: Options, f: Facts) -> str:
             "stopwaitsecs = 600",
             "stopasgroup = false",
             "killasgroup = true",
+            "umask = 022",
             f"stdout_logfile = /var/log/supervisor/{name}.out.log",
             f"stderr_logfile = /var/log/supervisor/{name}.err.log",
         ]
@@ -323,8 +346,11 @@ def plan(o: Options, f: Facts) -> list[Action]:
         argv = ("useradd", "--system", "--user-group", "--create-home", "--home-dir", f"{root}/home")
         acts.append(Action("user", user, argv=(*argv, "--shell", "/bin/bash", user), why="the app's user"))
     acts += [
+        Action("dir", f"{root}/home", owner=user, mode=0o750, why="the app's home (a SQLite file, dotfiles): its own"),
         Action("dir", f"{root}/run", owner=user, mode=0o755, why="sockets (nginx connects to them)"),
         Action("dir", STATE_DIR, mode=0o750, why="state, deploy logs, locks: root only"),
+        Action("dir", f"{STATE_DIR}/{app}", mode=0o750),
+        Action("dir", f"{STATE_DIR}/{app}/init", mode=0o750, why="which build steps init ran"),
         Action("dir", BACKUP_DIR, mode=0o750, why="database backups: root only"),
         Action("dir", ENV_DIR, mode=0o755),
         Action(
@@ -362,17 +388,20 @@ def plan(o: Options, f: Facts) -> list[Action]:
         if f.has_requirements:
             why = "first build: dependencies into this color's own virtualenv"
             reqs = (pip, "install", "--quiet", "--requirement", "requirements.txt")
-            acts.append(step(reqs, f"{p['venv']}/.bluegreen-init-deps", why))
+            acts.append(step(reqs, stamp_path(o, f"{c}-deps"), why))
         if not f.gunicorn_in_requirements:
             why = "the app does not require gunicorn"
             argv = (pip, "install", "--quiet", "gunicorn")
             acts.append(Action("run", argv=argv, run_as=user, creates=f"{p['venv']}/bin/gunicorn", why=why))
         if c == COLORS[0]:
             why = "migrate once (both colors share the database)"
-            acts.append(step((*py, "migrate", "--noinput"), f"{root}/.bluegreen-init-migrated", why))
-        acts.append(step((*py, "collectstatic", "--noinput"), f"{p['venv']}/.bluegreen-init-static"))
+            acts.append(step((*py, "migrate", "--noinput"), stamp_path(o, "migrated"), why))
+        acts.append(step((*py, "collectstatic", "--noinput"), stamp_path(o, f"{c}-static")))
     if f.media_root:
         acts.append(Action("dir", f.media_root, owner=user, mode=0o755, after_build=True, why="uploads"))
+    if f.sqlite_path:
+        why = "the database: the app user's alone"
+        acts.append(Action("private", f.sqlite_path, owner=user, mode=0o600, after_build=True, why=why))
     # files that need the built app's facts
     acts += [
         Action("append", o.config, content=f"[bluegreen]\nstate_dir = {STATE_DIR}\n", mode=0o640, after_build=True),
@@ -381,6 +410,16 @@ def plan(o: Options, f: Facts) -> list[Action]:
         Action("file", f"{f.include_dir}/bluegreen.conf", content=include_conf(o, f), why="the plugin include"),
         Action("append", f.supervisord_conf, content=CTLPLUGIN, why="supervisorctl reads only its main file"),
     ]
+    if f.supervisor_unit:
+        acts.append(
+            Action(
+                "file",
+                systemd_dropin(f.supervisor_unit),
+                content=f"# written by `bluegreen init`: supervisord -n ignores its own umask setting\n"
+                f"[Service]\nUMask=0{SUPERVISORD_UMASK}\n",
+                why="systemd starts supervisord in the foreground: the umask comes from here",
+            )
+        )
     if f.plugin_site_dir:
         link_dir = f"{os.path.dirname(f.package_dir)}/../../../share/supervisor-bluegreen/plugin"
         link_dir = os.path.normpath(link_dir)
@@ -438,9 +477,19 @@ def go_live(o: Options, f: Facts) -> list[str]:
             f"# Debian's default nginx site answers every other name: the app is http://{o.server_name}/ "
             "(--server-name sets its real name)"
         )
+    steps.append("nginx -t && nginx -s reload")
+    if f.supervisor_unit:
+        unit = os.path.basename(f.supervisor_unit)
+        steps.append(
+            f"systemctl daemon-reload && systemctl restart {unit}    # once: loads the bluegreen plugin and "
+            f"supervisord's umask {SUPERVISORD_UMASK} (restarts its programs)"
+        )
+    else:
+        steps.append(
+            "supervisorctl reload    # once: loads the bluegreen plugin (restarts this supervisord's programs); "
+            f"its umask {SUPERVISORD_UMASK} takes effect when supervisord itself next starts"
+        )
     steps += [
-        "nginx -t && nginx -s reload",
-        "supervisorctl reload    # once: loads the bluegreen plugin (restarts this supervisord's programs)",
         f"supervisorctl bluegreen deploy {o.app}    # the first go-live",
         f"bluegreen doctor {o.app}",
         f"git remote add live ssh://{o.pusher or o.user_name}@HOST{o.app_root}/app.git   # then: git push live",
@@ -455,8 +504,12 @@ def go_live(o: Options, f: Facts) -> list[str]:
 def _run(
     argv: list[str], *, cwd: str | None = None, env: dict[str, str] | None = None, user: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """Every command init runs goes through the one runner (steps.capture), as ``user`` when given."""
-    return steps.capture(argv, cwd=cwd, env=env, user=user, timeout=300)
+    """Every command init runs goes through the one runner (steps.capture), as ``user`` when given.
+
+    In ``/`` unless told: root's current folder may be /tmp or the app's checkout, and a program started
+    there may pick up what is in it (python puts it first on sys.path).
+    """
+    return steps.capture(argv, cwd=cwd or "/", env=env, user=user, timeout=300)
 
 
 def _supervisord_python(conf_exe: str) -> str:
@@ -469,7 +522,7 @@ def _supervisord_python(conf_exe: str) -> str:
 
 
 def _site_dir(python: str) -> str:
-    done = _run([python, "-c", "import site; print(site.getsitepackages()[0])"])
+    done = _run([python, "-I", "-c", "import site; print(site.getsitepackages()[0])"])
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
@@ -489,12 +542,12 @@ def _include_dir(conf: str) -> str:
     return os.path.join(os.path.dirname(conf), "conf.d")
 
 
-def _repo_facts(o: Options, git_dir: str) -> dict[str, object]:
-    branch = o.branch
-    if not branch:
-        head = _run(["git", f"--git-dir={git_dir}", "symbolic-ref", "--short", "HEAD"])
-        branch = head.stdout.strip() or "main"
-    tree = _run(["git", f"--git-dir={git_dir}", "ls-tree", "-r", "--name-only", branch]).stdout.split()
+def _repo_facts(o: Options, git_dir: str, user: str = "") -> dict[str, object]:
+    def git(*args: str) -> str:
+        return _run(["git", f"--git-dir={git_dir}", *args], user=user, env=_user_env(o, "") if user else None).stdout
+
+    branch = o.branch or git("symbolic-ref", "--short", "HEAD").strip() or "main"
+    tree = git("ls-tree", "-r", "--name-only", branch).split()
     wsgi = ""
     for name in sorted(tree, key=lambda n: n.count("/")):
         if name.endswith("/wsgi.py") and name.count("/") == 1:
@@ -502,7 +555,7 @@ def _repo_facts(o: Options, git_dir: str) -> dict[str, object]:
             break
     reqs = ""
     if "requirements.txt" in tree:
-        reqs = _run(["git", f"--git-dir={git_dir}", "show", f"{branch}:requirements.txt"]).stdout
+        reqs = git("show", f"{branch}:requirements.txt")
     pin = re.search(r"^gunicorn\s*[=~>]=\s*(\d+)", reqs, re.M | re.I)
     return {
         "branch": branch,
@@ -539,7 +592,7 @@ def _django_facts(o: Options, src: str, venv: str) -> dict[str, object]:
     code = "import django; django.setup(); " + "exec(" + repr(DJANGO_PROBE) + ")"
     argv = [f"{venv}/bin/python", "-c", code, o.server_name]
     env = _user_env(o, env_file_path(o))
-    env.setdefault("DJANGO_SETTINGS_MODULE", _settings_module(src))
+    env.setdefault("DJANGO_SETTINGS_MODULE", _settings_module(src, o.user_name))
     done = _as_user(argv, o.user_name, cwd=src, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
@@ -553,13 +606,15 @@ def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, ob
     if info["wsgi"]:
         module, _, attr = info["wsgi"].rpartition(".")
         out["wsgi"] = f"{module}:{attr}"
-    static_root = info["static_root"]
+    static_root = os.path.normpath(info["static_root"]) if info["static_root"] else ""
     if static_root and info["static_url"] in ("/static/", "static/"):
+        _inside_app_tree(o, "STATIC_ROOT", static_root, "staticfiles")
         out["static_root"] = os.path.relpath(static_root, src) if static_root.startswith(src + "/") else static_root
     else:
         out["static_root"] = ""
-    media = info["media_root"]
+    media = os.path.normpath(info["media_root"]) if info["media_root"] else ""
     if media and info["media_url"].startswith("/") and info["media_url"].endswith("/"):
+        _inside_app_tree(o, "MEDIA_ROOT", media, "media")
         out["media_root"] = media if not media.startswith(src + "/") else ""
         out["media_url"] = info["media_url"]
     answers = info["answers"]
@@ -572,7 +627,11 @@ def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, ob
             f"neither / nor /admin/login/ answered Host {o.server_name} with 2xx/3xx ({answers}): is "
             f"{o.server_name} in ALLOWED_HOSTS? health_path in {o.config} needs a URL that answers"
         )
-    if _sqlite_in_checkout(info.get("db_engine", ""), info.get("db_name", ""), src):
+    engine, name = info.get("db_engine", ""), info.get("db_name", "")
+    parts = apptree.parts_below(o.app_root, name) if engine.endswith("sqlite3") else None
+    if parts and len(parts) > 1 and parts[0] not in COLORS:  # e.g. /srv/APP/home/db.sqlite3, as the note says
+        out["sqlite_path"] = os.path.normpath(name)
+    if _sqlite_in_checkout(engine, name, src):
         notes.append(
             f"the database is a SQLite file inside the checkout ({info['db_name']}): each color has its own copy, "
             "so every switch shows the other copy's data and loses what was written since. Read its path from "
@@ -584,6 +643,17 @@ def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, ob
     return out
 
 
+def _inside_app_tree(o: Options, setting: str, path: str, example: str) -> None:
+    """Refuse a folder root would make the app user's (MEDIA_ROOT) or serve (STATIC_ROOT) outside its tree."""
+    if not apptree.parts_below(o.app_root, path):
+        raise InitError(
+            f"the app's {setting} is {path}, outside {o.app_root}/: init makes it the app user's and nginx serves "
+            f"it, so it must be in the app's own tree. Set {setting} under {o.app_root}/, e.g. "
+            f"{o.app_root}/{example}, in the environment file {env_file_path(o)} (or in the settings), then run "
+            "init again"
+        )
+
+
 def _sqlite_in_checkout(engine: str, name: str, src: str) -> bool:
     """A SQLite database file inside a color's checkout (a relative name is opened from the checkout too)."""
     if not engine.endswith("sqlite3") or not name or name == ":memory:" or name.startswith("file:"):
@@ -591,12 +661,13 @@ def _sqlite_in_checkout(engine: str, name: str, src: str) -> bool:
     return os.path.abspath(os.path.join(src, name)).startswith(src + "/")
 
 
-def _settings_module(src: str) -> str:
+def _settings_module(src: str, user: str) -> str:
+    """From manage.py, read as the app user (root opens nothing in the checkout: a link, a FIFO)."""
     try:
-        with open(f"{src}/manage.py", encoding="utf-8") as fh:
-            found = re.search(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]", fh.read())
+        text = (steps.read_as_user(f"{src}/manage.py", user) or b"").decode("utf-8", "replace")
     except OSError:
-        found = None
+        text = ""
+    found = re.search(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]", text)
     return found.group(1) if found else ""
 
 
@@ -638,25 +709,25 @@ def discover(o: Options) -> Facts:
         notes.append(f"{conf} not found: install supervisor (apt-get install supervisor) or pass --supervisord-conf")
     exe = shutil.which("supervisord") or ""
     python = _supervisord_python(exe) if exe else ""
-    if python and _run([python, "-c", "import supervisor_bluegreen.rpcinterface"]).returncode != 0:
+    # -I: isolated (no PYTHON* variables, no user site, no current folder on sys.path) since it runs as root
+    if python and _run([python, "-I", "-c", "import supervisor_bluegreen.rpcinterface"]).returncode != 0:
         facts["plugin_site_dir"] = _site_dir(python)
     facts["debian_default_site"] = os.path.exists(f"{o.nginx_dir}/sites-enabled/default")
     facts["has_sudo"] = bool(shutil.which("sudo"))
+    facts["supervisor_unit"] = next((u for u in SYSTEMD_UNITS if os.path.exists(u)), "")
     if not facts["has_sudo"]:
         notes.append("sudo is not installed: pushes need it (apt-get install sudo)")
     git_dir = f"{o.app_root}/app.git"
-    with tempfile.TemporaryDirectory(prefix="bluegreen-init-") as tmp:
-        if not os.path.exists(f"{git_dir}/HEAD"):
+    if facts["user_exists"] and os.path.exists(f"{git_dir}/HEAD"):
+        facts.update(_repo_facts(o, git_dir, o.user_name))  # the app user's repository: read as that user
+    else:
+        with tempfile.TemporaryDirectory(prefix="bluegreen-init-") as tmp:
             clone = _run(["git", "clone", "--quiet", "--bare", o.repo, f"{tmp}/probe.git"])
             if clone.returncode != 0:
                 raise InitError(f"cannot clone {o.repo}: {clone.stderr.strip()}")
-            git_dir = f"{tmp}/probe.git"
-        else:
-            git_dir = f"{tmp}/probe.git"
-            _run(["git", "clone", "--quiet", "--bare", f"{o.app_root}/app.git", git_dir])
-        facts.update(_repo_facts(o, git_dir))
+            facts.update(_repo_facts(o, f"{tmp}/probe.git"))
     blue = _color_paths(o, COLORS[0])
-    if os.path.exists(f"{blue['venv']}/bin/gunicorn") and os.path.exists(f"{o.app_root}/.bluegreen-init-migrated"):
+    if os.path.exists(f"{blue['venv']}/bin/gunicorn") and os.path.exists(stamp_path(o, "migrated")):
         helptext = _as_user([f"{blue['venv']}/bin/gunicorn", "--help"], o.user_name, cwd=blue["src"]).stdout
         facts["control_socket"] = "--control-socket" in helptext
         django = _django_facts(o, blue["src"], blue["venv"])
@@ -689,7 +760,12 @@ def _owner_ids(a: Action) -> tuple[int, int]:
 
 
 def apply(a: Action, o: Options) -> str:
-    """Do one action unless done already; what happened, in a word."""
+    """Do one action unless done already; what happened, in a word.
+
+    Inside the app's tree (below ``o.app_root``, where the app user owns folders and can plant links at
+    any moment) every path is reached by ``apptree``'s walk, never by following a link; a folder or file
+    given to the app user anywhere else is refused. Stamps are root's files in root's state folder.
+    """
     if a.kind == "user":
         try:
             pwd.getpwnam(a.path)
@@ -698,57 +774,85 @@ def apply(a: Action, o: Options) -> str:
             pass
         _check(_run(list(a.argv)), a)
         return "created"
+    try:
+        return _apply_path(a, o) if a.kind != "run" else _apply_run(a, o)
+    except state.UnsafePath as exc:
+        raise InitError(f"{exc}; nothing was done through it") from None
+
+
+def _apply_path(a: Action, o: Options) -> str:
+    inside = apptree.parts_below(o.app_root, a.path)
+    uid, gid = _owner_ids(a)
+    if uid != 0 and not inside:
+        raise InitError(f"refusing to give {a.path} to {a.owner}: it is outside the app's folder {o.app_root}/")
+    if a.kind == "dir" and inside:
+        return apptree.make_dir(o.app_root, a.path, uid, gid, a.mode)
     if a.kind == "dir":
-        made = not os.path.isdir(a.path)
-        os.makedirs(a.path, exist_ok=True)
-        uid, gid = _owner_ids(a)
-        st = os.stat(a.path)
-        if made or (st.st_uid, st.st_gid, st.st_mode & 0o7777) != (uid, gid, a.mode):
-            os.chown(a.path, uid, gid)
-            os.chmod(a.path, a.mode)
-            return "created" if made else "fixed"
-        return "exists"
-    if a.kind in ("file", "append"):
-        exists = os.path.exists(a.path)
-        current = ""
-        if exists:
-            with open(a.path, encoding="utf-8") as fh:
-                current = fh.read()
-        if a.kind == "file" and exists:
-            return "exists" if current == a.content else "kept (differs; remove it to have init write it)"
-        if a.kind == "append" and a.content.splitlines()[0] in current.splitlines():
-            return "exists"
-        os.makedirs(os.path.dirname(a.path), exist_ok=True)
-        text = a.content
-        if a.kind == "append" and current:
-            text = current.rstrip("\n") + "\n\n" + a.content
-        tmp = f"{a.path}.bluegreen-init"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        if not exists:
-            os.chown(tmp, *_owner_ids(a))
-            os.chmod(tmp, a.mode)
-        else:
-            st = os.stat(a.path)
-            os.chown(tmp, st.st_uid, st.st_gid)
-            os.chmod(tmp, st.st_mode & 0o7777)
-        os.replace(tmp, a.path)
-        return "created" if not exists else "added"
-    if a.kind == "link":
-        if os.path.islink(a.path) and os.readlink(a.path) == a.content:
-            return "exists"
-        if os.path.lexists(a.path):
-            return "kept (something else is there)"
-        os.symlink(a.content, a.path)
-        return "created"
+        return _root_dir(a.path, uid, gid, a.mode)
+    if a.kind == "private":
+        return apptree.private_file(o.app_root, a.path, uid, gid, a.mode)
     if a.kind == "own":
-        uid, gid = _owner_ids(a)
         st = os.lstat(a.path)
         if (st.st_uid, st.st_gid) == (uid, gid):
             return "exists"
-        _check(_run(["chown", "-R", f"{uid}:{gid}", a.path]), a)
+        apptree.chown_tree(o.app_root, a.path, uid, gid)
         return "fixed"
+    path = a.path
+    if not inside:  # root's own folders: links root made there are followed (at the target too, but for a link)
+        path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        path = os.path.realpath(path) if a.kind != "link" else path
+    name = os.path.basename(path)
+    with _parent(o, path, inside) as dirfd:
+        if a.kind == "link":
+            try:
+                current = os.readlink(name, dir_fd=dirfd)
+            except FileNotFoundError:
+                os.symlink(a.content, name, dir_fd=dirfd)
+                return "created"
+            except OSError:  # EINVAL: not a link
+                current = None
+            return "exists" if current == a.content else "kept (something else is there)"
+        found = apptree.read_in(dirfd, name, a.path)
+        current = found[0] if found else ""
+        if a.kind == "file" and found:
+            return "exists" if current == a.content else "kept (differs; remove it to have init write it)"
+        if a.kind == "append" and a.content.splitlines()[0] in current.splitlines():
+            return "exists"
+        text = current.rstrip("\n") + "\n\n" + a.content if current else a.content
+        if found:  # keep the owner and mode someone gave it
+            uid, gid, mode = found[1].st_uid, found[1].st_gid, stat.S_IMODE(found[1].st_mode)
+        apptree.replace_in(dirfd, name, text, uid, gid, mode if found else a.mode)
+        return "added" if found else "created"
+
+
+@contextlib.contextmanager
+def _parent(o: Options, path: str, inside: list[str] | None) -> Iterator[int]:
+    """The folder ``path`` goes in, open: walked to without links in the app's tree, else root's own."""
+    if inside:
+        with apptree.walk_to(o.app_root, inside[:-1], make=(0, 0, 0o755)) as fd:
+            yield fd
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _root_dir(path: str, uid: int, gid: int, mode: int) -> str:
+    """A folder of root's outside the app's tree (root's own parents: a link there is root's)."""
+    made = not os.path.isdir(path)
+    os.makedirs(path, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        changed = apptree.fix(fd, uid, gid, mode)
+    finally:
+        os.close(fd)
+    return "created" if made else "fixed" if changed else "exists"
+
+
+def _apply_run(a: Action, o: Options) -> str:
     if a.creates and os.path.lexists(a.creates):
         return "done before"
     if a.done_when:
@@ -758,11 +862,9 @@ def apply(a: Action, o: Options) -> str:
     env = _user_env(o, a.env_file) if a.run_as else None
     _check(_as_user(list(a.argv), a.run_as, cwd=a.cwd or None, env=env), a)
     if a.stamp and a.creates:
-        with open(a.creates, "w", encoding="utf-8"):
-            pass
-        if a.run_as:
-            pw = pwd.getpwnam(a.run_as)
-            os.chown(a.creates, pw.pw_uid, pw.pw_gid)
+        if apptree.parts_below(o.app_root, a.creates):
+            raise InitError(f"refusing the stamp {a.creates}: root keeps its stamps in {STATE_DIR}, not the app's tree")
+        os.close(state.open_file(a.creates, os.O_WRONLY | os.O_CREAT))
     return "ran"
 
 

@@ -195,16 +195,19 @@ def test_written_nginx_site_passes_nginx_t(tmp_path: Path) -> None:
 
 
 def test_apply_is_idempotent(tmp_path: Path) -> None:
-    o = Options(app="t", repo="x", root=str(tmp_path))
+    o = Options(app="t", repo="x", root=str(tmp_path / "app"))
+    (tmp_path / "app").mkdir(mode=0o755)
     owner = "root" if os.geteuid() == 0 else os.environ.get("USER", "root")
+    stamp = tmp_path / "state" / "stamp"  # root's, outside the app's tree
+    stamp.parent.mkdir()
     acts = [
-        Action("dir", str(tmp_path / "d"), owner=owner, mode=0o750),
-        Action("file", str(tmp_path / "d" / "f"), content="one\n", owner=owner, mode=0o640),
+        Action("dir", str(tmp_path / "app" / "d"), owner=owner, mode=0o750),
+        Action("file", str(tmp_path / "app" / "d" / "f"), content="one\n", owner=owner, mode=0o640),
         Action("append", str(tmp_path / "ini"), content="[a]\nx = 1\n", owner=owner),
         Action("append", str(tmp_path / "ini"), content="[b]\ny = 2\n", owner=owner),
-        Action("link", str(tmp_path / "l"), content=str(tmp_path / "d" / "f")),
-        Action("run", argv=("touch", str(tmp_path / "ran")), creates=str(tmp_path / "stamp"), stamp=True),
-        Action("own", str(tmp_path / "d"), owner=owner),
+        Action("link", str(tmp_path / "app" / "l"), content=str(tmp_path / "app" / "d" / "f")),
+        Action("run", argv=("touch", str(tmp_path / "ran")), creates=str(stamp), stamp=True),
+        Action("own", str(tmp_path / "app" / "d"), owner=owner),
         Action(
             "run",
             argv=("sh", "-c", f"echo set > {tmp_path}/value"),
@@ -219,11 +222,11 @@ def test_apply_is_idempotent(tmp_path: Path) -> None:
     assert [init.apply(a, o) for a in acts] == again
     assert {p: (p.read_bytes() if p.is_file() else None, p.lstat().st_mode) for p in tmp_path.rglob("*")} == before
     assert (tmp_path / "ini").read_text() == "[a]\nx = 1\n\n[b]\ny = 2\n"
-    assert stat.S_IMODE((tmp_path / "d" / "f").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "app" / "d" / "f").stat().st_mode) == 0o640
     # a file the user changed is kept, and said so
-    (tmp_path / "d" / "f").write_text("mine\n")
+    (tmp_path / "app" / "d" / "f").write_text("mine\n")
     assert init.apply(acts[1], o).startswith("kept")
-    assert (tmp_path / "d" / "f").read_text() == "mine\n"
+    assert (tmp_path / "app" / "d" / "f").read_text() == "mine\n"
 
 
 def test_envfile_round_trip_and_sh_agree(tmp_path: Path) -> None:
@@ -317,3 +320,42 @@ def test_no_answering_url_is_a_note_naming_allowed_hosts() -> None:
     assert "health_path" not in facts
     (note,) = facts["notes"]
     assert "is mysite.example.org in ALLOWED_HOSTS?" in note
+
+
+def test_root_keeps_its_stamps_and_the_app_its_home_and_database() -> None:
+    """Stamps root writes live in root's state folder; the home is 0750; a SQLite file in the tree is 0600."""
+    facts = init.facts_from_probe(OPTS, SRC, probe(db_engine="django.db.backends.sqlite3",
+                                                   db_name="/srv/mysite/home/db.sqlite3"))  # fmt: skip
+    assert facts["sqlite_path"] == "/srv/mysite/home/db.sqlite3"
+    acts = init.plan(OPTS, dataclasses_replace(FACTS, **facts))
+    stamps = [a.creates for a in acts if a.stamp]
+    assert len(stamps) == 5 and all(s.startswith("/var/lib/supervisor-bluegreen/mysite/init/") for s in stamps)
+    home = by_path(acts, "/srv/mysite/home", "dir")
+    assert (home.owner, home.mode) == ("mysite", 0o750)
+    db = by_path(acts, "/srv/mysite/home/db.sqlite3")
+    assert (db.kind, db.owner, db.mode) == ("private", "mysite", 0o600)
+    for name in ("/srv/mysite/blue/src/db.sqlite3", "/var/lib/mysite/db.sqlite3", "db.sqlite3"):
+        other = init.facts_from_probe(OPTS, SRC, probe(db_engine="django.db.backends.sqlite3", db_name=name))
+        assert "sqlite_path" not in other
+
+
+def test_programs_keep_umask_022_for_nginx() -> None:
+    """supervisord's own umask is 027; its programs make static and media files nginx (another user) reads."""
+    text = by_path(init.plan(OPTS, FACTS), "/etc/supervisor/conf.d/mysite.conf").content
+    programs = supervisor_sections(text)
+    assert {programs[s]["umask"] for s in programs.sections()} == {"022"}
+    include = supervisor_sections(by_path(init.plan(OPTS, FACTS), "/etc/supervisor/conf.d/bluegreen.conf").content)
+    assert include["supervisord"]["umask"] == "027" and include["eventlistener:bluegreen"]["umask"] == "022"
+
+
+def test_apply_follows_roots_own_links_outside_the_app_tree(tmp_path: Path) -> None:
+    """An admin's supervisord.conf that is a link to the real file: appended there, the link kept."""
+    (tmp_path / "app").mkdir(mode=0o755)
+    o = Options(app="t", repo="x", root=str(tmp_path / "app"))
+    real = tmp_path / "real.conf"
+    real.write_text("[supervisord]\n")
+    (tmp_path / "supervisord.conf").symlink_to(real)
+    assert init.apply(Action("append", str(tmp_path / "supervisord.conf"), content=init.CTLPLUGIN), o) == "added"
+    assert (tmp_path / "supervisord.conf").is_symlink() and "[ctlplugin:bluegreen]" in real.read_text()
+    with pytest.raises(init.InitError, match="outside the app's folder"):
+        init.apply(Action("dir", str(tmp_path / "elsewhere"), owner="nobody"), o)
