@@ -1,6 +1,14 @@
 """``bluegreen doctor [APP]``: check a running system end to end; print each problem with the command that fixes it.
 
 Every check is a function returning findings; ``main`` prints them and exits 1 when any is a problem.
+
+Doctor runs as root over folders the app user owns, so (issue 13) it never runs or follows what that
+user can change: a program of the app's tree (its gunicorn, git on its repository) runs as the app
+user through the one runner (``steps.capture``), from ``/``, Python isolated (``-I``); a file of the
+app is read by a child running as that user (``steps.read_as_user``), root's own files only as regular
+files with a bounded read (``state.read_bounded``); and every command, RPC and probe has a timeout, so
+a FIFO or a hung server is a problem line, never a hang. It also checks that the app's data is not
+open to every local user: the app user's home, a SQLite database, supervisord's umask, the listener's log.
 """
 
 from __future__ import annotations
@@ -10,16 +18,20 @@ import glob
 import os
 import pwd
 import re
+import socket
 import stat
 import subprocess
 import xmlrpc.client
 from dataclasses import dataclass
+from typing import Any
 
-from . import health, steps, switch
+from . import envfile, health, steps, switch
 from .config import App, Config, ConfigError, load
-from .state import private_dir_problem
+from .state import private_dir_problem, read_bounded
 
 SUPERVISORD_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
+TIMEOUT = 20.0  # seconds any one command, RPC or read of doctor may take
+SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")  # an environment value naming one of these is a database file
 
 
 @dataclass(frozen=True)
@@ -37,28 +49,59 @@ def problem(what: str, fix: str) -> Finding:
     return Finding(False, what, fix)
 
 
-def _run(argv: list[str], timeout: float = 30) -> tuple[int, str]:
+def _run(argv: list[str], user: str = "", timeout: float = TIMEOUT) -> tuple[int, str]:
+    """Run ``argv`` from ``/`` with a plain environment, as ``user`` when given (the app's programs and files).
+
+    (status, output); 127 when it cannot start, 124 when it did not end within ``timeout`` (then killed).
+    """
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", **(steps.user_env(user) if user else {})}
     try:
-        done = steps.capture(argv, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = steps.capture(argv, cwd="/", env=env, user=user, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]} did not finish within {timeout:g} s"
+    except OSError as exc:
         return 127, str(exc)
     return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def read_conf(path: str) -> str:
+    """The text of one of root's config files: its links followed (root's folders), a plain file read bounded."""
+    return read_bounded(os.path.realpath(path), 1 << 20).decode("utf-8", "replace")
+
+
+def _open_to_others(path: str) -> int | None:
+    """The mode of ``path`` when every local user may read, write or enter it (mode & 0o007), else None."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    return mode if mode & 0o007 else None
 
 
 # --------------------------------------------------------------------------------------------
 # supervisord
 
 
-def supervisord_proxy(conf: str) -> tuple[xmlrpc.client.ServerProxy | None, str]:
-    """An XML-RPC proxy over supervisord's unix socket named in ``conf``, or (None, why)."""
-    from supervisor.xmlrpc import SupervisorTransport
+def supervisord_proxy(conf: str, timeout: float = TIMEOUT) -> tuple[xmlrpc.client.ServerProxy | None, str]:
+    """An XML-RPC proxy over supervisord's unix socket named in ``conf``, or (None, why).
+
+    Every call gives up after ``timeout`` seconds (an OSError): a supervisord that accepts and never
+    answers does not hang doctor.
+    """
+    from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
+
+    class TimedConnection(UnixStreamHTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(self.socketfile)
 
     if not os.path.exists(conf):
         return None, f"no supervisord config at {conf} (apt-get install supervisor, or --supervisord-conf FILE)"
     parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
     try:
-        parser.read(conf, encoding="utf-8")
-    except configparser.Error as exc:
+        parser.read_string(read_conf(conf), conf)
+    except (OSError, configparser.Error) as exc:
         return None, f"{conf}: {exc}"
     path = parser.get("unix_http_server", "file", fallback="")
     if not path:
@@ -66,7 +109,76 @@ def supervisord_proxy(conf: str) -> tuple[xmlrpc.client.ServerProxy | None, str]
     user = parser.get("unix_http_server", "username", fallback=None)
     password = parser.get("unix_http_server", "password", fallback=None)
     transport = SupervisorTransport(user, password, f"unix://{path}")
+
+    def connection() -> TimedConnection:
+        conn = TimedConnection("localhost")
+        conn.socketfile = path
+        return conn
+
+    transport._get_connection = connection  # supervisor's own opens a socket without a timeout
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport), path
+
+
+def foreground(pid: int, conf: str) -> bool:
+    """Whether supervisord runs in the foreground (``-n``, as Debian's systemd unit starts it, or ``nodaemon``).
+
+    Then it never applies the ``umask`` of its config (only its daemonizing does): its umask is its starter's.
+    """
+    try:
+        argv = read_bounded(f"/proc/{pid}/cmdline", 1 << 16).decode("utf-8", "replace").split("\0")
+    except OSError:
+        argv = []
+    if "-n" in argv or "--nodaemon" in argv:
+        return True
+    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
+    try:
+        parser.read_string(read_conf(conf), conf)
+    except (OSError, configparser.Error):
+        return False
+    return parser.get("supervisord", "nodaemon", fallback="false").strip().lower() in ("true", "yes", "on", "1")
+
+
+def check_umask(pid: int, conf: str) -> list[Finding]:
+    """supervisord's umask, read from the running process: it sets the mode of every log it writes."""
+    try:
+        status = read_bounded(f"/proc/{pid}/status", 1 << 16).decode("ascii", "replace")
+    except OSError as exc:
+        return [problem(f"cannot read supervisord's umask (pid {pid}): {exc}", "check that supervisord runs")]
+    found = re.search(r"^Umask:\s*([0-7]+)$", status, re.MULTILINE)
+    if found is None:  # kernels before 4.7 do not show it
+        return [ok("supervisord's umask is not shown by this kernel")]
+    umask = int(found.group(1), 8)
+    if umask & 0o027 == 0o027:
+        return [ok(f"supervisord's umask is {umask:04o}")]
+    if foreground(pid, conf):
+        dropin = "/etc/systemd/system/supervisor.service.d"
+        fix = (
+            f"mkdir -p {dropin} && printf '[Service]\\nUMask=0027\\n' > {dropin}/bluegreen-umask.conf && "
+            "systemctl daemon-reload && systemctl restart supervisor (supervisord -n ignores the umask of its config)"
+        )
+    else:
+        fix = f"add `umask = 027` to [supervisord] in {conf}, then systemctl restart supervisor"
+    what = (
+        f"supervisord's umask is {umask:04o}: the logs it writes (the listener's, the colors') are readable by "
+        "every user, with whatever the app prints"
+    )
+    return [problem(what, fix)]
+
+
+def check_logs(info: dict[str, Any]) -> list[Finding]:
+    """The listener's logs (deploy output, errors) are for root and its group, not every user."""
+    found = []
+    for key in ("stdout_logfile", "stderr_logfile"):
+        path = info.get(key) or ""
+        mode = _open_to_others(path) if path and os.path.isabs(path) else None
+        if mode is not None:
+            found.append(
+                problem(
+                    f"the listener's log {path} is open to every user (mode {mode:04o})",
+                    f"chmod 640 {path} (and set supervisord's umask to 027 so new logs are made so)",
+                )
+            )
+    return found
 
 
 def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
@@ -79,6 +191,16 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return [problem(f"supervisord does not answer on {where}: {reason}", "systemctl start supervisor")]
     found = [ok(f"supervisord answers on {where}")]
+    try:
+        found += check_umask(proxy.supervisor.getPID(), conf)
+        infos = {
+            f"{i['group']}:{i['name']}" if i["group"] != i["name"] else i["name"]: i
+            for i in proxy.supervisor.getAllProcessInfo()
+        }
+    except (OSError, xmlrpc.client.Error) as exc:
+        return [*found, problem(f"cannot list supervisord's programs: {exc}", "supervisorctl status")]
+    listener = infos.get("bluegreen")
+    found += check_logs(listener) if listener else []
     if "bluegreen.status" not in methods:
         found.append(
             problem(
@@ -89,24 +211,20 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
         )
         return found
     found.append(ok("the bluegreen plugin is loaded"))
-    with open(conf, encoding="utf-8", errors="replace") as f:
-        if "[ctlplugin:bluegreen]" not in f.read():
-            found.append(
-                problem(
-                    f"{conf} has no [ctlplugin:bluegreen]: `supervisorctl bluegreen` is unknown "
-                    "(supervisorctl reads only its main file)",
-                    f"printf '\\n[ctlplugin:bluegreen]\\nsupervisor.ctl_factory = "
-                    f"supervisor_bluegreen.controllerplugin:make_bluegreen_controllerplugin\\n' >> {conf}",
-                )
-            )
     try:
-        infos = {
-            f"{i['group']}:{i['name']}" if i["group"] != i["name"] else i["name"]: i
-            for i in proxy.supervisor.getAllProcessInfo()
-        }
-    except (OSError, xmlrpc.client.Error) as exc:
-        return [*found, problem(f"cannot list supervisord's programs: {exc}", "supervisorctl status")]
-    listener = infos.get("bluegreen")
+        text = read_conf(conf)
+    except OSError as exc:
+        text = ""
+        found.append(problem(f"cannot read {conf}: {exc}", f"ls -l {conf}"))
+    if text and "[ctlplugin:bluegreen]" not in text:
+        found.append(
+            problem(
+                f"{conf} has no [ctlplugin:bluegreen]: `supervisorctl bluegreen` is unknown "
+                "(supervisorctl reads only its main file)",
+                f"printf '\\n[ctlplugin:bluegreen]\\nsupervisor.ctl_factory = "
+                f"supervisor_bluegreen.controllerplugin:make_bluegreen_controllerplugin\\n' >> {conf}",
+            )
+        )
     if listener is None or listener["statename"] != "RUNNING":
         state = listener["statename"] if listener else "not defined"
         found.append(
@@ -212,10 +330,13 @@ def check_app(app: App) -> list[Finding]:
         return found
     user = app.deploy.user
     try:
-        uid = pwd.getpwnam(user).pw_uid if user else None
+        entry = pwd.getpwnam(user) if user else None
     except KeyError:
         found.append(problem(f"{app.name}: user {user} does not exist", f"useradd --system --user-group {user}"))
-        uid = None
+        entry = None
+    uid = entry.pw_uid if entry else None
+    if entry is not None and entry.pw_uid != 0:
+        found += check_home(app, entry.pw_dir, user)
     for color in app.colors:
         if uid is not None and color.checkout:
             try:
@@ -252,13 +373,65 @@ def check_app(app: App) -> list[Finding]:
                             f"chown root:{user} {color.environment_file} && chmod 640 {color.environment_file}",
                         )
                     )
+    found += check_sqlite(app)
+    if user and entry is None:  # nothing of the app's is run or read as root instead of its missing user
+        return found
     found += check_repo(app)
     found += check_versions(app)
     return found
 
 
+def check_home(app: App, home: str, user: str) -> list[Finding]:
+    """The app user's home holds its data (a SQLite database, dotfiles with credentials): not for every user."""
+    mode = _open_to_others(home)
+    if mode is None:
+        return []
+    return [
+        problem(
+            f"{app.name}: {user}'s home {home} is open to every user (mode {mode:04o}): the app's files there "
+            "(a SQLite database, ~/.my.cnf, ~/.pgpass) can be read by anyone",
+            f"chmod 750 {home}",
+        )
+    ]
+
+
+def sqlite_paths(app: App) -> list[str]:
+    """The SQLite database files the app's environment (its file and the colors' values) names, in order."""
+    paths: dict[str, None] = {}
+    for color in app.colors:
+        try:
+            env = envfile.read(color.environment_file) if color.environment_file else {}
+        except envfile.EnvFileError:
+            env = {}  # check_app reports the file itself
+        for value in [*env.values(), *dict(color.environment).values()]:
+            if os.path.isabs(value) and value.endswith(SQLITE_SUFFIXES):
+                paths[value] = None
+    return list(paths)
+
+
+def check_sqlite(app: App) -> list[Finding]:
+    """A SQLite database (and its -wal, -shm, -journal) holds all the app's data: 0600 or 0640, never for everyone."""
+    found = []
+    for path in sqlite_paths(app):
+        for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+            mode = _open_to_others(name)
+            if mode is not None:
+                found.append(
+                    problem(
+                        f"{app.name}: the SQLite database file {name} is open to every user (mode {mode:04o})",
+                        f"chmod 600 {name}",
+                    )
+                )
+    return found
+
+
 def check_repo(app: App) -> list[Finding]:
+    """The bare repository: the hook that deploys, no old one that deploys twice, the app it names.
+
+    Its files are the app user's: read and run as that user, never by root.
+    """
     assert app.deploy is not None
+    user = app.deploy.user
     repo = app.deploy.repo
     if not os.path.exists(os.path.join(repo, "HEAD")):
         return [problem(f"{app.name}: repository {repo} is missing", f"git clone --bare <your repository> {repo}")]
@@ -272,16 +445,17 @@ def check_repo(app: App) -> list[Finding]:
                 f"bluegreen example hook > {pre} && chmod 755 {pre}",
             )
         )
-    if os.path.exists(os.path.join(hooks, "post-receive")):
-        with open(os.path.join(hooks, "post-receive"), encoding="utf-8", errors="replace") as f:
-            if "bluegreen" in f.read():
-                found.append(
-                    problem(
-                        f"{app.name}: an old bluegreen post-receive hook would deploy a second time",
-                        f"rm {hooks}/post-receive",
-                    )
-                )
-    _, out = _run(["git", f"--git-dir={repo}", "config", "bluegreen.app"])
+    post = os.path.join(hooks, "post-receive")
+    try:
+        text = steps.read_as_user(post, user, timeout=TIMEOUT)
+    except steps.ReadError as exc:
+        found.append(problem(f"{app.name}: cannot check {post}: {exc}", f"rm {post}"))
+    else:
+        if text is not None and b"bluegreen" in text:
+            found.append(
+                problem(f"{app.name}: an old bluegreen post-receive hook would deploy a second time", f"rm {post}")
+            )
+    _, out = _run(["git", f"--git-dir={repo}", "config", "bluegreen.app"], user)
     if out.strip() != app.name:
         found.append(
             problem(
@@ -293,12 +467,22 @@ def check_repo(app: App) -> list[Finding]:
 
 
 def check_versions(app: App) -> list[Finding]:
+    """Which gunicorn each color runs: asked of the color's own Python, as the app user (its venv is theirs)."""
+    assert app.deploy is not None
     found = []
     for color in app.colors:
         exe = os.path.join(os.path.dirname(color.python), "gunicorn") if color.python else ""
         if exe and os.access(exe, os.X_OK):
-            _, out = _run([exe, "--version"])
-            found.append(ok(f"{app.name}: {color.name} runs {out.splitlines()[-1] if out else 'gunicorn ?'}"))
+            code, out = _run([color.python, "-I", "-m", "gunicorn", "--version"], app.deploy.user)
+            said = out.splitlines()[-1] if out else "gunicorn ?"
+            if code == 0:
+                found.append(ok(f"{app.name}: {color.name} runs {said}"))
+            else:
+                found.append(
+                    problem(
+                        f"{app.name}: {color.name}: gunicorn --version fails: {said}", f"ls -l {exe} {color.python}"
+                    )
+                )
     return found
 
 
@@ -328,8 +512,7 @@ def check_nginx(apps: list[App], config_path: str, nginx_dir: str = "/etc/nginx"
         os.path.join(nginx_dir, "conf.d", "*.conf")
     ):
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                enabled[path] = f.read()
+            enabled[path] = read_conf(path)
         except OSError:
             continue
     default = os.path.join(nginx_dir, "sites-enabled", "default")
