@@ -778,6 +778,8 @@ def apply(a: Action, o: Options) -> str:
         return _apply_path(a, o) if a.kind != "run" else _apply_run(a, o)
     except state.UnsafePath as exc:
         raise InitError(f"{exc}; nothing was done through it") from None
+    except OSError as exc:  # e.g. a folder the app user removed or swapped while init walked to it
+        raise InitError(f"{a.describe()}: {exc.strerror or exc}") from None
 
 
 def _apply_path(a: Action, o: Options) -> str:

@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -195,6 +196,16 @@ def test_b_root_files_and_ownership_in_the_app_tree_follow_no_link(app: SimpleNa
     with pytest.raises(InitError, match="pre-receive: it is a symbolic link"):
         init.apply(action(app.acts, f"{git_dir}/hooks/pre-receive"), app.o)
     assert snapshot(app.outside) == before
+    # ... or a FIFO there: refused at once, not waited on (a thread, so a hang fails the test instead of hanging it)
+    as_user(app, 'rm "$1/hooks/pre-receive"; mkfifo "$1/hooks/pre-receive"', str(git_dir))
+    with ThreadPoolExecutor(1) as pool:
+        refused = pool.submit(init.apply, action(app.acts, f"{git_dir}/hooks/pre-receive"), app.o)
+        try:
+            with pytest.raises(InitError, match="pre-receive: it is a FIFO"):
+                refused.result(timeout=10)
+        finally:
+            if not refused.done():  # unblock the hung open so the pool can end
+                os.close(os.open(f"{git_dir}/hooks/pre-receive", os.O_WRONLY | os.O_NONBLOCK))
 
 
 # (c) no program from the app's tree runs as root -------------------------------------------------------
