@@ -25,7 +25,7 @@ import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
 
-from . import envfile, health, steps, switch
+from . import envfile, health, nginx, steps, switch
 from .config import App, Config, ConfigError, load
 from .state import private_dir_problem, read_bounded
 
@@ -326,6 +326,7 @@ def check_app(app: App) -> list[Finding]:
             found.append(
                 problem(f"{app.name}: {key} {folder} is missing", f"install -d -m 750 -o root -g root {folder}")
             )
+    found += check_live_static(app)
     if app.deploy is None:
         return found
     user = app.deploy.user
@@ -379,6 +380,26 @@ def check_app(app: App) -> list[Finding]:
     found += check_repo(app)
     found += check_versions(app)
     return found
+
+
+def check_live_static(app: App) -> list[Finding]:
+    """nginx follows the live static link only when it belongs to the static root's owner (see switch.link_owner)."""
+    target = switch.resolved(app.live_static) if app.live_static else None
+    if target is None:
+        return []
+    try:
+        link, root = os.lstat(app.live_static), os.lstat(target)
+    except OSError:
+        return []
+    if (link.st_uid, link.st_gid) == (root.st_uid, root.st_gid):
+        return []
+    return [
+        problem(
+            f"{app.name}: nginx does not follow {app.live_static}: it belongs to uid {link.st_uid}, "
+            f"the static root {target} to uid {root.st_uid} (a link made before disable_symlinks)",
+            f"chown -h {root.st_uid}:{root.st_gid} {app.live_static}",
+        )
+    ]
 
 
 def check_home(app: App, home: str, user: str) -> list[Finding]:
@@ -490,6 +511,25 @@ def check_versions(app: App) -> list[Finding]:
 # nginx
 
 
+def check_site_links(app: App, enabled: dict[str, str], config_path: str) -> list[Finding]:
+    """An enabled site of the app rendered before issue 13 (``root /``, no ``disable_symlinks``) lets nginx
+    follow a link the app user makes in a static or media folder to any file on the machine."""
+    marker = f"upstream {nginx.upstream_name(app)} {{"
+    found = []
+    for path, text in enabled.items():
+        if marker in text and ("/static/" in text or "alias " in text) and "disable_symlinks" not in text:
+            color = re.search(r"^# nginx site for app .*, color (\S+):", text, re.MULTILINE)
+            found.append(
+                problem(
+                    f"{app.name}: the nginx site {path} follows symlinks the app user makes in its static and "
+                    "media folders (to /etc/passwd, to the database): it predates disable_symlinks",
+                    f"bluegreen nginx-site {config_path} {app.name}{' ' + color.group(1) if color else ''} > "
+                    f"{os.path.realpath(path)} && nginx -t && nginx -s reload",
+                )
+            )
+    return found
+
+
 def check_nginx(apps: list[App], config_path: str, nginx_dir: str = "/etc/nginx") -> list[Finding]:
     code, out = _run(["nginx", "-v"])
     if code == 127:
@@ -517,6 +557,7 @@ def check_nginx(apps: list[App], config_path: str, nginx_dir: str = "/etc/nginx"
             continue
     default = os.path.join(nginx_dir, "sites-enabled", "default")
     for app in apps:
+        found += check_site_links(app, enabled, config_path)
         needle = f"server unix:{app.live_socket}" if app.switch_mode == "socket" else ""
         if needle and not any(needle in text for text in enabled.values()):
             found.append(

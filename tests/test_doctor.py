@@ -6,7 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from supervisor_bluegreen import config, doctor
+import pytest
+
+from supervisor_bluegreen import config, doctor, nginx, switch
 
 
 def make_app(tmp_path: Path, **extra: str) -> config.App:
@@ -75,3 +77,32 @@ def test_main_exits_non_zero_on_problems(tmp_path: Path, capsys) -> None:  # typ
     out = capsys.readouterr().out
     assert "PROBLEM" in out and f"fix: bluegreen check {ini}" in out
     assert os.path.basename(str(ini)) in out
+
+
+def test_an_enabled_site_from_before_disable_symlinks_is_a_problem_with_its_fix(tmp_path: Path) -> None:
+    app = make_app(tmp_path, static_root=f"{tmp_path}/%(color)s/static", live_static=f"{tmp_path}/run/shop.live-static")
+    old = (  # what the site looked like before issue 13
+        "upstream bluegreen_shop {\n    server unix:/x.sock;\n}\nserver {\n"
+        "    location ~ ^/static/(?<bluegreen_path>.*)$ {\n        root /;\n"
+        "        try_files /srv/blue/static/$bluegreen_path =404;\n    }\n}\n"
+    )
+    [f] = doctor.check_site_links(app, {"/etc/nginx/sites-enabled/shop.conf": old}, "/etc/bg.ini")
+    assert not f.ok and "follows symlinks the app user makes" in f.what
+    assert f.fix.startswith("bluegreen nginx-site /etc/bg.ini shop > ") and f.fix.endswith("nginx -s reload")
+    assert doctor.check_site_links(app, {"/etc/nginx/sites-enabled/shop.conf": nginx.render_site(app)}, "x") == []
+    other = old.replace("bluegreen_shop", "bluegreen_blog")  # another app's site is that app's business
+    assert doctor.check_site_links(app, {"/etc/nginx/sites-enabled/blog.conf": other}, "x") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_live_static_link_nginx_will_not_follow_is_a_problem(tmp_path: Path) -> None:
+    app = make_app(tmp_path, static_root=f"{tmp_path}/%(color)s/static", live_static=f"{tmp_path}/run/shop.live-static")
+    for color in app.colors:
+        Path(color.static_root).mkdir(parents=True)
+        os.chown(color.static_root, 65534, 65534)
+    (tmp_path / "run").mkdir()
+    os.symlink(app.color("blue").static_root, app.live_static)  # made by root, as before issue 13
+    [f] = doctor.check_live_static(app)
+    assert not f.ok and f.fix == f"chown -h 65534:65534 {app.live_static}"
+    switch.point(app, app.color("blue"))
+    assert doctor.check_live_static(app) == []
