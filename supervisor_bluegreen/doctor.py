@@ -383,21 +383,24 @@ def check_app(app: App) -> list[Finding]:
 
 
 def check_live_static(app: App) -> list[Finding]:
-    """nginx follows the live static link only when it belongs to the static root's owner (see switch.link_owner)."""
+    """nginx follows the live static link only when it belongs to the static root's owner (``switch.link_owner``).
+
+    A link to no color's static root is check_supervisord's LiveLinkError, not a question of owners here.
+    """
     target = switch.resolved(app.live_static) if app.live_static else None
-    if target is None:
-        return []
+    color = next((c for c in app.colors if target and os.path.realpath(c.static_root) == target), None)
+    want = switch.link_owner(app, app.live_static, color.static_root) if color else None
     try:
-        link, root = os.lstat(app.live_static), os.lstat(target)
+        link = os.lstat(app.live_static)
     except OSError:
         return []
-    if (link.st_uid, link.st_gid) == (root.st_uid, root.st_gid):
+    if color is None or want is None or (link.st_uid, link.st_gid) == want:
         return []
     return [
         problem(
-            f"{app.name}: nginx does not follow {app.live_static}: it belongs to uid {link.st_uid}, "
-            f"the static root {target} to uid {root.st_uid} (a link made before disable_symlinks)",
-            f"chown -h {root.st_uid}:{root.st_gid} {app.live_static}",
+            f"{app.name}: nginx does not follow {app.live_static}: it belongs to uid {link.st_uid}, the static "
+            f"root {color.static_root} to uid {want[0]} (a link made before disable_symlinks)",
+            f"chown -h {want[0]}:{want[1]} {app.live_static}",
         )
     ]
 

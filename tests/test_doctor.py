@@ -106,3 +106,8 @@ def test_a_live_static_link_nginx_will_not_follow_is_a_problem(tmp_path: Path) -
     assert not f.ok and f.fix == f"chown -h 65534:65534 {app.live_static}"
     switch.point(app, app.color("blue"))
     assert doctor.check_live_static(app) == []
+    blue = app.color("blue").static_root
+    os.rename(blue, blue + ".old")  # the app user's attack: its static root made a link to /
+    os.symlink("/", blue)
+    os.lchown(blue, 65534, 65534)
+    assert doctor.check_live_static(app) == []  # never the advice to give the link to root (nginx would follow it)
