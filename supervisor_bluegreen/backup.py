@@ -17,7 +17,8 @@ Restore (stdin is the uncompressed dump, into an empty database)::
     gunzip -c <backup> | env <env> <argv>
 
 Proven restorable: :func:`plan_verify` / :func:`run_verify` (or :func:`verify`, both at once) load
-a backup into a scratch database beside the source and compare tables and row counts (what is
+a backup into a scratch database beside the source (SQLite: in the loading process's memory, never a
+file others could open) and compare tables and row counts (what is
 compared, and why, is noted above plan_verify); the outcome is a :class:`VerifyResult`, also kept as
 ``<backup>.verified.json``. :func:`plan_restore` / :func:`run_restore` replace the live database's
 contents with a backup (``bluegreen restore``, restore.py, verifies first and takes a fresh backup).
