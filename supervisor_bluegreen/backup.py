@@ -216,7 +216,7 @@ def plan_dump(
         args, env = _pg_connection(database)
         # --no-owner: restorable by whichever role restores it (another server, a scratch copy).
         return DumpPlan(kind, ("pg_dump", "--no-owner", *args), env, path)
-    return DumpPlan(kind, (python, "-c", _SQLITE_DUMP, _sqlite_path(database)), {}, path)
+    return DumpPlan(kind, (python, "-I", "-c", _SQLITE_DUMP, _sqlite_path(database)), {}, path)
 
 
 def restore_argv(plan_kind: str, database: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -232,7 +232,7 @@ def restore_argv(plan_kind: str, database: dict[str, Any]) -> tuple[tuple[str, .
         args, env = _pg_connection(database)
         return ("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", *args), env
     if plan_kind == "sqlite":
-        return (sys.executable, "-c", _SQLITE_LOAD, _sqlite_path(database)), {}
+        return (sys.executable, "-I", "-c", _SQLITE_LOAD, _sqlite_path(database)), {}
     raise BackupError(f"cannot restore a backup of kind {plan_kind!r}: expected one of {', '.join(KINDS)}")
 
 
@@ -253,9 +253,11 @@ def _environment(extra: dict[str, str], user: str | None, tool: str) -> dict[str
 def _start(argv: tuple[str, ...], env: dict[str, str], user: str | None, **popen: Any) -> subprocess.Popen:
     """The project's one runner (``steps.spawn``): as ``user``, dying with the listener, in its own session.
 
-    Its own session: one process group for ``_kill``, children included. OSError when it cannot start.
+    Its own session: one process group for ``_kill``, children included. From ``/``, never the caller's
+    folder (the SQLite scripts' Python runs with ``-I`` too: nothing is imported from where it stands).
+    OSError when it cannot start.
     """
-    return steps.spawn(argv, user=user or "", env=env, start_new_session=True, **popen)
+    return steps.spawn(argv, user=user or "", env=env, cwd="/", start_new_session=True, **popen)
 
 
 _SETTINGS_SCRIPT = (
@@ -615,9 +617,9 @@ def plan_verify(database: dict[str, Any], backup: str, token: str, python: str =
     kind = kind_of(_text(database.get("ENGINE")))
     if kind == "sqlite":
         source = _sqlite_path(database)
-        load = Command((python, "-c", _SQLITE_LOAD), {})
+        load = Command((python, "-I", "-c", _SQLITE_LOAD), {})
         return VerifyPlan(
-            kind, backup, ":memory:", None, load, None, Command((python, "-c", _SQLITE_COUNT, source), {}), None
+            kind, backup, ":memory:", None, load, None, Command((python, "-I", "-c", _SQLITE_COUNT, source), {}), None
         )
     scratch = scratch_name(_source_name(kind, database) or "bluegreen", token)
     target = _with_name(kind, database, scratch)

@@ -121,7 +121,7 @@ def test_plan_dump_sqlite(tmp_path: Path) -> None:
     db = {"ENGINE": "django.db.backends.sqlite3", "NAME": tmp_path / "db.sqlite3"}
     plan = plan_dump(db, "/b", "shop", COMMIT, WHEN, python="/srv/shop/venv/bin/python")
     assert plan.kind == "sqlite"
-    assert plan.argv[0] == "/srv/shop/venv/bin/python" and plan.argv[1] == "-c"
+    assert plan.argv[:3] == ("/srv/shop/venv/bin/python", "-I", "-c")
     assert plan.argv[-1] == str(tmp_path / "db.sqlite3")
     assert plan.path == "/b/shop-20240517-090307-0123456.sqlite.sql.gz"
     for name in ("", ":memory:"):
@@ -404,8 +404,8 @@ def test_plan_verify_sqlite_keeps_the_copy_in_memory_and_uses_the_apps_python() 
     plan = bk.plan_verify(db, "/b/x.sqlite.sql.gz", "ff", python="/srv/venv/bin/python")
     assert plan.scratch == ":memory:"
     assert plan.create is None and plan.drop is None and plan.count_scratch is None  # the load prints the counts
-    assert plan.restore.argv[:2] == ("/srv/venv/bin/python", "-c") and len(plan.restore.argv) == 3  # no file
-    assert 'sqlite3.connect(":memory:")' in plan.restore.argv[2]
+    assert plan.restore.argv[:3] == ("/srv/venv/bin/python", "-I", "-c") and len(plan.restore.argv) == 4  # no file
+    assert 'sqlite3.connect(":memory:")' in plan.restore.argv[3]
     assert plan.count_source.argv[-1] == "/srv/shop/db.sqlite3"
 
 
