@@ -271,10 +271,13 @@ class Bounded:
             self.left_out += excess
 
     def text(self) -> str:
+        """What was kept, as text mode reads it (UTF-8, universal newlines), the note between head and tail."""
         if not self.left_out:
-            return (self.head + self.tail).decode("utf-8", "replace")
-        note = f"\n{MARKER}{self.left_out} bytes of output left out here]\n"
-        return self.head.decode("utf-8", "replace") + note + self.tail.decode("utf-8", "replace")
+            parts = [self.head + self.tail]
+        else:
+            parts = [self.head, f"\n{MARKER}{self.left_out} bytes of output left out here]\n".encode(), self.tail]
+        text = "".join(part.decode("utf-8", "replace") for part in parts)
+        return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _collect(proc: subprocess.Popen, timeout: float) -> tuple[Bounded, Bounded]:

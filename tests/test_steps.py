@@ -158,6 +158,11 @@ def test_capture_keeps_a_bounded_head_and_tail_of_a_flood(tmp_path: Path) -> Non
     assert len(head) + int(count) + len(tail) == len("first line\n") + 50 * 1024 * 1024 + len("last line\n")
 
 
+def test_capture_reads_like_text_mode_and_replaces_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    done = steps.capture(("printf", r"a\r\nb\rc \377 ✓\n"), cwd=str(tmp_path))
+    assert done.stdout == "a\nb\nc \ufffd ✓\n" and done.stderr == ""
+
+
 def test_capture_still_times_out_and_kills_the_group(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
