@@ -145,9 +145,16 @@ in_root "supervisorctl bluegreen status mysite"
 say "bluegreen doctor"
 in_root "bluegreen doctor mysite"
 
+say "private: the app's home 0750, its SQLite file 0600, supervisord's umask 027, the listener's log 0640"
+in_root 'stat -c "%a %U %n" /srv/mysite/home /srv/mysite/home/db.sqlite3 /var/log/supervisor/bluegreen.log
+[ "$(stat -c %a /srv/mysite/home)" = 750 ] && [ "$(stat -c %a /srv/mysite/home/db.sqlite3)" = 600 ]
+grep "^Umask:" /proc/$(cat /var/run/supervisord.pid)/status | grep -q 0027
+[ "$(stat -c %a /var/log/supervisor/bluegreen.log)" = 640 ]
+grep -q "^UMask=0027" /etc/systemd/system/supervisor.service.d/bluegreen-umask.conf'
+
 say "init again changes nothing"
 in_root "find /etc/supervisor /etc/nginx /etc/supervisor-bluegreen /etc/sudoers.d /srv/mysite/app.git/hooks \
--type f -newer /opt/supervisor-bluegreen/bin/bluegreen -exec md5sum {} + | sort > /tmp/before"
+/etc/systemd/system -type f -newer /opt/supervisor-bluegreen/bin/bluegreen -exec md5sum {} + | sort > /tmp/before"
 again=$(in_root "$init")
 echo "$again" | grep -F 'SQLite file inside the checkout' && {
     echo "install-test: init did not see DB_PATH from the environment file" >&2
@@ -158,7 +165,8 @@ echo "$again" | grep -E '^  (created|ran|added|fixed) ' && {
     exit 1
 }
 in_root "find /etc/supervisor /etc/nginx /etc/supervisor-bluegreen /etc/sudoers.d /srv/mysite/app.git/hooks \
--type f -newer /opt/supervisor-bluegreen/bin/bluegreen -exec md5sum {} + | sort > /tmp/after && diff /tmp/before /tmp/after"
+/etc/systemd/system -type f -newer /opt/supervisor-bluegreen/bin/bluegreen -exec md5sum {} + | sort > /tmp/after &&
+diff /tmp/before /tmp/after"
 
 say "git push of a change, under continuous requests through nginx"
 cat >"$root/tmp/load.py" <<EOF

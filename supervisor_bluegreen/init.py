@@ -138,7 +138,7 @@ class Action:
         if self.kind == "own":
             return f"owner {self.path} and all in it: {self.owner}:{self.group or self.owner}"
         if self.kind == "private":
-            return f"keep  {self.path} ({own}, made empty if absent)"
+            return f"file  {self.path} ({own}: the app user's alone; made empty if absent)"
         who = f"as {self.run_as}" if self.run_as else "as root"
         where = f" in {self.cwd}" if self.cwd else ""
         unless = f" (unless {self.creates} exists)" if self.creates else ""
