@@ -6,8 +6,10 @@ Real supervisord, gunicorn, nginx, git, MariaDB. The stack is shared by the modu
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -287,3 +289,35 @@ def test_a_killed_listener_never_cuts_a_migrate_in_half(stack: Stack) -> None:
     assert "waiting for it to end" in log
     again = stack.ctl("bluegreen", "deploy", "abiapp", commit)
     assert again.returncode == 0, again.stdout
+
+
+def test_allow_unsafe_migrations_deploys_what_the_gate_refused_and_history_says_who(stack: Stack) -> None:
+    """The flag once died in the listener with a TypeError (deploy() took no allow_unsafe): it never ran a step."""
+    settled(stack)
+    commit = push(
+        stack,
+        {
+            "exampleapp/models.py": models(f"body = {CHAR}", f"mood = {INT}"),
+            "exampleapp/migrations/0006_drop_place.py": migration(
+                "0005_slow", "migrations.RemoveField(model_name='note', name='place')"
+            ),
+            "VERSION": "v-unsafe\n",
+        },
+        "drop place, unmarked",
+        branch="unsafe",
+    )
+    refused = stack.ctl("bluegreen", "deploy", "abiapp", commit)
+    assert refused.returncode == 1 and "migration gate: refused before anything migrated" in refused.stdout
+    assert "place" in columns(stack)
+    out = stack.ctl("bluegreen", "deploy", "abiapp", commit, "--allow-unsafe-migrations")
+    assert out.returncode == 0, out.stdout
+    who = f"{getpass.getuser()}@{socket.gethostname()} via supervisorctl"
+    assert f"migration gate: UNSAFE migrations allowed by {who}" in out.stdout
+    assert applied(stack)[-1] == "0006_drop_place" and "place" not in columns(stack)
+    now = status(stack)
+    assert now["colors"][now["live"]]["version"] == commit[:7]
+    history = stack.ctl("bluegreen", "history", "abiapp", "-n", "1")
+    assert history.returncode == 0, history.stdout
+    assert f"deploy   succeeded   ref={commit} commit={commit[:7]}" in history.stdout, history.stdout
+    assert f"by {who}" in history.stdout
+    assert f"UNSAFE migrations allowed by {who} (--allow-unsafe-migrations)" in history.stdout
