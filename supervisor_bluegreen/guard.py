@@ -4,13 +4,16 @@ It runs beside the app's job worker, not after it: a deploy is still restarting 
 seconds after its record step, and a release that dies then must not wait for that. On a crash
 event or failed probes it runs the automatic rollback job at once, in this thread; the workers
 restart is serialized with any other (orchestrator.restart_workers follows whatever is live).
-The window itself is state: a listener restarted during it resumes it here.
+The window itself is state: a listener restarted during it resumes it here. A supervisord that
+shuts down or reloads stops the new color itself (its probes fail) and refuses to start anything:
+that is no crash, so the window is suspended, never rolled back, and resumes on the next start.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import xmlrpc.client
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +21,7 @@ from . import health, switch
 from .jobargs import RollbackArgs, stored
 from .jobs import execute
 from .state import Store
+from .supervisor_api import Supervisor, SupervisorError
 from .watch import Outcome, Verdict, Window, observe
 
 if TYPE_CHECKING:
@@ -59,6 +63,7 @@ class WindowGuard(threading.Thread):
         if live != window.color:
             self.end(store, window, Outcome(Verdict.ENDED, f"{window.color} is no longer live"))
             return
+        self.wait_started(color.program, window)
         since = time.monotonic() - max(0.0, time.time() - window.since)  # crash events from the go-live on
         self.log(f"{app.name}: watching {window.color} for {window.remaining():.0f} s more")
         outcome = observe(
@@ -69,6 +74,9 @@ class WindowGuard(threading.Thread):
             interrupted=lambda: self.interruption(store, window),
             wait=self.wake.wait,
         )
+        if outcome.verdict is Verdict.ROLLBACK and supervisord_stopping():
+            self.log(f"{app.name}: {outcome.reason}, but supervisord is stopping: no rollback, the window waits")
+            outcome = Outcome(Verdict.SUSPENDED)
         if outcome.verdict is Verdict.SUSPENDED:
             self.log(f"{app.name}: watch window suspended; it resumes when the listener is back")
             return
@@ -79,12 +87,34 @@ class WindowGuard(threading.Thread):
             if job:
                 execute(self.worker.new_run(store, job))
                 done = store.read_job(job["id"]) or {}
+                if done.get("status") == "interrupted":  # supervisord or the listener stopping: resumed on restart
+                    self.log(f"{app.name}: automatic rollback interrupted; the window resumes on the next start")
+                    return
                 if done.get("status") != "succeeded":
                     outcome = Outcome(Verdict.ENDED, f"automatic rollback failed: {done.get('message', '')}")
             self.worker.wake.set()  # deploys that waited for the window may go on
         self.end(store, window, outcome)
 
+    def wait_started(self, program: str, window: Window) -> None:
+        """A window resumed after supervisord started again finds the color STARTING: not answering yet is no failure.
+
+        Bounded by the window; a release that crashes on start leaves STARTING with a crash event the watch sees.
+        """
+        sup = Supervisor.from_env()
+        said = False
+        while not self.worker.stopping.is_set() and window.remaining() > 0:
+            try:
+                if sup.state(program) != "STARTING":
+                    return
+            except (SupervisorError, OSError):
+                return
+            if not said:
+                self.log(f"{self.worker.app.name}: {program} is STARTING; watching it once it runs")
+                said = True
+            self.worker.stopping.wait(timeout=0.3)
+
     def crashed(self, program: str, since: float) -> str | None:
+        """A crash event of ``program`` since the go-live, named."""
         state = self.worker.watch.crashed_since(program, since)
         return f"{program} went {state}" if state else None
 
@@ -119,3 +149,12 @@ class WindowGuard(threading.Thread):
         store.update_job(window.job, watch={"state": outcome.verdict.value, "reason": outcome.reason})
         self.log(f"{self.worker.app.name}: {text}")
         self.worker.wake.set()
+
+
+def supervisord_stopping() -> bool:
+    """True while supervisord shuts down or reloads, or no longer answers: it stops the programs itself then."""
+    try:
+        state = Supervisor.from_env().rpc.getState()
+    except (OSError, xmlrpc.client.Error):
+        return True
+    return state.get("statename") in ("SHUTDOWN", "RESTARTING")

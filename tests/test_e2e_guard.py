@@ -4,12 +4,14 @@ MariaDB, under load. The stack is shared by the module; tests run in file order.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import (
     QUICK,
@@ -187,3 +189,43 @@ def test_sigterm_lets_the_running_step_finish_and_ends_the_job_interrupted(stack
     after = status(stack)
     assert after["live"] == before["live"] and not after["running"] and after["locked"] is False
     assert served(stack)[0] == before["live"]
+
+
+def jobs_of(stack: Stack) -> list[dict]:
+    """Every job on disk (queued, running, finished), oldest first."""
+    folder = stack.root / "state" / "abiapp" / "jobs"
+    return sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda j: j["id"])
+
+
+@pytest.mark.parametrize("how", ["supervisorctl shutdown", "SIGTERM"])
+def test_supervisord_stopped_during_a_watch_window_is_no_crash(stack: Stack, how: str) -> None:
+    """Its programs stop (the new color's probes fail) and its RPC refuses: once taken for a crash, a rollback
+    job "interrupted by bluegreen watch" and a deploy "automatic rollback failed". The window resumes instead."""
+    settled(stack)
+    old = status(stack)["live"]
+    commit = push(stack, {"VERSION": f"v-{how.split()[-1]}\n"}, f"supervisord stopped by {how} in the window")
+    out = stack.ctl("bluegreen", "deploy", "abiapp", commit)
+    assert out.returncode == 0, out.stdout
+    deploy_id, new = job_id_of(out), status(stack)["live"]
+    assert new != old and status(stack)["watch"]["color"] == new
+    time.sleep(1.0)  # a probe or two of the new color passed
+    supervisord = stack.pid
+    assert supervisord is not None
+    if how == "SIGTERM":
+        os.kill(supervisord, signal.SIGTERM)
+    else:
+        assert stack.ctl("shutdown").returncode == 0
+    assert psutil.wait_procs([psutil.Process(supervisord)], timeout=60)[1] == []
+    stack.pid = None
+    stack.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (jobs_of(stack)[-1].get("watch") or {}).get("state", "running") == "running":
+        time.sleep(0.3)
+    deploy = next(j for j in jobs_of(stack) if j["id"] == deploy_id)
+    assert deploy["watch"]["state"] == "passed", deploy["watch"]  # resumed after the restart, then held
+    assert [j["kind"] for j in jobs_of(stack) if j["id"] > deploy_id] == [], jobs_of(stack)[-1]
+    after = status(stack)
+    assert after["live"] == new and after["previous"] == old and not after["watch"]
+    assert served(stack) == (new, f"v-{how.split()[-1]}")
+    log = (stack.root / "state" / "abiapp" / "jobs" / f"{deploy_id}.log").read_text()
+    assert "rolling back" not in log and f"watch: {new} held for" in log
