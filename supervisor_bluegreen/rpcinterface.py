@@ -238,7 +238,7 @@ class BlueGreenNamespaceRPCInterface:
             state = self._process_state(a.color(name).program)
             if state != "RUNNING":
                 raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {name} is {state}, not RUNNING; nothing changed")
-        return self._queue(a, "switch", SwitchArgs(target), who)
+        return self._queue(a, "switch", args, who)
 
     @answers
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
@@ -260,7 +260,8 @@ class BlueGreenNamespaceRPCInterface:
         """Queue a health check of ``color`` (default: the live one) over its own socket; returns the job."""
         a = self._app(app)
         args = self._args(a, HealthArgs, color=color)
-        return self._queue(a, "health", HealthArgs(self._color(a, args.color)), who)
+        self._color(a, args.color)
+        return self._queue(a, "health", args, who)
 
     @answers
     def deploy(self, app: str = "", ref: str = "", who: str = "", allow_unsafe: bool = False) -> dict[str, Any]:
