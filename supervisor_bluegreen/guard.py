@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-import xmlrpc.client
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -74,7 +73,7 @@ class WindowGuard(threading.Thread):
             interrupted=lambda: self.interruption(store, window),
             wait=self.wake.wait,
         )
-        if outcome.verdict is Verdict.ROLLBACK and supervisord_stopping():
+        if outcome.verdict is Verdict.ROLLBACK and Supervisor.from_env().stopping():
             self.log(f"{app.name}: {outcome.reason}, but supervisord is stopping: no rollback, the window waits")
             outcome = Outcome(Verdict.SUSPENDED)
         if outcome.verdict is Verdict.SUSPENDED:
@@ -150,11 +149,3 @@ class WindowGuard(threading.Thread):
         self.log(f"{self.worker.app.name}: {text}")
         self.worker.wake.set()
 
-
-def supervisord_stopping() -> bool:
-    """True while supervisord shuts down or reloads, or no longer answers: it stops the programs itself then."""
-    try:
-        state = Supervisor.from_env().rpc.getState()
-    except (OSError, xmlrpc.client.Error):
-        return True
-    return state.get("statename") in ("SHUTDOWN", "RESTARTING")

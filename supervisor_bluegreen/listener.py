@@ -211,6 +211,7 @@ class AppWorker(threading.Thread):
                 break
         try:
             with os.fdopen(open_file(store.output_path(job["id"]), os.O_RDONLY), "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - (1 << 20)))  # its last MB: where it says how it ended
                 text = f.read(1 << 20).decode("utf-8", "replace")
         except OSError:
             text = ""

@@ -23,6 +23,7 @@ from .jobargs import HealthArgs, NoArgs, RollbackArgs, SwitchArgs
 from .migration_gate import GateReport
 from .state import Store
 from .supervisor_api import CRASH_STATES, ShuttingDown, Supervisor, SupervisorError
+from .textsafe import escape_controls
 from .watch import Window
 
 T = TypeVar("T")
@@ -110,9 +111,11 @@ class Run:
         return self.cancellable and self.store.cancel_requested(self.job["id"])
 
     def log(self, message: str) -> None:
+        """A line of the job's log; the listener's own log (supervisord's) repeats it but for commands' output."""
         line = f"[{time.monotonic() - self.started:6.2f}s] {message}"
         self.store.append_log(self.job["id"], line)
-        print(f"{self.app.name} job {self.job['id']}: {message}", file=sys.stderr, flush=True)
+        if not message.startswith(steps.OUTPUT):
+            print(f"{self.app.name} job {self.job['id']}: {escape_controls(message)}", file=sys.stderr, flush=True)
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run one named step, log it with its duration, and record it in the job."""

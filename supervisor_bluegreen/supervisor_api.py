@@ -68,6 +68,14 @@ class Supervisor:
             if exc.faultCode != Faults.NOT_RUNNING:
                 raise refused(exc, f"cannot stop {program}") from None
 
+    def stopping(self) -> bool:
+        """True while supervisord shuts down or reloads, or no longer answers: it stops the programs itself then."""
+        try:
+            state = self.rpc.getState()
+        except (OSError, xmlrpc.client.Error):
+            return True
+        return state.get("statename") in ("SHUTDOWN", "RESTARTING")
+
     def stderr_tail(self, program: str, length: int = 16000) -> str:
         """The last bytes of the program's stderr log ('' when it keeps none)."""
         try:

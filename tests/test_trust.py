@@ -517,6 +517,14 @@ def test_rpc_status_survives_xmlrpc_marshalling(tmp_path: Path) -> None:
     assert set(app["colors"]) == {"blue", "green"} and app["colors"]["blue"]["role"] == "live"
 
 
+def test_every_rpc_answer_parses_in_supervisorctl_whatever_its_strings_hold() -> None:
+    """Strings that never went through the store (a health probe's body, a program's description) reach the
+    client too: no control character may break its XML parser or drive its terminal."""
+    answer = {"detail": "body \x1b[31mred\x07 \x9b2J", "items": ["\x00", None]}
+    (sent,), _ = xmlrpc.client.loads(xmlrpc.client.dumps((rpcinterface.xmlrpc_safe(answer),), methodresponse=True))
+    assert sent == {"detail": "body \\x1b[31mred\\x07 \\u009b2J", "items": ["\\x00", ""]}
+
+
 # --------------------------------------------------------------------------------------------
 # secrets
 
