@@ -1,0 +1,345 @@
+"""deploy(): every step of the recipe, against an in-memory supervisord, git and health checks (fakes.py).
+
+What a user would see is asserted: the job's status and message, its steps by name, the state (live,
+previous, watch), the live link, which programs supervisord was asked to start and stop, the log, the webhooks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import FakeClock
+from fakes import (
+    COMMIT,
+    OTHER,
+    World,
+    contract_report,
+    failed_step,
+    gate_report,
+    step_names,
+    unsafe_report,
+    with_worker,
+)
+from supervisor.xmlrpc import Faults
+
+from supervisor_bluegreen import deploy, drain, orchestrator
+from supervisor_bluegreen.drain import DrainResult
+
+BUILD = ["deps", "collectstatic", "compress", "test", "migrate"]
+AFTER = ["start", "health gate", "switch", "verify", "record", "workers"]
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """blue live at OTHER, green its warm rollback target (a window passed); green's checkout holds requirements."""
+    w = World(tmp_path, monkeypatch)
+    w.live("blue", previous="green")
+    for color in w.app.colors:
+        w.runner.heads[color.checkout] = OTHER
+    w.runner.files[f"{tmp_path}/green/requirements.txt"] = b"django\n"
+    return w
+
+
+def frozen_verify(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """verify_public's 5 s of retries pass on a clock that moves only when it sleeps."""
+    clock = FakeClock()
+    monkeypatch.setattr(orchestrator, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep, time=clock))
+    return clock
+
+
+def test_a_deploy_builds_the_idle_color_starts_it_switches_and_records_it(world: World) -> None:
+    job = world.job("deploy")
+    green = world.color("green")
+    assert job["status"] == "succeeded", job["message"]
+    assert job["message"].startswith(f"shop: green live at {COMMIT[:7]} in ")
+    assert "watching green for 60 s" in job["message"] and "switch back to blue" in job["message"]
+    assert step_names(job) == ["resolve", "reconcile", "drain", "checkout", *BUILD, *AFTER]
+    assert (job["ref"], job["commit"], job["color"]) == ("main", COMMIT, "green")
+    # the idle color: no longer a rollback target, stopped, rebuilt at the commit, started
+    assert world.rpc.calls == [("stop", "shop_green"), ("start", "shop_green")]
+    assert world.runner.heads[green.checkout] == COMMIT
+    git = [argv[1] for argv, cwd in world.runner.commands if argv[0] == "git" and cwd == green.checkout]
+    assert git == ["fetch", "checkout", "clean", "rev-parse"]
+    built = [argv for argv, cwd in world.runner.commands if cwd == green.checkout and argv[0] == "python3"]
+    assert built == [
+        ("python3", "-m", "pip", "install", "--requirement", "requirements.txt"),
+        ("python3", "manage.py", "collectstatic", "--noinput"),
+        ("python3", "manage.py", "help", "compress"),
+        ("python3", "manage.py", "test", "--noinput"),
+        ("python3", "manage.py", "migrate", "--noinput"),
+    ]
+    # live moved, recorded with the old color as the rollback target and a watch window
+    assert world.links() == green.socket
+    state = world.store.read()
+    assert (state["live"], state["previous"], state["switching"]) == ("green", "blue", None)
+    assert state["watch"]["color"] == "green" and state["watch"]["previous"] == "blue"
+    assert state["watch"]["job"] == job["id"]
+    assert state["colors"]["green"] == {"version": COMMIT[:7], "commit": COMMIT}
+    assert state["last_health"]["color"] == "green" and state["last_health"]["ok"]
+    assert job["watch"]["state"] == "running"
+    log = world.log(job)
+    for line in (
+        f"main is {COMMIT}",
+        "green is no longer a rollback target",
+        "compress: skipped, python3 manage.py help compress is not available",
+        "$ python3 manage.py test --noinput",
+        "probe: ok status 200",
+        "from green",
+        "verify done",
+    ):
+        assert line in log, line
+    assert world.events() == [
+        ("start", f":rocket: shop: deploying {COMMIT[:7]} to green"),
+        ("success", f":white_check_mark: {job['message'].splitlines()[0]}"),
+    ]
+
+
+def test_the_first_deploy_builds_the_first_color_and_opens_no_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, build="test")
+    job = world.job("deploy", {"ref": "v2"})
+    assert job["status"] == "succeeded", job["message"]
+    assert "watching" not in job["message"]
+    assert (job["ref"], job["commit"], job["color"]) == ("v2", OTHER, "blue")
+    assert world.rpc.calls == [("start", "shop_blue")]
+    assert "shop_blue is not running" in world.log(job)
+    state = world.store.read()
+    assert (state["live"], state["previous"], state["watch"]) == ("blue", None, None)
+    assert world.links() == world.color("blue").socket
+
+
+def test_a_failing_build_step_leaves_live_unchanged_and_starts_nothing(world: World) -> None:
+    world.runner.fail["test"] = "FAILED (failures=1)"
+    job = world.job("deploy")
+    assert job["status"] == "failed"
+    assert (
+        job["message"] == "shop: deploy failed: test failed: exit status 1: FAILED (failures=1)\nblue live, unchanged"
+    )
+    assert failed_step(job) == "test" and "migrate" not in step_names(job)
+    assert world.rpc.started() == []
+    assert world.links() == world.color("blue").socket
+    assert world.store.read()["live"] == "blue" and world.store.read()["previous"] is None
+    assert "    | FAILED (failures=1)" in world.log(job)
+    assert world.events()[-1][0] == "failure"
+
+
+def test_a_color_that_never_gets_healthy_is_stopped_and_live_stays(world: World) -> None:
+    world.probes.sick.add("green")
+    world.rpc.stderr["shop_green"] = "cut\nTraceback (most recent call last):\nRuntimeError: no DATABASE_URL\n"
+    job = world.job("deploy")
+    assert job["status"] == "failed" and failed_step(job) == "health gate"
+    assert job["message"].startswith("shop: deploy failed: green is not healthy: not healthy within 0.1 s")
+    assert "RuntimeError: no DATABASE_URL" in job["message"]
+    assert job["message"].endswith("blue live, unchanged")
+    assert world.rpc.calls == [("stop", "shop_green"), ("start", "shop_green"), ("stop", "shop_green")]
+    assert "stopping shop_green" in world.log(job)
+    assert world.links() == world.color("blue").socket
+    assert world.store.read()["last_health"]["ok"] is False
+
+
+def test_a_color_that_crashes_on_start_fails_the_gate_at_once(world: World) -> None:
+    world.rpc.crash_on_start["shop_green"] = "BACKOFF"
+    job = world.job("deploy")
+    assert job["status"] == "failed" and failed_step(job) == "health gate"
+    assert "green is not healthy: shop_green went BACKOFF" in job["message"]
+    assert world.rpc.calls[-1] == ("stop", "shop_green")
+
+
+def test_a_public_url_that_does_not_serve_the_new_color_switches_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen_verify(monkeypatch)
+    world.probes.public_down = True
+    job = world.job("deploy")
+    assert job["status"] == "failed" and failed_step(job) == "verify"
+    assert "public http://127.0.0.1/health answered status 502, expected 200; switched back to blue" in job["message"]
+    assert job["message"].endswith("blue live, unchanged")
+    assert world.links() == world.color("blue").socket
+    assert world.store.read()["switching"] is None and world.store.read()["live"] == "blue"
+    assert world.rpc.calls[-1] == ("stop", "shop_green")
+
+
+def test_a_first_deploy_that_fails_verify_removes_the_links_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, build="test")
+    frozen_verify(monkeypatch)
+    world.probes.public_down = True
+    job = world.job("deploy")
+    assert failed_step(job) == "verify" and "links removed again" in job["message"]
+    assert world.links() is None
+    assert world.rpc.calls[-1] == ("stop", "shop_blue")
+
+
+def test_the_workers_are_restarted_on_the_new_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = with_worker(tmp_path, monkeypatch, "blue", "green", build="test")
+    job = world.job("deploy")
+    assert job["status"] == "succeeded", job["message"]
+    assert world.rpc.calls[-2:] == [("stop", "shop_worker"), ("start", "shop_worker")]
+    assert f"worker shop_worker pid {os.getpid()} runs green's checkout" in world.log(job)
+    assert world.store.read()["workers_restarting"] is None
+
+
+def test_a_worker_that_does_not_come_back_fails_the_deploy_after_the_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = with_worker(tmp_path, monkeypatch, "blue", "green", build="test")
+    world.rpc.crash_on_start["shop_worker"] = "FATAL"
+    job = world.job("deploy")
+    assert job["status"] == "failed" and failed_step(job) == "workers"
+    assert job["message"] == "shop: deploy failed: worker shop_worker did not come back: FATAL\ngreen live"
+    assert world.store.read()["workers_restarting"] == "green"  # the next start restarts them
+    assert ("stop", "shop_green") not in world.rpc.calls[1:]  # live: it is nobody's to stop
+
+
+# --------------------------------------------------------------------------------------------
+# each step's own branches
+
+
+@pytest.mark.parametrize(
+    ("ref", "reason"),
+    [("nope", "unknown ref 'nope' in "), ("-x", "")],
+)
+def test_a_ref_that_is_no_commit_is_refused_before_anything_changes(world: World, ref: str, reason: str) -> None:
+    job = world.job("deploy", {"ref": ref})
+    assert job["status"] == "failed" and step_names(job) == ["resolve"]
+    assert reason in job["message"] and job["message"].endswith("blue live, unchanged")
+    assert world.rpc.calls == [] and world.events() == [("failure", ":x: " + job["message"].replace("\n", "; "))]
+
+
+def test_an_app_without_a_repo_cannot_deploy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, repo=None, build=None, webhooks=None)
+    job = world.job("deploy")
+    assert job["status"] == "failed" and "shop has no repo configured" in job["message"]
+
+
+def test_a_user_that_does_not_exist_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, user="no-such-user-here")
+    job = world.job("deploy")
+    assert "the app's user 'no-such-user-here' does not exist on this machine" in job["message"]
+
+
+def test_a_drain_that_times_out_stops_the_color_anyway(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(drain, "wait_drained", lambda path, timeout: DrainResult(False, 2, 0.0))
+    world.runner.fail["test"] = "FAILED"
+    job = world.job("deploy")
+    log = world.log(job)
+    assert f"nothing listens on {world.color('green').socket}" in log
+    assert "green still holds 2 connection(s) after 0 s: stopping anyway" in log
+    assert world.rpc.calls == [("stop", "shop_green")]
+
+
+def test_a_refused_stop_fails_the_drain(world: World) -> None:
+    world.rpc.refuse[("stopProcess", "shop_green")] = Faults.FAILED
+    job = world.job("deploy")
+    assert failed_step(job) == "drain" and "cannot stop shop_green: refused: shop_green" in job["message"]
+
+
+def test_a_supervisord_shutting_down_interrupts_the_deploy(world: World) -> None:
+    world.rpc.refuse[("startProcess", "shop_green")] = Faults.SHUTDOWN_STATE
+    job = world.job("deploy")
+    assert job["status"] == "interrupted" and failed_step(job) == "start"
+    assert "interrupted: supervisord is shutting down" in job["message"]
+
+
+def test_a_refused_start_fails_and_stops_nothing_live(world: World) -> None:
+    world.rpc.refuse[("startProcess", "shop_green")] = Faults.SPAWN_ERROR
+    job = world.job("deploy")
+    assert job["status"] == "failed" and failed_step(job) == "start"
+    assert "cannot start shop_green" in job["message"]
+    assert world.rpc.calls == [("stop", "shop_green"), ("start", "shop_green")]
+
+
+def test_a_checkout_that_does_not_move_to_the_commit_fails(world: World) -> None:
+    world.runner.stuck.add(world.color("green").checkout)
+    job = world.job("deploy")
+    assert failed_step(job) == "checkout"
+    assert f"{world.color('green').checkout} is at {OTHER}, not {COMMIT}" in job["message"]
+    assert world.store.read()["colors"]["green"]["commit"] == OTHER  # status shows what the checkout holds
+
+
+def test_steps_that_run_only_on_change_or_with_a_tool_skip_and_run(world: World) -> None:
+    world.runner.tools.add("compress")
+    world.runner.fail["test"] = "stop here"
+    first = world.job("deploy")
+    stamp = Path(world.store.dir) / "deps.green.json"
+    assert json.loads(stamp.read_text())["commit"] == COMMIT
+    second = world.job("deploy")
+    assert "deps: skipped, requirements.txt unchanged since green last ran it" in world.log(second)
+    assert "compress: skipped" not in world.log(first) + world.log(second)
+    assert len(world.runner.ran("compress")) == 4  # probe and run, twice
+    del world.runner.files[f"{world.tmp}/green/requirements.txt"]
+    assert "deps: skipped, the checkout has no requirements.txt" in world.log(world.job("deploy"))
+
+
+def test_the_gate_refuses_an_unsafe_migration_and_nothing_migrates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.live("blue", previous="green")
+    world.runner.report = unsafe_report()
+    job = world.job("deploy")
+    assert job["status"] == "failed" and failed_step(job) == "gate"
+    assert "shop.0002_drop" in job["message"] and job["message"].endswith("blue live, unchanged")
+    assert world.runner.ran("migrate") == []
+
+
+def test_allow_unsafe_migrations_lets_them_run_and_names_who(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.live("blue", previous="green")
+    world.runner.report = unsafe_report()
+    job = world.job("deploy", {"allow_unsafe": True})
+    assert job["status"] == "succeeded", job["message"]
+    assert job["unsafe_allowed"] == "test"
+    assert "migration gate: UNSAFE migrations allowed by test (--allow-unsafe-migrations)" in world.log(job)
+    assert world.runner.ran("migrate") == [("python3", "manage.py", "migrate", "--noinput")]
+
+
+def test_contract_migrations_are_held_back_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.live("blue", previous="green")
+    world.runner.report = contract_report()
+    job = world.job("deploy")
+    assert job["status"] == "succeeded", job["message"]
+    assert world.runner.ran("migrate") == [("python3", "manage.py", "migrate", "shop", "0002_add", "--noinput")]
+    assert world.store.read()["contract"] == {"job": job["id"], "color": "green", "migrations": ["shop.0003_drop"]}
+
+
+def test_a_migrate_that_fails_says_what_the_database_now_has(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.live("blue", previous="green")
+    world.runner.report = contract_report()
+    world.runner.fail["migrate"] = "django.db.utils.OperationalError: lock wait timeout"
+    job = world.job("deploy")
+    assert failed_step(job) == "migrate"
+    # the probe still lists both: nothing was applied
+    assert (
+        "migrate failed: exit status 1: django.db.utils.OperationalError: lock wait timeout; no migration was applied"
+        in job["message"]
+    )
+    assert job["uncut"] is None
+
+
+def test_nothing_to_migrate_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.runner.report = gate_report()
+    job = world.job("deploy")
+    assert job["status"] == "succeeded" and "migrate: nothing to apply before the switch" in world.log(job)
+
+
+def test_stop_unless_live_leaves_a_live_color_and_broken_links_alone(world: World) -> None:
+    world.job("deploy")  # green live
+    run = world.last_run
+    assert run is not None
+    calls = list(world.rpc.calls)
+    deploy.stop_unless_live(run, world.color("green"))
+    assert world.rpc.calls == calls
+    os.unlink(world.app.live_socket)
+    os.symlink("/nowhere", world.app.live_socket)
+    deploy.stop_unless_live(run, world.color("blue"))
+    assert world.rpc.calls == calls

@@ -1,0 +1,158 @@
+"""What a restarted listener does first (AppWorker.recover, the recover sequence): a job that was running
+ends "interrupted", a go-live cut between the flip and its record is finished from the ``switching``
+intent, workers left on the old code by a kill are restarted; against fakes.py."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from fakes import World, step_names, with_worker
+
+from supervisor_bluegreen import switch
+from supervisor_bluegreen.listener import AppWorker
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """blue live, green RUNNING beside it, a worker on blue's code."""
+    return with_worker(tmp_path, monkeypatch, "blue", "green")
+
+
+def running_job(world: World, kind: str = "deploy", **fields: object) -> dict:
+    """A job the killed listener was running."""
+    job = world.store.claim(world.store.enqueue(kind, {}, "someone")["id"])
+    assert job is not None
+    return world.store.update_job(job["id"], **{"step": "test", **fields})
+
+
+def recover(world: World) -> None:
+    """AppWorker.recover as at the listener's start (its own log is stderr)."""
+    AppWorker(world.app, world.watch).recover(world.store)
+
+
+def test_a_job_that_was_running_ends_interrupted(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    job = running_job(world)
+    recover(world)
+    job = world.store.read_job(job["id"]) or {}
+    assert (job["status"], job["step"], job["uncut"]) == ("interrupted", "", None)
+    assert job["message"] == "shop: deploy interrupted (listener restarted)"
+    assert "interrupted: the listener stopped while this job ran" in world.log(job)
+    assert [j["kind"] for j in world.store.jobs()] == ["deploy"]  # nothing to repair: no recover job
+    assert world.rpc.calls == [] and world.store.read()["live"] == "blue"
+    assert "shop: live color blue" in capsys.readouterr().err
+
+
+def test_a_migrate_the_killed_listener_left_running_is_waited_for_and_its_output_kept(world: World) -> None:
+    me = psutil.Process(os.getpid())  # stands for the migrate: alive, started when recorded
+    job = running_job(world, uncut={"pid": me.pid, "step": "migrate", "since": me.create_time()})
+    Path(world.store.output_path(job["id"])).write_text("Applying shop.0002_add... OK\n")
+    worker = AppWorker(world.app, world.watch)
+    worker.stopping.set()  # it would wait for the process to end: the listener stops meanwhile
+    worker.recover(world.store)
+    job = world.store.read_job(job["id"]) or {}
+    assert job["message"] == (
+        "shop: deploy interrupted (listener restarted); its migrate ran to its end, so the database may have changed"
+    )
+    log = world.log(job)
+    assert f"the listener restarted while migrate (pid {me.pid}) ran: waiting for it to end" in log
+    assert "    | Applying shop.0002_add... OK" in log
+    assert f"migrate (pid {me.pid}) ended" in log
+
+
+def test_a_recorded_pid_now_of_another_process_is_not_waited_for(world: World) -> None:
+    job = running_job(world, uncut={"pid": os.getpid(), "step": "migrate", "since": time.time() - 3600})
+    recover(world)
+    job = world.store.read_job(job["id"]) or {}
+    assert job["message"] == "shop: deploy interrupted (listener restarted)"
+    assert "waiting for it" not in world.log(job)
+
+
+def test_a_go_live_cut_after_the_flip_is_finished_by_a_recover_job(world: World) -> None:
+    deploy = running_job(world, step="record")
+    switch.point(world.app, world.color("green"))  # the flip happened, its record did not
+    world.store.update(switching={"job": deploy["id"], "kind": "deploy", "from": "blue", "to": "green",
+                                  "previous": "blue"})  # fmt: skip
+    recover(world)
+    jobs = world.store.jobs()
+    assert [(j["kind"], j["status"]) for j in jobs] == [("deploy", "interrupted"), ("recover", "succeeded")]
+    repair = jobs[1]
+    assert repair["who"] == "bluegreen listener (restart)"
+    assert repair["message"] == "shop: repaired after a listener restart: green live"
+    assert step_names(repair) == ["reconcile", "workers"]
+    state = world.store.read()
+    assert (state["live"], state["previous"], state["switching"], state["workers_restarting"]) == (
+        "green", "blue", None, None
+    )  # fmt: skip
+    assert (state["watch"]["color"], state["watch"]["previous"], state["watch"]["job"]) == (
+        "green",
+        "blue",
+        deploy["id"],
+    )
+    assert world.rpc.calls == [("stop", "shop_worker"), ("start", "shop_worker")]
+    log = world.log(repair)
+    assert f"an interrupted deploy job {deploy['id']} had made green live: recorded" in log
+    assert "runs green's checkout" in log
+
+
+def test_a_go_live_cut_before_the_flip_leaves_live_as_it_was(world: World) -> None:
+    world.store.update(switching={"job": 3, "kind": "switch", "from": "blue", "to": "green", "previous": "blue"})
+    recover(world)
+    (repair,) = world.store.jobs()
+    assert repair["kind"] == "recover" and repair["message"] == "shop: repaired after a listener restart: blue live"
+    assert step_names(repair) == ["reconcile"]  # the workers never left blue: no marker, no restart
+    state = world.store.read()
+    assert (state["live"], state["previous"], state["switching"]) == ("blue", "green", None)
+    assert not state.get("watch") and world.rpc.calls == []
+
+
+def test_workers_a_kill_left_on_the_old_code_are_restarted(world: World) -> None:
+    world.store.update(workers_restarting="blue")
+    recover(world)
+    (repair,) = world.store.jobs()
+    assert repair["status"] == "succeeded" and step_names(repair) == ["reconcile", "workers"]
+    assert world.rpc.calls == [("stop", "shop_worker"), ("start", "shop_worker")]
+    assert world.store.read()["workers_restarting"] is None
+
+
+def test_state_that_disagrees_with_the_links_is_corrected_from_them(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    switch.point(world.app, world.color("green"))
+    recover(world)
+    assert world.store.read()["live"] == "green" and world.store.jobs() == []
+    assert "state said live=blue, links say green: recording green" in capsys.readouterr().err
+
+
+def test_a_live_link_to_no_color_is_reported_and_nothing_recorded(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.unlink(world.app.live_socket)
+    os.symlink("/elsewhere.sock", world.app.live_socket)
+    recover(world)
+    assert world.store.read()["live"] == "blue"
+    assert "which is no color of shop" in capsys.readouterr().err
+
+
+def test_the_colors_versions_are_read_from_their_checkouts(world: World) -> None:
+    recover(world)
+    colors = world.store.read()["colors"]
+    assert colors == {"blue": {"version": "c0ffee1"}, "green": {"version": "c0ffee1"}}
+
+
+# --------------------------------------------------------------------------------------------
+# which job runs next
+
+
+def test_a_deploy_waits_while_a_window_runs_and_a_switch_does_not(world: World) -> None:
+    worker = AppWorker(world.app, world.watch)
+    deploy = world.store.enqueue("deploy", {}, "someone")
+    world.store.update(watch={"color": "blue", "previous": "green", "since": 1.0, "until": 9e9, "job": 1})
+    assert worker.next_job(world.store) is None
+    switch_job = world.store.enqueue("switch", {}, "someone")
+    assert (worker.next_job(world.store) or {})["id"] == switch_job["id"]
+    world.store.update(watch=None)
+    assert (worker.next_job(world.store) or {})["id"] == deploy["id"]
