@@ -321,6 +321,80 @@ def serve() -> Iterator[ServerFactory]:
             thread.join(timeout=5)
 
 
+# --------------------------------------------------------------------------------------------
+# the fast layer starts no program
+
+SPAWN_LOG = os.environ.get("BLUEGREEN_SPAWN_LOG")  # record mode: start them, append "nodeid\targv" lines there
+_running: list[pytest.Item] = []  # the test being set up, run or torn down (its module fixtures included)
+_refused: dict[str, list[list[str]]] = {}  # nodeid: the argv it tried to start
+
+
+def _argv_of(args: object) -> list[str]:
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return [os.fsdecode(args)]
+    return [os.fsdecode(arg) if isinstance(arg, (bytes, os.PathLike)) else str(arg) for arg in args]  # type: ignore[union-attr]
+
+
+def _fast(item: pytest.Item) -> bool:
+    return not (item.get_closest_marker("e2e") or item.get_closest_marker("integration"))
+
+
+def _check_spawn(args: object) -> None:
+    """Refuse a program started by a fast-layer test (or a fixture it set up): ``pytest.fail``, which code under
+    test catching ``Exception`` does not swallow. With BLUEGREEN_SPAWN_LOG it is logged and let through."""
+    if not _running or not _fast(_running[-1]):
+        return
+    item, argv = _running[-1], _argv_of(args)
+    if SPAWN_LOG:
+        with open(SPAWN_LOG, "a", encoding="utf-8") as log:
+            log.write(f"{item.nodeid}\t{json.dumps(argv)}\n")
+        return
+    if threading.current_thread() is not threading.main_thread():
+        _refused.setdefault(item.nodeid, []).append(argv)
+    pytest.fail(f"{item.nodeid} started a program: {argv}; mark it integration (or use a fake)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_program_in_fast_layer() -> Iterator[None]:
+    """A test neither ``e2e`` nor ``integration`` fails as soon as it (or a fixture it sets up) starts any program.
+
+    The fast layer (``make test-fast``) stays seconds long and needs no nginx, database, supervisord, git, Django
+    or setpriv: all of those run under ``make test``, in tests marked ``integration`` or ``e2e``. Every child goes
+    through ``subprocess.Popen._execute_child`` (run, check_output, asyncio, psutil.Popen) or ``os.system``.
+    """
+    real_execute_child, real_system = subprocess.Popen._execute_child, os.system  # type: ignore[attr-defined]
+
+    def execute_child(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        _check_spawn(args)
+        real_execute_child(self, args, *rest, **kwargs)
+
+    def system(command: str) -> int:
+        _check_spawn(["/bin/sh", "-c", command])
+        return real_system(command)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "_execute_child", execute_child)
+        patch.setattr(os, "system", system)
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
+@pytest.fixture(autouse=True)
+def started_no_program(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a fast-layer test whose thread tried to start a program (the refusal ended that thread, not the test)."""
+    yield
+    if refused := _refused.pop(request.node.nodeid, None):
+        pytest.fail(f"{request.node.nodeid} started programs: {refused}; mark it integration (or use a fake)")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start real servers are ``e2e`` (``-m 'not e2e'`` is the fast subset, seconds long).
 

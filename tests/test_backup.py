@@ -194,6 +194,7 @@ def mysql_scratch() -> Iterator[tuple[pymysql.connections.Connection, list[str]]
         conn.close()
 
 
+@pytest.mark.integration
 def test_mysql_round_trip(tmp_path: Path, mysql_scratch: tuple) -> None:
     conn, names = mysql_scratch
     source, target = (f"bg_test_{uuid.uuid4().hex[:10]}_{side}" for side in ("src", "dst"))
@@ -226,6 +227,7 @@ def test_mysql_round_trip(tmp_path: Path, mysql_scratch: tuple) -> None:
         assert cur.fetchone() == (1,)
 
 
+@pytest.mark.integration
 def test_mysql_failing_dump_leaves_no_file(tmp_path: Path) -> None:
     mysql_root().close()  # the server is up: the failure below is the missing database
     backups = tmp_path / "backups"
@@ -250,6 +252,7 @@ def psql(sql: str, database: str = "postgres") -> str:
     return done.stdout
 
 
+@pytest.mark.integration
 def test_postgresql_round_trip(tmp_path: Path) -> None:
     psql("SELECT 1")  # fails loudly when PostgreSQL is unreachable
     # "=" in the name: pg_dump and psql would read a bare such dbname as a connection string.
@@ -278,6 +281,7 @@ def test_postgresql_round_trip(tmp_path: Path) -> None:
 # -- SQLite, timeouts, users ----------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sqlite_round_trip(tmp_path: Path) -> None:
     source, target = tmp_path / "db.sqlite3", tmp_path / "restored.sqlite3"
     with sqlite3.connect(source) as db:
@@ -295,6 +299,7 @@ def test_sqlite_round_trip(tmp_path: Path) -> None:
     db.close()
 
 
+@pytest.mark.integration
 def test_sqlite_missing_file_fails_without_creating_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.sqlite3"
     plan = plan_dump({"ENGINE": "django.db.backends.sqlite3", "NAME": missing}, str(tmp_path / "b"), "a", "c", WHEN)
@@ -303,6 +308,7 @@ def test_sqlite_missing_file_fails_without_creating_it(tmp_path: Path) -> None:
     assert not missing.exists() and os.listdir(tmp_path / "b") == []
 
 
+@pytest.mark.integration
 def test_timeout_kills_the_dump_and_leaves_no_file(tmp_path: Path) -> None:
     path = str(tmp_path / "b" / backup_name("shop", WHEN, COMMIT, "sqlite"))
     # The grandchild holds stdout open too: the whole process group has to die.
@@ -316,6 +322,7 @@ def test_timeout_kills_the_dump_and_leaves_no_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "b") == []
 
 
+@pytest.mark.integration
 def test_missing_tool_and_empty_output_are_errors(tmp_path: Path) -> None:
     path = str(tmp_path / backup_name("shop", WHEN, COMMIT, "mysql"))
     with pytest.raises(BackupError, match="cannot run no-such-dump-tool"):
@@ -325,6 +332,7 @@ def test_missing_tool_and_empty_output_are_errors(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.integration
 def test_dump_runs_as_the_given_user_with_its_env(tmp_path: Path) -> None:
     """As root the tool runs as ``user`` with its own groups and HOME; otherwise as ourselves."""
     # /bin/sh, not our python: a venv under /root is out of nobody's reach.
@@ -1004,6 +1012,7 @@ def _bounded(fn: Callable[[], object], seconds: float = 10) -> BaseException | N
     return box[0]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("planted", ["symlink", "fifo", "hardlink"])
 def test_a_file_planted_at_the_dump_temp_path_is_refused_and_nothing_outside_changes(
     tmp_path: Path, planted: str
@@ -1037,6 +1046,7 @@ def stat_mode(path: Path) -> int:
     return os.lstat(path).st_mode & 0o7777
 
 
+@pytest.mark.integration
 def test_verified_json_replaces_a_planted_symlink_and_a_fifo_backup_is_refused(tmp_path: Path) -> None:
     conf, path = sqlite_dump(tmp_path / "app.sqlite3", SQLITE_USERS, USERS[:1])
     victim = tmp_path / "victim"
@@ -1095,6 +1105,7 @@ def _within(seconds: float, found: Callable[[], object]) -> object:
     return result
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("user", ["", "nobody"])
 def test_a_dump_dies_with_the_listener_even_on_kill_9(tmp_path: Path, user: str) -> None:
     """The dump is started by steps.spawn: setpriv's parent-death signal kills it with the listener."""

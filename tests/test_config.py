@@ -444,6 +444,7 @@ def rendered_sites() -> list[tuple[str, str]]:
     return sites
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
 @pytest.mark.parametrize(("label", "site"), rendered_sites(), ids=[s[0] for s in rendered_sites()])
 def test_rendered_example_site_passes_nginx_t(tmp_path: Path, label: str, site: str) -> None:

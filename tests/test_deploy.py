@@ -37,6 +37,7 @@ def test_refs_a_shell_or_git_option_could_read_are_refused(ref: str) -> None:
     assert ref_problem(ref) == f"refusing ref {ref!r}: use a branch, tag or commit (letters, digits and ._/@^~- only)"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("point", [*deploy_points(PRESETS["django"]), *ROLLBACK_POINTS])
 def test_every_failpoint_names_a_branch_git_takes(point: str) -> None:
     """The fault matrix pushes a branch per point; "health gate" once made 'k-health gate' and git refused it."""

@@ -29,6 +29,7 @@ def make_app(tmp_path: Path, **extra: str) -> config.App:
     return config.parse(text).app()
 
 
+@pytest.mark.integration
 def test_repository_without_hook_and_with_an_old_post_receive(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     [missing] = doctor.check_repo(app)

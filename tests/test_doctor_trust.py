@@ -123,6 +123,7 @@ def text_of(found: list[doctor.Finding]) -> str:
     return "\n".join(f"{'ok' if f.ok else 'PROBLEM'} {f.what} | {f.fix}" for f in found)
 
 
+@pytest.mark.integration
 def test_doctor_runs_the_apps_gunicorn_as_the_app_user_never_as_root(app: SimpleNamespace) -> None:
     for color in ("blue", "green"):
         for program in ("gunicorn", "python"):  # the venv is the app user's: it replaces both
@@ -137,6 +138,7 @@ def test_doctor_runs_the_apps_gunicorn_as_the_app_user_never_as_root(app: Simple
     assert "blue runs gunicorn (version 0.0)" in text_of(found)
 
 
+@pytest.mark.integration
 def test_a_fifo_at_post_receive_does_not_hang_doctor(app: SimpleNamespace) -> None:
     fifo = app.root / "app.git" / "hooks" / "post-receive"
     app.fifos.append(fifo)
@@ -148,6 +150,7 @@ def test_a_fifo_at_post_receive_does_not_hang_doctor(app: SimpleNamespace) -> No
     assert not line.ok and "not a regular file" in line.what and line.fix == f"rm {fifo}"
 
 
+@pytest.mark.integration
 def test_a_home_and_a_sqlite_database_every_user_can_read_are_problems(app: SimpleNamespace) -> None:
     db = app.home / "db.sqlite3"
     app.home.chmod(0o755)  # what useradd --create-home makes with Debian's UMASK 022
@@ -196,6 +199,7 @@ def looked_in() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("umask", ["022", "027"])
 def test_supervisords_umask_and_the_listeners_log_are_checked_on_the_running_supervisord(
     looked_in: Path, umask: str

@@ -141,6 +141,7 @@ def get(sock: str, path: str) -> bytes:
         return b"".join(chunks)
 
 
+@pytest.mark.integration
 def test_in_flight_request_holds_the_drain_until_it_completes(gunicorn_sock: str) -> None:
     responses: list[bytes] = []
     started = time.monotonic()
@@ -160,6 +161,7 @@ def test_in_flight_request_holds_the_drain_until_it_completes(gunicorn_sock: str
     assert open_connections(gunicorn_sock) == 0
 
 
+@pytest.mark.integration
 def test_idle_keepalive_connection_blocks_the_drain(gunicorn_sock: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
         c.settimeout(5)

@@ -95,6 +95,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return co
 
 
+@pytest.mark.integration
 def test_migrations_applied_and_nothing_pending(checkout: Path) -> None:
     out = run_django(
         checkout,
@@ -114,6 +115,7 @@ def test_migrations_applied_and_nothing_pending(checkout: Path) -> None:
     assert out["pending"] is False
 
 
+@pytest.mark.integration
 def test_health_version_notes_and_headers(checkout: Path) -> None:
     out = run_django(
         checkout,
@@ -146,6 +148,7 @@ def test_health_version_notes_and_headers(checkout: Path) -> None:
         assert r["version"] == VERSION
 
 
+@pytest.mark.integration
 def test_health_reports_db_down(checkout: Path, tmp_path: Path) -> None:
     out = run_django(
         checkout,
@@ -158,6 +161,7 @@ def test_health_reports_db_down(checkout: Path, tmp_path: Path) -> None:
     assert out == {"status": 503, "body": "db down"}
 
 
+@pytest.mark.integration
 def test_slow_sleeps_and_caps(checkout: Path) -> None:
     out = run_django(
         checkout,
@@ -188,6 +192,7 @@ emit({"status": r.status_code, "body": r.content.decode()})
 """
 
 
+@pytest.mark.integration
 def test_index_renders_without_collected_static(checkout: Path) -> None:
     out = run_django(checkout, INDEX)
     assert out["status"] == 200
@@ -196,6 +201,7 @@ def test_index_renders_without_collected_static(checkout: Path) -> None:
     assert 'href="/static/example/site.css"' in out["body"]
 
 
+@pytest.mark.integration
 def test_collectstatic_hashes_and_index_uses_them(checkout: Path, tmp_path: Path) -> None:
     static_root = tmp_path / "static"
     run_django(
@@ -211,6 +217,7 @@ def test_collectstatic_hashes_and_index_uses_them(checkout: Path, tmp_path: Path
     assert f'href="/static/example/{hashed[0]}"' in out["body"]
 
 
+@pytest.mark.integration
 def test_record_run_task_records_version_and_rejects_duplicates(
     checkout: Path,
 ) -> None:
@@ -249,6 +256,7 @@ def test_record_run_task_records_version_and_rejects_duplicates(
     assert out["broker"] == "amqp://guest:guest@127.0.0.1:5672//"
 
 
+@pytest.mark.integration
 def test_version_falls_back_to_git_then_unknown(tmp_path: Path) -> None:
     co = _copy_checkout(tmp_path / "co", version=None)
     code = "from exampleapp.version import VERSION; emit(VERSION)"

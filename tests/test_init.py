@@ -175,6 +175,7 @@ def test_debian_supervisord_gets_a_pth_outside_apts_files() -> None:
     assert not [a for a in init.plan(OPTS, FACTS) if a.path.endswith(".pth")]  # supervisord imports it already
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
 def test_written_nginx_site_passes_nginx_t(tmp_path: Path) -> None:
     from conftest import write_nginx_conf
@@ -194,6 +195,7 @@ def test_written_nginx_site_passes_nginx_t(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.integration
 def test_apply_is_idempotent(tmp_path: Path) -> None:
     o = Options(app="t", repo="x", root=str(tmp_path / "app"))
     (tmp_path / "app").mkdir(mode=0o755)
@@ -229,6 +231,7 @@ def test_apply_is_idempotent(tmp_path: Path) -> None:
     assert (tmp_path / "app" / "d" / "f").read_text() == "mine\n"
 
 
+@pytest.mark.integration
 def test_envfile_round_trip_and_sh_agree(tmp_path: Path) -> None:
     env = {"A": "plain", "B": "with space", "C": 'it\'s $HOME `x` "q"', "D": ""}
     path = tmp_path / "app.env"
@@ -248,6 +251,7 @@ def test_envfile_round_trip_and_sh_agree(tmp_path: Path) -> None:
         envfile.read(str(tmp_path / "link.env"))
 
 
+@pytest.mark.integration
 def test_dry_run_on_an_unmodified_django_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """django-admin startproject, a requirements.txt pinning gunicorn 22: the plan, and nothing done."""
     import sys

@@ -113,6 +113,7 @@ def probe_info(**changes: object) -> dict:
 # (a) MEDIA_ROOT from the app's settings ------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("setting", ["MEDIA_ROOT", "STATIC_ROOT"])
 def test_a_media_or_static_root_outside_the_app_tree_is_refused_with_what_to_do(app: SimpleNamespace,
                                                                                 setting: str) -> None:  # fmt: skip
@@ -133,6 +134,7 @@ def test_a_media_or_static_root_outside_the_app_tree_is_refused_with_what_to_do(
     assert snapshot(app.outside) == before
 
 
+@pytest.mark.integration
 def test_a_media_root_reached_through_a_link_the_app_user_planted_is_refused(app: SimpleNamespace) -> None:
     """``MEDIA_ROOT = /srv/APP/blue/media`` with ``blue/media`` a link to /etc/supervisor/conf.d."""
     root = app.o.app_root
@@ -154,6 +156,7 @@ def test_a_media_root_reached_through_a_link_the_app_user_planted_is_refused(app
 # (b) stamps, markers and files root writes ----------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_b_a_link_planted_during_collectstatic_does_not_make_root_write_outside(app: SimpleNamespace) -> None:
     """The build step plants ``venv/.bluegreen-init-static -> .../dist-packages/x.pth``; root's stamp must not
     follow it (a .pth the app user owns in root's site-packages would run in every root python)."""
@@ -175,6 +178,7 @@ def test_b_a_link_planted_during_collectstatic_does_not_make_root_write_outside(
     assert init.apply(collectstatic, app.o) == "done before"
 
 
+@pytest.mark.integration
 def test_b_root_files_and_ownership_in_the_app_tree_follow_no_link(app: SimpleNamespace) -> None:
     """The hook (root's file in app.git/hooks, a folder the app user owns) and ``chown -R`` of app.git."""
     root = app.o.app_root
@@ -211,6 +215,7 @@ def test_b_root_files_and_ownership_in_the_app_tree_follow_no_link(app: SimpleNa
 # (c) no program from the app's tree runs as root -------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_c_discover_imports_nothing_from_roots_current_folder(app: SimpleNamespace, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A ``supervisor_bluegreen/__init__.py`` planted in the folder root runs init from (/tmp, the app's
@@ -245,6 +250,7 @@ def test_c_discover_imports_nothing_from_roots_current_folder(app: SimpleNamespa
 # (d) what init leaves is private ---------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_d_home_and_the_suggested_sqlite_file_are_the_app_users_alone(app: SimpleNamespace) -> None:
     root = app.o.app_root
     db = f"{root}/home/db.sqlite3"
@@ -286,6 +292,7 @@ def proc_umask(pid: int) -> str:
         return next(line.split()[1] for line in fh if line.startswith("Umask:"))
 
 
+@pytest.mark.integration
 def test_d_a_real_supervisord_with_inits_include_makes_private_logs(tmp_path: Path) -> None:
     """supervisord merges the include's [supervisord] umask; its logs (the listener's too) are 0640, while
     the listener's children keep 022 (collectstatic makes folders nginx reads)."""

@@ -70,6 +70,7 @@ def run_listener(config_path: Path, stdin: str) -> subprocess.CompletedProcess[b
 # the protocol, in a real process
 
 
+@pytest.mark.integration
 def test_protocol_only_on_stdout_one_result_per_event(tmp_path: Path) -> None:
     proc = run_listener(write_config(tmp_path), "".join(EVENTS))
     assert proc.returncode == 0, proc.stderr.decode()
@@ -78,6 +79,7 @@ def test_protocol_only_on_stdout_one_result_per_event(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "state" / "shop" / "state.json").read_text())["live"] is None
 
 
+@pytest.mark.integration
 def test_protocol_with_a_broken_config(tmp_path: Path) -> None:
     """A broken config must not stop the listener answering: supervisord would otherwise stall."""
     path = tmp_path / "bluegreen.ini"
@@ -91,17 +93,20 @@ def test_protocol_with_a_broken_config(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.integration
 def test_protocol_with_a_missing_config(tmp_path: Path) -> None:
     proc = run_listener(tmp_path / "nope.ini", "".join(EVENTS[:2]))
     assert proc.stdout == expected_stdout(2)
     assert f"{tmp_path}/nope.ini: cannot read: No such file or directory" in proc.stderr.decode()
 
 
+@pytest.mark.integration
 def test_protocol_without_any_event(tmp_path: Path) -> None:
     proc = run_listener(write_config(tmp_path), "")
     assert proc.stdout == b"READY\n"
 
 
+@pytest.mark.integration
 def test_start_reconciles_interrupted_jobs_and_links(tmp_path: Path) -> None:
     """A job left 'running' by a killed listener ends 'interrupted'; the live link decides the live color."""
     config_path = write_config(tmp_path)
@@ -121,6 +126,7 @@ def test_start_reconciles_interrupted_jobs_and_links(tmp_path: Path) -> None:
     assert b"state said live=blue, links say green: recording green" in proc.stderr
 
 
+@pytest.mark.integration
 def test_wake_after_the_config_was_fixed_starts_the_workers(tmp_path: Path) -> None:
     """Started with a broken config, the listener picks up the fixed file at the next bluegreen wake."""
     path = tmp_path / "bluegreen.ini"
@@ -230,6 +236,7 @@ def test_main_refuses_without_supervisor_server_url(
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.integration
 def test_cli_listener_refuses_without_supervisor_server_url(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
     proc = subprocess.run(

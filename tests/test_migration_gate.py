@@ -386,6 +386,7 @@ def only(report: gate.GateReport, app: str, migration: str = "0002_step") -> gat
 # against the live database
 
 
+@pytest.mark.integration
 def test_applied_migrations_are_not_listed(report: gate.GateReport) -> None:
     assert not [op for op in report.operations if op.migration == "0001_initial"]
     assert report.vendor == "sqlite"
@@ -403,18 +404,21 @@ def test_applied_migrations_are_not_listed(report: gate.GateReport) -> None:
         ("make_not_null", "make_not_null", "makes make_not_null_item.note NOT NULL"),
     ],
 )
+@pytest.mark.integration
 def test_unsafe_single_operations(report: gate.GateReport, app: str, kind: str, words: str) -> None:
     op = only(report, app)
     assert (op.verdict, op.kind) == ("unsafe", kind), op
     assert words in op.reason
 
 
+@pytest.mark.integration
 def test_not_null_column_with_python_default_is_unsafe(report: gate.GateReport) -> None:
     op = only(report, "not_null_add")
     assert (op.verdict, op.kind) == ("unsafe", "not_null_column")
     assert "without a database default" in op.reason and "its Python default=" in op.reason
 
 
+@pytest.mark.integration
 def test_narrowing_and_retyping_are_unsafe(report: gate.GateReport) -> None:
     note, name, price, big = ops(report, "narrow")
     assert all(op.verdict == "unsafe" and op.kind == "retype" for op in (note, name, price, big)), ops(report, "narrow")
@@ -422,6 +426,7 @@ def test_narrowing_and_retyping_are_unsafe(report: gate.GateReport) -> None:
     assert "decimal" in price.reason and "narrows" in big.reason
 
 
+@pytest.mark.integration
 def test_widening_and_making_nullable_are_safe(report: gate.GateReport) -> None:
     note, qty, name, price = ops(report, "widen")
     assert [op.verdict for op in (note, qty, name, price)] == ["safe"] * 4, ops(report, "widen")
@@ -430,6 +435,7 @@ def test_widening_and_making_nullable_are_safe(report: gate.GateReport) -> None:
     assert "makes it nullable" in price.reason
 
 
+@pytest.mark.integration
 def test_unique_constraints(report: gate.GateReport) -> None:
     field, together, constraint, with_default, nullable = ops(report, "unique")
     for op in (field, together, constraint, with_default):
@@ -438,6 +444,7 @@ def test_unique_constraints(report: gate.GateReport) -> None:
     assert nullable.verdict == "safe" and "NULL" in nullable.reason
 
 
+@pytest.mark.integration
 def test_check_constraints(report: gate.GateReport) -> None:
     constraint, positive = ops(report, "check")
     assert (constraint.verdict, constraint.kind) == ("unsafe", "check")
@@ -445,6 +452,7 @@ def test_check_constraints(report: gate.GateReport) -> None:
     assert positive.verdict == "unsafe" and positive.kind in ("check", "retype"), positive
 
 
+@pytest.mark.integration
 def test_code_operations_and_their_markers(report: gate.GateReport) -> None:
     python, sql, marked_python, noop, index_sql, marked_sql = ops(report, "code")
     assert (python.verdict, python.kind) == (
@@ -458,17 +466,20 @@ def test_code_operations_and_their_markers(report: gate.GateReport) -> None:
     assert (marked_sql.verdict, marked_sql.marked) == ("safe", "operation")
 
 
+@pytest.mark.integration
 def test_djangos_own_data_migrations_pass(report: gate.GateReport) -> None:
     op = only(report, "upstream")
     assert op.verdict == "safe" and "Django's own data migration" in op.reason
 
 
+@pytest.mark.integration
 def test_order_with_respect_to_adds_a_not_null_column(report: gate.GateReport) -> None:
     add_fk, order = ops(report, "order")
     assert add_fk.verdict == "safe"
     assert (order.verdict, order.kind) == ("unsafe", "not_null_column") and "_order" in order.reason
 
 
+@pytest.mark.integration
 def test_third_party_operations_judged_by_the_sql_they_emit_and_never_run(report: gate.GateReport,
                                                                           project: Path) -> None:  # fmt: skip
     trigger, sneaky, quiet, index_only = ops(report, "third")
@@ -488,6 +499,7 @@ def test_third_party_operations_judged_by_the_sql_they_emit_and_never_run(report
     assert "sneaky" not in tables and "third_item" in tables
 
 
+@pytest.mark.integration
 def test_additive_operations_are_safe(report: gate.GateReport) -> None:
     found = ops(report, "additive")
     assert [op.verdict for op in found] == ["safe"] * 7, [(op.description, op.reason) for op in found]
@@ -497,6 +509,7 @@ def test_additive_operations_are_safe(report: gate.GateReport) -> None:
     assert "created by this release" in on_new_table.reason
 
 
+@pytest.mark.integration
 def test_state_only_changes_are_safe(report: gate.GateReport) -> None:
     found = ops(report, "state_only")
     assert [op.verdict for op in found] == ["safe"] * 6, [(op.description, op.reason) for op in found]
@@ -504,12 +517,14 @@ def test_state_only_changes_are_safe(report: gate.GateReport) -> None:
     assert "keeps its name" in found[5].reason
 
 
+@pytest.mark.integration
 def test_on_delete_change_is_state_only(report: gate.GateReport) -> None:
     assert only(report, "fk").verdict == "safe"
     op = only(report, "fk", "0003_step")
     assert op.verdict == "safe" and "no database change" in op.reason
 
 
+@pytest.mark.integration
 def test_index_and_constraint_removals_are_safe_additions_of_unique_are_not(report: gate.GateReport) -> None:
     index, unique, together, index_together = ops(report, "drops")
     assert index.verdict == "safe" and index_together.verdict == "safe"
@@ -517,6 +532,7 @@ def test_index_and_constraint_removals_are_safe_additions_of_unique_are_not(repo
     assert [op.verdict for op in ops(report, "drops", "0003_step")] == ["safe"] * 5
 
 
+@pytest.mark.integration
 def test_separate_database_and_state_counts_database_operations_only(report: gate.GateReport) -> None:
     state_only, db_remove, db_add = ops(report, "separate")
     assert state_only.verdict == "safe" and "state only" in state_only.reason
@@ -525,6 +541,7 @@ def test_separate_database_and_state_counts_database_operations_only(report: gat
     assert db_add.verdict == "safe"
 
 
+@pytest.mark.integration
 def test_unique_constraints_the_serving_code_already_respects(report: gate.GateReport) -> None:
     drop, same, conditional, expression, field = ops(report, "swap", "0003_step")
     assert drop.verdict == same.verdict == conditional.verdict == "safe", (same.reason, conditional.reason)
@@ -533,6 +550,7 @@ def test_unique_constraints_the_serving_code_already_respects(report: gate.GateR
     assert (field.verdict, field.kind) == ("unsafe", "unique")  # name alone was never unique
 
 
+@pytest.mark.integration
 def test_primary_key_change(report: gate.GateReport) -> None:
     comment, drop_id, new_pk = ops(report, "pk")
     assert comment.verdict == "safe"
@@ -540,6 +558,7 @@ def test_primary_key_change(report: gate.GateReport) -> None:
     assert (new_pk.verdict, new_pk.kind) == ("unsafe", "primary_key")
 
 
+@pytest.mark.integration
 def test_expand_contract_recipe_passes(report: gate.GateReport) -> None:
     add, copy = ops(report, "expand")
     assert add.verdict == "safe" and (copy.verdict, copy.marked) == ("safe", "operation")
@@ -550,6 +569,7 @@ def test_expand_contract_recipe_passes(report: gate.GateReport) -> None:
     assert not [op for op in report.unsafe if op.app_label == "expand"]
 
 
+@pytest.mark.integration
 def test_reviewed_migration_passes_and_says_so(report: gate.GateReport) -> None:
     op = only(report, "reviewed")
     assert (op.verdict, op.marked) == ("safe", "migration")
@@ -557,6 +577,7 @@ def test_reviewed_migration_passes_and_says_so(report: gate.GateReport) -> None:
     assert op in report.marked
 
 
+@pytest.mark.integration
 def test_columns_added_by_the_same_release(report: gate.GateReport) -> None:
     add, rename, later = ops(report, "newcol")
     assert add.verdict == rename.verdict == later.verdict == "safe"
@@ -564,6 +585,7 @@ def test_columns_added_by_the_same_release(report: gate.GateReport) -> None:
     assert (not_null.verdict, not_null.kind) == ("unsafe", "not_null_column")
 
 
+@pytest.mark.integration
 def test_contract_migration_in_the_middle(report: gate.GateReport) -> None:
     assert only(report, "contract", "0003_step").verdict == "contract"
     assert "contract.0003_step" in report.contract
@@ -576,6 +598,7 @@ def test_contract_migration_in_the_middle(report: gate.GateReport) -> None:
     assert not report.all_pre_switch and report.expressible
 
 
+@pytest.mark.integration
 def test_refusal_names_everything_and_gives_the_recipe(report: gate.GateReport) -> None:
     message = gate.refusal(report)
     assert message is not None
@@ -589,6 +612,7 @@ def test_refusal_names_everything_and_gives_the_recipe(report: gate.GateReport) 
     assert gate.refusal(report, allow_unsafe=True) is None
 
 
+@pytest.mark.integration
 def test_pre_switch_migrate_then_contract_after(tmp_path: Path) -> None:
     """Run what the gate says before the switch: the contract migration is left, then applied after."""
     apps = {"shop": {
@@ -612,6 +636,7 @@ def test_pre_switch_migrate_then_contract_after(tmp_path: Path) -> None:
     assert probe(root).empty
 
 
+@pytest.mark.integration
 def test_file_mode_reads_settings_from_manage_py(project: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     done = run(project, gate.probe_file_argv(PYTHON), env=env)
@@ -621,6 +646,7 @@ def test_file_mode_reads_settings_from_manage_py(project: Path) -> None:
     assert only(report, "rename_field").kind == "rename_field"
 
 
+@pytest.mark.integration
 def test_history_mode_judges_each_migration_on_its_own(project: Path) -> None:
     report = probe(project, history=True)
     first = [op for op in report.operations if op.key == "remove_field.0001_initial"]

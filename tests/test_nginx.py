@@ -111,6 +111,7 @@ def test_upstream_name_sanitises() -> None:
     assert "proxy_pass http://bluegreen_my_shop_v2;" in site
 
 
+@pytest.mark.integration
 def test_worker_pids_without_a_running_master(tmp_path: Path) -> None:
     assert nginx.worker_pids(str(tmp_path / "missing.pid")) == set()
     (tmp_path / "garbage.pid").write_text("not a pid\n")
@@ -123,6 +124,7 @@ def test_worker_pids_without_a_running_master(tmp_path: Path) -> None:
     assert nginx.worker_pids(str(tmp_path / "stale.pid")) == set()
 
 
+@pytest.mark.integration
 def test_worker_pids_are_the_masters_children(tmp_path: Path) -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
@@ -200,6 +202,7 @@ def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, str, bytes]:
     return resp.status, resp.getheader("X-Bluegreen-Color", ""), resp.read()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
 def test_real_nginx_follows_the_live_symlink_without_reload(tmp_path: Path, colors: None) -> None:
     port = free_port()
@@ -294,6 +297,7 @@ def test_site_options_are_validated(options: dict[str, str], fragment: str) -> N
     assert fragment in str(exc.value)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
 @pytest.mark.parametrize("variant", ["http", "https", "https-nginx-mode", "no-static"])
 def test_every_site_variant_passes_nginx_test(tmp_path: Path, variant: str) -> None:
@@ -311,6 +315,7 @@ def test_every_site_variant_passes_nginx_test(tmp_path: Path, variant: str) -> N
     assert proc.returncode == 0, f"{site}\n{proc.stderr}"
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
 def test_real_nginx_caches_hashed_static_names_only_and_serves_media(tmp_path: Path, serve: ServerFactory) -> None:
     (tmp_path / "run").mkdir()
@@ -344,6 +349,7 @@ def test_real_nginx_caches_hashed_static_names_only_and_serves_media(tmp_path: P
         stop_nginx(proc)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
 def test_real_nginx_https_site_serves_https_and_loopback_http(tmp_path: Path, serve: ServerFactory) -> None:
     import ssl

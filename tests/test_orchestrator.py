@@ -201,6 +201,7 @@ def deploy_api(tmp_path: Path) -> rpcinterface.BlueGreenNamespaceRPCInterface:
     return rpcinterface.make_bluegreen_rpcinterface(fake_supervisord([]), config=str(ini))
 
 
+@pytest.mark.integration
 def test_a_deploy_queued_with_allow_unsafe_runs_with_it(tmp_path: Path) -> None:
     """``deploy --allow-unsafe-migrations`` once died in the listener: deploy() got an unexpected 'allow_unsafe'."""
     api = deploy_api(tmp_path)

@@ -15,6 +15,7 @@ from supervisor_bluegreen.cli import main
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.integration
 def test_setup_reads_the_one_version() -> None:
     setup = (REPO / "setup.py").read_text()
     assert "version=VERSION" in setup and not re.search(r'version="\d', setup)

@@ -230,6 +230,7 @@ def test_lock_acquire_release(tmp_path: Path) -> None:
     lock.release()  # releasing twice is harmless
 
 
+@pytest.mark.integration
 def test_second_process_cannot_acquire_while_held(tmp_path: Path) -> None:
     path = tmp_path / "lock"
     lock = AppLock(str(path))
@@ -241,6 +242,7 @@ def test_second_process_cannot_acquire_while_held(tmp_path: Path) -> None:
     assert try_in_subprocess(path) == "False True"
 
 
+@pytest.mark.integration
 def test_lock_held_by_another_process(tmp_path: Path, holder: subprocess.Popen[str]) -> None:
     lock = AppLock(str(tmp_path / "lock"))
     assert lock.held_elsewhere() is True
@@ -248,6 +250,7 @@ def test_lock_held_by_another_process(tmp_path: Path, holder: subprocess.Popen[s
     assert (tmp_path / "lock").read_text() == str(holder.pid)  # a failed acquire does not overwrite
 
 
+@pytest.mark.integration
 def test_no_stale_lock_after_holder_is_killed(tmp_path: Path, holder: subprocess.Popen[str]) -> None:
     """kill -9 of the holder frees the lock at once, though its pid is still written in the file."""
     lock = AppLock(str(tmp_path / "lock"))
@@ -435,6 +438,7 @@ def test_concurrent_updates_of_one_job_are_never_lost(tmp_path: Path) -> None:
     assert not lost, f"{len(lost)} of 300 updates lost"
 
 
+@pytest.mark.integration
 def test_supervisord_never_waits_long_for_a_job_the_listener_updates(tmp_path: Path) -> None:
     store = Store(str(tmp_path), "shop").ensure()
     store.create_job("deploy", {})

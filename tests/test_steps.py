@@ -52,11 +52,13 @@ def run(argv: tuple[str, ...], tmp_path: Path, **kwargs: object) -> list[str]:
     return lines
 
 
+@pytest.mark.integration
 def test_output_goes_line_by_line_into_the_log(tmp_path: Path) -> None:
     lines = run(("sh", "-c", "echo one; echo two >&2; echo three"), tmp_path)
     assert lines == ["    | one", "    | two", "    | three"]
 
 
+@pytest.mark.integration
 def test_a_failing_step_says_its_exit_status(tmp_path: Path) -> None:
     with pytest.raises(steps.StepError, match="exit status 3"):
         run(("sh", "-c", "exit 3"), tmp_path)
@@ -67,6 +69,7 @@ def test_a_missing_program_is_a_clear_error(tmp_path: Path) -> None:
         run(("/no/such/tool",), tmp_path)
 
 
+@pytest.mark.integration
 def test_timeout_kills_the_step_and_its_children(tmp_path: Path) -> None:
     marker = tmp_path / "child-survived"
     t0 = time.monotonic()
@@ -78,12 +81,14 @@ def test_timeout_kills_the_step_and_its_children(tmp_path: Path) -> None:
     assert not marker.exists()  # the whole process group went
 
 
+@pytest.mark.integration
 def test_cancel_stops_a_running_step(tmp_path: Path) -> None:
     asked = time.monotonic() + 0.3
     with pytest.raises(steps.StepError, match="cancelled"):
         run(("sleep", "30"), tmp_path, cancelled=lambda: time.monotonic() > asked)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
 def test_steps_run_as_the_apps_user(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
@@ -93,12 +98,14 @@ def test_steps_run_as_the_apps_user(tmp_path: Path) -> None:
     assert lines == ["    | nobody"]
 
 
+@pytest.mark.integration
 def test_probe_tells_whether_an_optional_tool_is_there(tmp_path: Path) -> None:
     assert steps.probe(("true",), cwd=str(tmp_path), env=dict(os.environ), user="")
     assert not steps.probe(("false",), cwd=str(tmp_path), env=dict(os.environ), user="")
     assert not steps.probe(("/no/such/tool",), cwd=str(tmp_path), env=dict(os.environ), user="")
 
 
+@pytest.mark.integration
 def test_an_uncut_step_is_not_killed_by_cancel_or_its_timeout_but_by_force(tmp_path: Path) -> None:
     """cancel and step_timeout wait for a migrate (it only says so); a forced cancel kills it."""
     out = tmp_path / "out"
@@ -116,6 +123,7 @@ def test_an_uncut_step_is_not_killed_by_cancel_or_its_timeout_but_by_force(tmp_p
         run(("sleep", "30"), tmp_path, uncut=forced)
 
 
+@pytest.mark.integration
 def test_a_failing_step_says_its_verdict_line_and_logs_the_whole_output(tmp_path: Path) -> None:
     script = "echo 'Traceback (most recent call last):'; echo 'RuntimeError: boom'; echo 'Destroying test db'; exit 1"
     lines: list[str] = []
@@ -142,6 +150,7 @@ sys.stderr.write("done\n")
 """
 
 
+@pytest.mark.integration
 def test_capture_keeps_a_bounded_head_and_tail_of_a_flood(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
@@ -158,11 +167,13 @@ def test_capture_keeps_a_bounded_head_and_tail_of_a_flood(tmp_path: Path) -> Non
     assert len(head) + int(count) + len(tail) == len("first line\n") + 50 * 1024 * 1024 + len("last line\n")
 
 
+@pytest.mark.integration
 def test_capture_reads_like_text_mode_and_replaces_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     done = steps.capture(("printf", r"a\r\nb\rc \377 ✓\n"), cwd=str(tmp_path))
     assert done.stdout == "a\nb\nc \ufffd ✓\n" and done.stderr == ""
 
 
+@pytest.mark.integration
 def test_capture_still_times_out_and_kills_the_group(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
@@ -170,6 +181,7 @@ def test_capture_still_times_out_and_kills_the_group(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.integration
 def test_control_characters_of_output_never_reach_the_log_raw(tmp_path: Path) -> None:
     script = r"printf '\033[32mok\033[0m \007 \177 \302\233 \r\n'; printf '\033[31mFAILED (failures=1)\033[0m\n'"
     script += "; exit 1"
@@ -180,6 +192,7 @@ def test_control_characters_of_output_never_reach_the_log_raw(tmp_path: Path) ->
     assert str(failed.value) == r"exit status 1 (\x1b[31mFAILED (failures=1)\x1b[0m)"
 
 
+@pytest.mark.integration
 def test_output_without_newlines_is_logged_in_bounded_pieces(tmp_path: Path) -> None:
     lines = run((sys.executable, "-c", f"print('z' * {3 * LINE_MAX + 10}, end='')"), tmp_path)
     assert [len(line) for line in lines] == [len(steps.OUTPUT) + LINE_MAX] * 3 + [len(steps.OUTPUT) + 10]

@@ -184,6 +184,7 @@ def test_flip_socket_mode(tmp_path: Path) -> None:
     assert os.readlink(app.live_static) == app.color("green").static_root
 
 
+@pytest.mark.integration
 def test_flip_nginx_mode_failed_test_restores_previous_link(tmp_path: Path) -> None:
     app = nginx_app(tmp_path, test_cmd="/bin/false")
     switch.write_sites(app)
@@ -203,6 +204,7 @@ def test_flip_nginx_mode_failed_test_restores_previous_link(tmp_path: Path) -> N
     assert sorted(os.listdir(tmp_path / "sites-available")) == ["shop.blue.conf", "shop.green.conf"]
 
 
+@pytest.mark.integration
 def test_flip_nginx_mode_failed_test_with_no_previous_link_removes_it(tmp_path: Path) -> None:
     app = nginx_app(tmp_path, test_cmd="/bin/false")
     with pytest.raises(switch.SwitchError, match=r"^nginx config test failed \(/bin/false\)"):
@@ -211,6 +213,7 @@ def test_flip_nginx_mode_failed_test_with_no_previous_link_removes_it(tmp_path: 
     assert switch.live_color(app) is None
 
 
+@pytest.mark.integration
 def test_flip_nginx_mode_names_the_test_output(tmp_path: Path) -> None:
     script = tmp_path / "nginx-t"
     script.write_text("#!/bin/sh\necho 'nginx: [emerg] unknown directive \"prxy_pass\"' >&2\nexit 1\n")
@@ -221,6 +224,7 @@ def test_flip_nginx_mode_names_the_test_output(tmp_path: Path) -> None:
     assert str(err.value) == f'nginx config test failed ({script}): nginx: [emerg] unknown directive "prxy_pass"'
 
 
+@pytest.mark.integration
 def test_flip_nginx_mode_without_running_nginx_restores(tmp_path: Path) -> None:
     """The test passes but no nginx master runs (pid file missing): nothing is left half-switched."""
     app = nginx_app(tmp_path, test_cmd="/bin/true")

@@ -304,6 +304,7 @@ def checkout(world: SimpleNamespace) -> Path:
         ("BIG", "larger than 1024 bytes"),
     ],
 )
+@pytest.mark.integration
 def test_read_as_user_refuses_what_root_must_not_read(world: SimpleNamespace, checkout: Path, target: str,
                                                       error: str) -> None:  # fmt: skip
     req = checkout / "requirements.txt"
@@ -323,6 +324,7 @@ def test_read_as_user_refuses_what_root_must_not_read(world: SimpleNamespace, ch
     assert time.monotonic() - t0 < 5
 
 
+@pytest.mark.integration
 def test_read_as_user_reads_a_plain_file_and_says_none_when_absent(checkout: Path) -> None:
     req = checkout / "requirements.txt"
     as_app_user(lambda: req.write_text("Django==4.2\n"))
@@ -331,6 +333,7 @@ def test_read_as_user_reads_a_plain_file_and_says_none_when_absent(checkout: Pat
     assert steps.read_as_user(str(req), "") == b"Django==4.2\n"  # no user: the listener's own, same bounds
 
 
+@pytest.mark.integration
 def test_read_as_user_times_out_on_a_file_swapped_for_a_fifo(checkout: Path, monkeypatch) -> None:
     """The test-then-read race: head may end up waiting on a FIFO; the timeout ends it."""
     fifo = checkout / "requirements.txt"
@@ -357,6 +360,7 @@ def imported_by_rpcinterface(env: dict[str, str] | None = None) -> set[str]:
     return set(json.loads(out.stdout))
 
 
+@pytest.mark.integration
 def test_rpcinterface_imports_only_supervisor_stdlib_and_the_shared_modules() -> None:
     modules = imported_by_rpcinterface()
     assert not [m for m in modules if m.split(".")[0] in BANNED]
@@ -386,6 +390,7 @@ def broken_listener_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(tmp_path / "shim")}
 
 
+@pytest.mark.integration
 def test_rpcinterface_imports_with_the_listener_dependencies_broken(tmp_path: Path) -> None:
     env = broken_listener_env(tmp_path)
     broken = subprocess.run([sys.executable, "-c", "import requests"], capture_output=True, text=True, env=env)
@@ -450,6 +455,7 @@ def queue_holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
         proc.stdout.close()
 
 
+@pytest.mark.integration
 def test_queue_lock_in_supervisord_is_only_tried(tmp_path: Path, queue_holder: subprocess.Popen[str]) -> None:
     os.kill(queue_holder.pid, signal.SIGSTOP)  # stopped while holding it: it never lets go by itself
     try:
@@ -618,6 +624,7 @@ def gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("user", ["", "nobody"])
 def test_a_child_dies_with_the_listener_even_on_kill_9(user: str) -> None:
     parent = subprocess.Popen([sys.executable, "-c", SPAWNER, user], stdout=subprocess.PIPE, text=True)
@@ -643,6 +650,7 @@ def test_a_child_dies_with_the_listener_even_on_kill_9(user: str) -> None:
         parent.stdout.close()
 
 
+@pytest.mark.integration
 def test_no_preexec_fn_and_no_ctypes_in_the_runner() -> None:
     source = Path(steps.__file__).read_text()
     assert "preexec_fn=" not in source and "import ctypes" not in source
