@@ -128,7 +128,9 @@ class FakeRunner:
     ``refs``: the repository's refs and their commits; ``heads``: each checkout's HEAD; ``fail``: a build
     command (by its first word after ``manage.py``, or ``pip``) that exits 1 with that message; ``stuck``:
     a checkout whose ``checkout`` does not take; ``tools``: optional tools present (``compress``);
-    ``files``: files of the checkouts (``requirements.txt``) by path; ``report``: what the probe prints.
+    ``files``: files of the checkouts (``requirements.txt``) by path, or the ReadError reading it raises;
+    ``report``: what the probe prints (``report_after`` once a migrate ran); ``git_error``: what every git
+    command raises; ``on_run[word]``: called when that build command starts (what happens meanwhile).
     """
 
     refs: dict[str, str] = field(default_factory=lambda: {"main": COMMIT, "v2": OTHER})
@@ -136,8 +138,11 @@ class FakeRunner:
     fail: dict[str, str] = field(default_factory=dict)
     stuck: set[str] = field(default_factory=set)
     tools: set[str] = field(default_factory=set)
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes | Exception] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=lambda: gate_report())
+    report_after: dict[str, Any] | None = None
+    git_error: Exception | None = None
+    on_run: dict[str, Callable[[], None]] = field(default_factory=dict)
     commands: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (argv, cwd) of every command
 
     def capture(
@@ -146,12 +151,15 @@ class FakeRunner:
         argv = tuple(argv)
         self.commands.append((argv, cwd or ""))
         if argv[0] == "git":
+            if self.git_error is not None:
+                raise self.git_error
             code, out = self.git(argv[1:], cwd or "")
             return subprocess.CompletedProcess(list(argv), code, out, "" if code == 0 else "fatal: no")
         if argv[1:3] == ("manage.py", "help"):  # an optional tool's probe
             return subprocess.CompletedProcess(list(argv), 0 if argv[3] in self.tools else 1, "", "")
         if argv[1:3] == ("manage.py", "shell"):  # the migration probe
-            return subprocess.CompletedProcess(list(argv), 0, json.dumps(self.report) + "\n", "")
+            report = self.report_after if self.report_after is not None and self.ran("migrate") else self.report
+            return subprocess.CompletedProcess(list(argv), 0, json.dumps(report) + "\n", "")
         raise AssertionError(f"unexpected command {argv}")
 
     def git(self, args: tuple[str, ...], cwd: str) -> tuple[int, str]:
@@ -177,12 +185,17 @@ class FakeRunner:
             uncut.started(os.getpid())
         word = "pip" if "pip" in argv else (argv[2] if argv[1:2] == ("manage.py",) else argv[0])
         log(f"{steps.OUTPUT}ran {' '.join(argv)}")
+        if word in self.on_run:
+            self.on_run[word]()
         if word in self.fail:
             log(f"{steps.OUTPUT}{self.fail[word]}")
             raise steps.StepError(f"exit status 1: {self.fail[word]}")
 
     def read_as_user(self, path: str, user: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes | None:
-        return self.files.get(path)
+        found = self.files.get(path)
+        if isinstance(found, Exception):
+            raise found
+        return found
 
     def ran(self, word: str) -> list[tuple[str, ...]]:
         """The commands run whose argv holds ``word``."""
@@ -221,9 +234,11 @@ class FakeProbes:
         self.sick: set[str] = set()
         self.public_down = False
         self.targets: list[str] = []
+        self.hook: Callable[[], None] = lambda: None  # called at every probe (what happens meanwhile)
 
     def __call__(self, target: str, check: Any, path: str | None = None, host: str | None = None) -> health.Probe:
         self.targets.append(target)
+        self.hook()
         if target == self.app.public_url:
             live = switch.live_color(self.app)
             if live is None or self.public_down:

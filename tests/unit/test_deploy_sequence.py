@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +27,7 @@ from fakes import (
 )
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen import deploy, drain, orchestrator
+from supervisor_bluegreen import backup, deploy, drain, jobs, orchestrator, steps
 from supervisor_bluegreen.drain import DrainResult
 
 BUILD = ["deps", "collectstatic", "compress", "test", "migrate"]
@@ -343,3 +344,186 @@ def test_stop_unless_live_leaves_a_live_color_and_broken_links_alone(world: Worl
     os.symlink("/nowhere", world.app.live_socket)
     deploy.stop_unless_live(run, world.color("blue"))
     assert world.rpc.calls == calls
+
+
+def test_a_migrate_that_applied_part_of_the_plan_says_the_database_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.live("blue", previous="green")
+    world.runner.report = contract_report()
+    world.runner.report_after = gate_report(migrations=[{"app_label": "shop", "name": "0003_drop", "operations": 1}])
+    world.runner.fail["migrate"] = "killed"
+    job = world.job("deploy")
+    assert "the DATABASE CHANGED: applied shop.0002_add; not applied: shop.0003_drop" in job["message"]
+    assert job["message"].endswith("blue live, unchanged (its code; the database changed: shop.0002_add applied)")
+
+
+def test_a_migrate_that_failed_where_the_probe_fails_too_says_it_cannot_tell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.runner.report = contract_report()
+    world.runner.report_after = gate_report(ok=False, error="database is down")
+    world.runner.fail["migrate"] = "killed"
+    job = world.job("deploy")
+    assert (
+        "could not tell which migrations were applied (migration gate: the migration probe failed: database is down)"
+        in job["message"]
+    )
+
+
+def test_a_migration_probe_that_fails_fails_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(tmp_path, monkeypatch, build="gate migrate")
+    world.runner.report = gate_report(ok=False, error="ImproperlyConfigured: no SECRET_KEY")
+    job = world.job("deploy")
+    assert failed_step(job) == "gate"
+    assert "migration gate: the migration probe failed: ImproperlyConfigured: no SECRET_KEY" in job["message"]
+
+
+def test_git_that_does_not_answer_fails_the_step(world: World) -> None:
+    world.runner.git_error = subprocess.TimeoutExpired(["git"], 120)
+    job = world.job("deploy")
+    assert failed_step(job) == "resolve" and "unknown ref 'main'" in job["message"]
+    world.runner.git_error = None
+    world.runner.on_run["collectstatic"] = lambda: None
+    world.runner.fail["test"] = "stop"
+    real_git = world.runner.git
+
+    def fetch_hangs(args: tuple[str, ...], cwd: str) -> tuple[int, str]:
+        if args[0] == "fetch":
+            raise subprocess.TimeoutExpired(["git", "fetch"], 120)
+        return real_git(args, cwd)
+
+    world.runner.git = fetch_hangs  # type: ignore[method-assign]
+    job = world.job("deploy")
+    assert failed_step(job) == "checkout" and "git fetch: Command '['git', 'fetch']' timed out" in job["message"]
+
+
+def test_an_environment_file_that_cannot_be_read_fails_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, build="test", environment_file=f"{tmp_path}/missing.env")
+    job = world.job("deploy")
+    assert failed_step(job) == "test"
+    assert f"test: {tmp_path}/missing.env: cannot open: No such file or directory" in job["message"]
+
+
+def test_a_changed_file_that_cannot_be_read_fails_the_step(world: World) -> None:
+    world.runner.files[f"{world.tmp}/green/requirements.txt"] = steps.ReadError(22, "refusing it: not a regular file")
+    job = world.job("deploy")
+    assert failed_step(job) == "deps" and "deps: refusing it: not a regular file" in job["message"]
+
+
+def test_a_cancel_stops_the_deploy_before_its_next_step(world: World) -> None:
+    run = world.new_run("deploy")
+    world.runner.on_run["test"] = lambda: world.store.request_cancel(run.job["id"])
+    jobs.execute(run)
+    job = world.store.read_job(run.job["id"]) or {}
+    assert job["status"] == "cancelled" and "cancelled before migrate" in job["message"]
+    assert world.rpc.started() == [] and world.links() == world.color("blue").socket
+
+
+def test_a_listener_stopping_interrupts_the_deploy_before_its_next_step(world: World) -> None:
+    run = world.new_run("deploy")
+    world.runner.on_run["test"] = run.stopping.set
+    jobs.execute(run)
+    job = world.store.read_job(run.job["id"]) or {}
+    assert job["status"] == "interrupted" and "interrupted before migrate: the listener is stopping" in job["message"]
+
+
+def test_a_cancel_during_the_health_gate_stops_the_new_color(world: World) -> None:
+    world.probes.sick.add("green")
+    run = world.new_run("deploy")
+    world.probes.hook = lambda: world.store.request_cancel(run.job["id"])  # while the gate probes
+    jobs.execute(run)
+    job = world.store.read_job(run.job["id"]) or {}
+    assert job["status"] == "cancelled" and "green is not healthy: cancelled" in job["message"]
+    assert world.rpc.calls[-1] == ("stop", "shop_green")
+
+
+def test_a_new_color_that_cannot_be_stopped_after_a_failure_is_logged(world: World) -> None:
+    world.rpc.states["shop_green"] = "STOPPED"
+    world.rpc.refuse[("stopProcess", "shop_green")] = Faults.FAILED
+    world.probes.sick.add("green")
+    job = world.job("deploy")
+    assert failed_step(job) == "health gate"
+    assert "could not stop shop_green: cannot stop shop_green: refused: shop_green" in world.log(job)
+
+
+def test_a_bug_in_a_step_ends_the_job_with_an_internal_error(world: World) -> None:
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    world.runner.on_run["test"] = boom
+    job = world.job("deploy")
+    assert job["status"] == "failed"
+    assert job["message"] == "shop: deploy failed: internal error RuntimeError: a bug\nblue live, unchanged"
+
+
+def test_stored_arguments_a_deploy_does_not_take_fail_the_job(world: World) -> None:
+    job = world.job("deploy", {"branch": "main"})
+    assert job["status"] == "failed" and job["steps"] == []
+    assert "bad arguments: deploy: unknown argument(s) branch (it takes: ref, allow_unsafe)" in job["message"]
+
+
+# --------------------------------------------------------------------------------------------
+# the backup step: the dump itself is backup.py's (its own tests); here, where the deploy puts it
+
+
+class FakeDump:
+    """backup.py's database reads and dump tools, in memory: the dump is a file in backup_dir."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, ok: bool = True, fails: str = "") -> None:
+        self.ok, self.fails = ok, fails
+        monkeypatch.setattr(backup, "django_database", lambda *a, **kw: {"ENGINE": "django.db.backends.sqlite3",
+                                                                          "NAME": "/srv/shop/db.sqlite3"})  # fmt: skip
+        monkeypatch.setattr(backup, "run_dump", self.run_dump)
+        monkeypatch.setattr(backup, "verify", self.verify)
+
+    def run_dump(self, plan: backup.DumpPlan, **kwargs: object) -> str:
+        if self.fails:
+            raise backup.BackupError(self.fails)
+        Path(plan.path).write_bytes(b"dump")
+        return plan.path
+
+    def verify(self, database: dict, path: str, **kwargs: object) -> backup.VerifyResult:
+        mismatches = [] if self.ok else ["shop_order: 3 rows, the dump has 4"]
+        return backup.VerifyResult(path, "sqlite", "scratch", self.ok, 1, 4, 0.1, mismatches, {}, 0.0)
+
+
+def backup_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    (tmp_path / "backups").mkdir(mode=0o700)
+    world = World(tmp_path, monkeypatch, build="backup migrate", backup_dir=f"{tmp_path}/backups",
+                  verify_backup="true", backup_keep="1")  # fmt: skip
+    world.live("blue", previous="green")
+    return world
+
+
+def test_a_backup_is_taken_verified_and_recorded_before_migrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = backup_world(tmp_path, monkeypatch)
+    FakeDump(monkeypatch)
+    old = tmp_path / "backups" / "shop-20000101-000000-0000000.sqlite.sql.gz"
+    old.write_bytes(b"old")
+    job = world.job("deploy")
+    assert job["status"] == "succeeded", job["message"]
+    assert job["backup"].startswith(f"{tmp_path}/backups/shop-") and Path(job["backup"]).exists()
+    assert job["backup_verify"]["ok"] is True
+    assert world.runner.ran("migrate")
+    assert not old.exists() and f"backup: removed old {old}" in world.log(job)
+
+
+@pytest.mark.parametrize(("ok", "fails", "reason"), [
+    (False, "", "does not restore as taken: shop_order: 3 rows, the dump has 4"),
+    (True, "mysqldump: access denied", "backup failed: mysqldump: access denied"),
+])  # fmt: skip
+def test_a_backup_that_fails_stops_the_deploy_before_migrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ok: bool, fails: str, reason: str
+) -> None:
+    world = backup_world(tmp_path, monkeypatch)
+    FakeDump(monkeypatch, ok=ok, fails=fails)
+    job = world.job("deploy")
+    assert failed_step(job) == "backup" and reason in job["message"]
+    assert world.runner.ran("migrate") == [] and world.rpc.started() == []

@@ -3,6 +3,7 @@ a supervisord on its way out does not, a window that holds passes; against fakes
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -173,3 +174,50 @@ def test_a_resumed_window_waits_while_supervisord_is_still_starting_the_color(wo
     g.run()
     assert "shop: shop_green is STARTING; watching it once it runs" in g.lines
     assert g.deploy_job()["watch"]["state"] == "passed"
+
+
+def test_a_window_whose_color_stops_being_live_midway_ends(world: World) -> None:
+    g = Guarded(world)
+    world.probes.hook = lambda: switch.point(world.app, world.color("blue"))  # a person's switch, between probes
+    g.run()
+    assert g.deploy_job()["watch"] == {"state": "ended", "reason": "green is no longer live"}
+    assert g.kinds() == ["deploy"]
+
+
+def test_a_live_link_broken_midway_ends_the_window_without_a_rollback(world: World) -> None:
+    g = Guarded(world)
+
+    def broken() -> None:
+        os.unlink(world.app.live_socket)
+        os.symlink("/elsewhere.sock", world.app.live_socket)
+
+    world.probes.hook = broken
+    g.run()
+    assert g.deploy_job()["watch"] == {"state": "ended", "reason": "green is no longer live"}
+    assert g.kinds() == ["deploy"]
+
+
+def test_a_wake_for_a_queued_deploy_does_not_end_the_window(world: World) -> None:
+    g = Guarded(world, seconds=1.2)
+    world.store.enqueue("deploy", {}, "someone")  # it waits for the window
+    world.store.enqueue("rollback", {"reason": "r", "failed": "green"}, "bluegreen watch")  # not a person's
+    g.guard.wake.set()
+    g.run()
+    assert g.deploy_job()["watch"]["state"] == "passed"
+
+
+def test_the_guard_thread_resumes_the_recorded_window_and_stops_with_the_listener(world: World) -> None:
+    g = Guarded(world)
+    g.guard.start()
+    try:
+        world.watch.update("shop_green", "EXITED")  # the event wakes it at once
+        deadline = time.monotonic() + 10
+        while g.deploy_job().get("watch", {}).get("state") != "rolled back":
+            assert time.monotonic() < deadline, g.lines
+            time.sleep(0.02)
+    finally:
+        g.worker.stopping.set()
+        g.guard.wake.set()
+        g.guard.join(5)
+    assert not g.guard.is_alive()
+    assert world.links() == world.color("blue").socket

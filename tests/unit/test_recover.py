@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -14,6 +15,8 @@ from fakes import World, step_names, with_worker
 
 from supervisor_bluegreen import switch
 from supervisor_bluegreen.listener import AppWorker
+from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.watch import Window
 
 
 @pytest.fixture
@@ -156,3 +159,49 @@ def test_a_deploy_waits_while_a_window_runs_and_a_switch_does_not(world: World) 
     assert (worker.next_job(world.store) or {})["id"] == switch_job["id"]
     world.store.update(watch=None)
     assert (worker.next_job(world.store) or {})["id"] == deploy["id"]
+
+
+# --------------------------------------------------------------------------------------------
+# the worker's loop: repair once, then the queue
+
+
+def test_the_worker_repairs_once_then_runs_the_queue_and_health_checks_beside(world: World) -> None:
+    worker = AppWorker(world.app, world.watch)
+    stale = running_job(world)
+    switch_job = world.store.enqueue("switch", {}, "someone")
+    health = world.store.enqueue("health", {}, "someone")
+    try:
+        worker.run_queued()
+        wait_for(lambda: (world.store.read_job(health["id"]) or {}).get("status") == "succeeded")
+    finally:
+        worker.stopping.set()
+        worker.guard.wake.set()
+        worker.guard.join(5)
+    statuses = {job["id"]: (job["kind"], job["status"]) for job in world.store.jobs()}
+    assert statuses == {
+        stale["id"]: ("deploy", "interrupted"),
+        switch_job["id"]: ("switch", "succeeded"),
+        health["id"]: ("health", "succeeded"),
+    }
+    assert (world.store.read_job(health["id"]) or {})["message"].startswith("shop green: ok status 200")
+    assert worker.recovered and not worker.guard.is_alive()
+    assert Window.from_state(world.store.read()["watch"]) is not None  # the stopped listener left it to resume
+
+
+def test_jobs_wait_while_another_process_holds_the_lock(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    job = world.store.enqueue("switch", {}, "someone")
+    other = Store(world.app.state_dir, world.app.name)  # another listener's handle on the same lock file
+    assert other.lock.acquire()
+    try:
+        AppWorker(world.app, world.watch).run_queued()
+    finally:
+        other.lock.release()
+    assert (world.store.read_job(job["id"]) or {})["status"] == "queued"
+    assert "shop: lock held by another process; jobs wait" in capsys.readouterr().err
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,12 @@ def test_a_manual_rollback_restarts_the_workers_too(tmp_path: Path, monkeypatch:
     job = world.job("rollback")
     assert job["status"] == "succeeded" and step_names(job)[-1] == "workers"
     assert world.rpc.calls == [("stop", "shop_worker"), ("start", "shop_worker")]
+
+
+def test_an_automatic_rollback_refuses_a_live_link_to_no_color(world: World) -> None:
+    os.unlink(world.app.live_socket)
+    os.symlink("/elsewhere.sock", world.app.live_socket)
+    job = world.job("rollback", automatic())
+    assert job["status"] == "failed" and failed_step(job) == "live color"
+    assert job["message"].startswith("shop: rollback failed: refusing to act: ")
+    assert "\nno color is surely live: " in job["message"] and world.rpc.calls == []

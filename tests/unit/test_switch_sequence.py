@@ -117,3 +117,23 @@ def test_a_switch_restarts_the_workers_on_the_new_live_checkout(
     assert world.rpc.calls == [("stop", "shop_worker"), ("start", "shop_worker")]
     assert "worker shop_worker pid" in world.log(job) and "runs green's checkout" in world.log(job)
     assert world.store.read()["workers_restarting"] is None
+
+
+def test_a_verify_whose_switch_back_fails_says_so(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen_verify(monkeypatch)
+    world.probes.public_down = True
+    real = switch.atomic_symlink
+
+    def no_way_back(link: str, target: str, owner: tuple[int, int] | None = None) -> None:
+        if target == world.color("blue").socket and world.links() == world.color("green").socket:
+            raise PermissionError(13, "Permission denied", link)
+        real(link, target, owner)
+
+    monkeypatch.setattr(switch, "atomic_symlink", no_way_back)
+    job = world.job("switch")
+    assert failed_step(job) == "verify"
+    assert (
+        "answered status 502, expected 200; switching back failed too: [Errno 13] Permission denied" in job["message"]
+    )
+    assert job["message"].endswith("green live")  # said as it is: not "unchanged"
+    assert world.store.read()["switching"] is None
