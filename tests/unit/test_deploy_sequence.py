@@ -204,7 +204,7 @@ def test_a_worker_that_does_not_come_back_fails_the_deploy_after_the_switch(
 
 @pytest.mark.parametrize(
     ("ref", "reason"),
-    [("nope", "unknown ref 'nope' in "), ("-x", "")],
+    [("nope", "unknown ref 'nope' in "), ("-x", "refusing ref '-x': use a branch, tag or commit")],
 )
 def test_a_ref_that_is_no_commit_is_refused_before_anything_changes(world: World, ref: str, reason: str) -> None:
     job = world.job("deploy", {"ref": ref})
