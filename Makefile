@@ -28,6 +28,7 @@ test-fast: bootstrap
 bench: bootstrap
 	$(PY) -m bench.switch
 	$(PY) -m bench.deploy
+	$(PY) -m bench.store
 
 # randomized faults under load (not part of `make test`): kill -9 of the listener mid-deploy, releases that crash
 # on import, answer 500, hang, or die after go-live; writes bench/results/chaos.json. make chaos N=20 SEED=1

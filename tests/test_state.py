@@ -1,4 +1,4 @@
-"""Tests for supervisor_bluegreen.state: atomic JSON files, job records, logs and the per-app lock.
+"""Tests for supervisor_bluegreen.state: atomic JSON files, the store (state, jobs, queue), logs, the per-app lock.
 
 The lock tests use real subprocesses: an flock is per open file, and the point of AppLock is
 that a second process (the listener vs. a stale holder) sees it, and that kill -9 frees it.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,12 +17,15 @@ import time
 import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from xml.parsers.expat import ExpatError
 
 import pytest
 
 from supervisor_bluegreen.rpcinterface import xmlrpc_safe
 from supervisor_bluegreen.state import (
+    ACTIVE,
+    FINISHED,
     KEEP_HEALTH,
     LINE_MAX,
     LOG_MAX,
@@ -29,6 +33,7 @@ from supervisor_bluegreen.state import (
     AppLock,
     Busy,
     Store,
+    StoreError,
     history_entry,
     read_json,
     write_json_atomic,
@@ -94,7 +99,8 @@ def test_store_update_merges_state(tmp_path: Path) -> None:
     assert store.read() == {}
     store.update(live="blue")
     assert store.update(previous="green") == {"live": "blue", "previous": "green"}
-    assert json.loads((tmp_path / "shop" / "state.json").read_text()) == {"live": "blue", "previous": "green"}
+    assert Store(str(tmp_path), "shop", sync=False, lock_wait=0.05).read() == {"live": "blue", "previous": "green"}
+    assert sorted(os.listdir(tmp_path / "shop")) == ["jobs", "store.db", "store.db-shm", "store.db-wal"]
 
 
 def test_job_ids_increase_and_continue_across_store_instances(tmp_path: Path) -> None:
@@ -103,7 +109,7 @@ def test_job_ids_increase_and_continue_across_store_instances(tmp_path: Path) ->
     assert ids == [1, 2, 3]
     again = Store(str(tmp_path), "shop").create_job("rollback", {})
     assert again["id"] == 4
-    assert sorted(os.listdir(tmp_path / "shop" / "jobs")) == ["1.json", "2.json", "3.json", "4.json"]
+    assert Store(str(tmp_path), "shop").job_ids() == [1, 2, 3, 4]
     job = store.read_job(1)
     assert (job["kind"], job["args"], job["who"], job["status"]) == ("switch", {"wanted": ""}, "alice", "queued")
     assert [j["id"] for j in store.jobs(("queued",))] == [1, 2, 3, 4]
@@ -140,13 +146,71 @@ def test_update_job_and_status_filter(tmp_path: Path) -> None:
     assert store.read_job(99) is None
 
 
-def test_job_file_created_but_not_yet_written_is_not_there_for_readers(tmp_path: Path) -> None:
-    """A worker must never pick up (and run) a job before its kind and arguments are written."""
+def test_a_job_is_seen_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A worker must never pick up (and run) a job before its kind and arguments are written: readers
+    (supervisord's status, another thread) see a queue change only once its transaction is over."""
     store = Store(str(tmp_path), "shop").ensure()
-    Path(store.job_path(7)).touch()  # the O_EXCL placeholder, before its JSON is written
-    assert store.read_job(7) is None
-    assert store.jobs(("queued",)) == []
-    assert store.claim(7) is None
+    reader = Store(str(tmp_path), "shop", sync=False, lock_wait=0.05)
+    seen: list[Any] = []
+    with store.queue_lock():
+        job = store.create_job("deploy", {"ref": "main"})
+        thread = threading.Thread(target=lambda: seen.append((reader.jobs(("queued",)), reader.read_job(job["id"]))))
+        thread.start()
+        thread.join(timeout=10)
+        assert store.read_job(job["id"])["args"] == {"ref": "main"}  # the writer sees its own change
+    assert seen == [([], None)]
+    assert [j["args"] for j in reader.jobs(("queued",))] == [{"ref": "main"}]
+    assert store.claim(7) is None and store.read_job(7) is None
+
+
+KILLED_MID_CHANGE = """
+import os, sys
+from supervisor_bluegreen.state import Store
+store = Store(sys.argv[1], "shop")
+with store.queue_lock():
+    store.create_job("deploy", {"ref": "half"})
+    store.update(live="green")
+    print("changed", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.integration  # a second process
+def test_a_change_killed_half_way_leaves_nothing_and_no_lock(tmp_path: Path) -> None:
+    """kill -9 in the middle of a queue change (the listener, say): none of it was made, and the lock is free."""
+    store = Store(str(tmp_path), "shop").ensure()
+    store.update(live="blue")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_MID_CHANGE, str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "changed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+    supervisord_side = Store(str(tmp_path), "shop", sync=False, lock_wait=0.05)
+    assert supervisord_side.read() == {"live": "blue"} and supervisord_side.jobs() == []
+    assert supervisord_side.enqueue("deploy", {"ref": "main"})["id"] == 1  # not waiting for a dead holder
+
+
+def test_active_jobs_are_found_by_index_not_by_reading_the_finished_ones(tmp_path: Path) -> None:
+    """supervisord's status, deploy and cancel read the active jobs: their cost must not grow with history."""
+    store = Store(str(tmp_path), "shop", sync=False).ensure()
+    for _ in range(50):
+        store.update_job(store.create_job("deploy", {})["id"], status="succeeded")
+    store.create_job("deploy", {})
+    assert [j["id"] for j in store.jobs(ACTIVE)] == [51]
+    conn = sqlite3.connect(store.db_path)
+    try:
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT data FROM jobs WHERE status IN (?, ?) ORDER BY id", ACTIVE)
+        assert "USING INDEX jobs_status" in " ".join(row[-1] for row in plan)
+    finally:
+        conn.close()
 
 
 def test_read_log_whole_lines_and_offsets(tmp_path: Path) -> None:
@@ -438,15 +502,14 @@ def test_concurrent_updates_of_one_job_are_never_lost(tmp_path: Path) -> None:
     assert not lost, f"{len(lost)} of 300 updates lost"
 
 
-@pytest.mark.integration
+@pytest.mark.integration  # a second process
 def test_supervisord_never_waits_long_for_a_job_the_listener_updates(tmp_path: Path) -> None:
     store = Store(str(tmp_path), "shop").ensure()
     store.create_job("deploy", {})
-    store.update_job(1, status="running")  # the listener's update: it makes the lock file
-    hold = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
-    hold += "print('held', flush=True); time.sleep(60)"
-    lock = os.path.join(store.dir, "jobs.lock")
-    proc = subprocess.Popen([sys.executable, "-c", hold, lock], stdout=subprocess.PIPE, text=True)
+    store.update_job(1, status="running")
+    hold = "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
+    hold += "db.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(60)"  # the listener, mid-change
+    proc = subprocess.Popen([sys.executable, "-c", hold, store.db_path], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         started = time.monotonic()
@@ -458,3 +521,103 @@ def test_supervisord_never_waits_long_for_a_job_the_listener_updates(tmp_path: P
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the JSON files of an older version are taken over on first start (issue 14)
+
+
+def older_version_state(tmp_path: Path) -> Path:
+    """The layout versions before the database wrote: state.json, jobs/<id>.json beside their logs."""
+    shop = tmp_path / "shop"
+    (shop / "jobs").mkdir(parents=True)
+    (shop / "state.json").write_text(json.dumps({"live": "green", "previous": "blue", "colors": {"green": {}}}))
+    jobs = [
+        (1, "deploy", "succeeded"),
+        (2, "health", "succeeded"),
+        (3, "deploy", "running"),
+        (5, "deploy", "queued"),  # 4 was pruned; 5 and 6 wait, in id order
+        (6, "health", "queued"),
+    ]
+    for job_id, kind, status in jobs:
+        job = {"id": job_id, "app": "shop", "kind": kind, "status": status, "args": {}, "message": f"job {job_id}"}
+        (shop / "jobs" / f"{job_id}.json").write_text(json.dumps(job))
+        (shop / "jobs" / f"{job_id}.log").write_text(f"log of {job_id}\n")
+    (shop / "jobs" / "8.json").touch()  # an id taken (O_EXCL) by a creator killed before it wrote the job
+    return shop
+
+
+def test_the_json_state_of_an_older_version_is_taken_over_on_first_start(tmp_path: Path) -> None:
+    shop = older_version_state(tmp_path)
+    store = Store(str(tmp_path), "shop").ensure()  # the listener's first start
+    assert store.read() == {"live": "green", "previous": "blue", "colors": {"green": {}}}
+    assert store.job_ids() == [1, 2, 3, 5, 6]
+    assert [(j["id"], j["kind"]) for j in store.jobs(("queued",))] == [(5, "deploy"), (6, "health")]
+    assert [j["id"] for j in store.jobs(ACTIVE)] == [3, 5, 6] and store.read_job(3)["message"] == "job 3"
+    assert store.read_log(1) == ("log of 1\n", 9)  # logs stay files
+    # the JSON files are removed once in the database, the unwritten placeholder is left; logs stay
+    assert sorted(os.listdir(shop / "jobs")) == ["1.log", "2.log", "3.log", "5.log", "6.log", "8.json"]
+    assert not (shop / "state.json").exists()
+    assert store.enqueue("deploy", {"ref": "main"}, coalesce=True)["id"] == 9  # after the highest id ever taken
+    assert store.read_job(5)["status"] == "cancelled"  # coalescing sees the queue taken over
+    again = Store(str(tmp_path), "shop", sync=False, lock_wait=0.05)
+    assert again.job_ids() == [1, 2, 3, 5, 6, 9] and again.read()["live"] == "green"
+
+
+def test_supervisord_reading_first_takes_over_the_older_state_too(tmp_path: Path) -> None:
+    """After an upgrade supervisord may answer status before the listener has started: it sees the same state."""
+    older_version_state(tmp_path)
+    supervisord_side = Store(str(tmp_path), "shop", sync=False, lock_wait=0.05)
+    assert supervisord_side.read()["live"] == "green"
+    assert [j["id"] for j in supervisord_side.jobs(ACTIVE)] == [3, 5, 6]
+    assert Store(str(tmp_path), "shop").ensure().job_ids() == [1, 2, 3, 5, 6]  # taken over once, not twice
+
+
+def test_a_fresh_app_is_read_without_making_anything(tmp_path: Path) -> None:
+    """supervisord's status of an app that never ran a job creates no folder and no database."""
+    store = Store(str(tmp_path / "state"), "shop", sync=False, lock_wait=0.05)
+    assert (store.read(), store.jobs(), store.job_ids(), store.read_job(1)) == ({}, [], [], None)
+    assert not (tmp_path / "state").exists()
+
+
+CONTROL_KINDS = ["\x00", "\x08", "\x0b", "\x0c", "\r", "\x1b", "\x7f", "\x9b", "\ud800", "\ufffe", "\uffff"]
+
+
+@pytest.mark.parametrize("char", CONTROL_KINDS)  # C0 (short JSON escapes too), DEL, C1, surrogate, non-characters
+def test_every_control_character_is_spelled_out_when_read_back(tmp_path: Path, char: str) -> None:
+    """Reads skip the cleaning pass for records without any such character: each kind must still be seen."""
+    store = Store(str(tmp_path), "shop").ensure()
+    job = store.create_job("deploy", {"ref": f"main{char}"})["id"]
+    store.update_job(job, **{f"key{char}": [{"nested": f"value{char}"}]}, message="✓ \U0001f600 plain")
+    store.update(last_job={"message": f"x{char}"})
+    shown = escape_controls(char)
+    assert shown != char
+    for read in (store.read_job(job), store.jobs()[0], store.jobs(("queued",), newest=1)[0]):
+        assert read["args"]["ref"] == f"main{shown}" and read[f"key{shown}"] == [{"nested": f"value{shown}"}]
+        assert read["message"] == "✓ \U0001f600 plain"
+    assert store.read()["last_job"]["message"] == f"x{shown}"
+
+
+def test_jobs_newest_and_but_kinds_read_only_what_history_shows(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    for kind in ("deploy", "health", "switch", "health", "deploy", "health"):
+        store.update_job(store.create_job(kind, {})["id"], status="succeeded")
+    store.create_job("deploy", {})
+    assert [j["id"] for j in store.jobs(FINISHED, newest=2, but_kinds=("health",))] == [3, 5]
+    assert [j["id"] for j in store.jobs(FINISHED, newest=2)] == [5, 6]
+    assert [j["id"] for j in store.jobs(newest=3)] == [5, 6, 7]
+    assert [j["id"] for j in store.jobs(but_kinds=("deploy", "switch"))] == [2, 4, 6]
+
+
+def test_a_full_disk_and_a_damaged_database_are_said_as_such(tmp_path: Path) -> None:
+    """What the RPC layer answers with (an OSError): never an sqlite3 traceback inside supervisord."""
+    store = Store(str(tmp_path), "shop").ensure()
+    store._db(create=True).execute("PRAGMA max_page_count = 2")  # a disk with no room left for the database
+    with pytest.raises(StoreError, match=r"store\.db: No space left on device \(database or disk is full\)"):
+        store.enqueue("deploy", {"ref": "x" * 100_000})
+    assert store.jobs() == []  # nothing half-written
+    other = tmp_path / "other" / "shop"
+    other.mkdir(parents=True)
+    (other / "store.db").write_bytes(b"not a database, " * 100)
+    with pytest.raises(StoreError, match=r"store\.db: file is not a database"):
+        Store(str(tmp_path / "other"), "shop", sync=False, lock_wait=0.05).read()

@@ -8,11 +8,11 @@ timeout), and each refusal must say what it refused. Root only: dropping to anot
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -144,27 +144,40 @@ def test_symlinked_job_log_is_refused_and_nothing_outside_changes(world: SimpleN
     unchanged(world)
 
 
-def test_symlinked_lock_and_queue_lock_are_refused_not_truncated(world: SimpleNamespace) -> None:
-    store = plant(world, {"lock": str(world.bashrc), "queue.lock": str(world.bashrc)})
+def test_symlinked_lock_and_database_are_refused_not_truncated(world: SimpleNamespace) -> None:
+    store = plant(world, {"lock": str(world.bashrc), "store.db": str(world.bashrc)})
     with pytest.raises(UnsafePath, match=r"refusing .*/shop/lock: it is a symbolic link"):
         bounded(store.lock.acquire)
     with pytest.raises(UnsafePath, match="symbolic link"):
         bounded(store.lock.held_elsewhere)
-    with pytest.raises(UnsafePath, match=r"queue\.lock: it is a symbolic link"):
+    with pytest.raises(UnsafePath, match=r"store\.db: it is a symbolic link"):
         bounded(lambda: store.enqueue("deploy", {"ref": "main"}))
     unchanged(world)
 
 
-def test_symlinked_state_and_job_files_are_refused(world: SimpleNamespace) -> None:
+@pytest.mark.parametrize("name", ["store.db", "store.db-wal", "store.db-shm"])
+def test_a_symlinked_database_or_wal_file_is_refused_never_handed_to_sqlite(world: SimpleNamespace, name: str) -> None:
+    store = plant(world, {name: str(world.bashrc)})
+    calls = [lambda: store.update(live="blue"), lambda: store.enqueue("deploy", {}), store.ensure]
+    if name == "store.db":  # with no database yet, reads need none: they find nothing
+        calls += [store.read, lambda: store.read_job(2), store.jobs]
+    for call in calls:
+        with pytest.raises(UnsafePath, match=rf"{name}: it is a symbolic link"):
+            bounded(call)
+    unchanged(world)
+
+
+def test_symlinked_json_files_of_an_older_version_are_never_taken_over(world: SimpleNamespace) -> None:
     store = plant(world, {"state.json": str(world.bashrc), "jobs/2.json": str(world.bashrc)})
     with pytest.raises(UnsafePath, match=r"state\.json: it is a symbolic link"):
-        bounded(store.read)
+        bounded(store.read)  # the takeover stops: the live color is not known
     with pytest.raises(UnsafePath, match="symbolic link"):
         bounded(lambda: store.update(live="blue"))
-    with pytest.raises(UnsafePath, match="symbolic link"):
-        bounded(lambda: store.read_job(2))
-    job = bounded(lambda: store.create_job("deploy", {}))  # O_EXCL: id 2 is taken by the link, never written
+    os.unlink(world.appstate / "shop" / "state.json")
+    assert bounded(lambda: store.read_job(2)) is None
+    job = bounded(lambda: store.create_job("deploy", {}))  # id 2 is taken by the link: left there, never read
     assert job["id"] == 3
+    assert os.path.islink(world.appstate / "shop" / "jobs" / "2.json")
     unchanged(world)
 
 
@@ -178,8 +191,8 @@ def test_symlinked_cancel_file_is_refused(world: SimpleNamespace) -> None:
     unchanged(world)
 
 
-def test_fifo_at_state_json_or_lock_is_refused_at_once(world: SimpleNamespace) -> None:
-    store = plant(world, {}, fifos=("state.json", "lock", "jobs/1.json", "jobs/1.log"))
+def test_fifo_at_the_database_or_lock_is_refused_at_once(world: SimpleNamespace) -> None:
+    store = plant(world, {}, fifos=("store.db", "lock", "jobs/1.log"))
     for call in (store.read, store.lock.held_elsewhere, store.lock.acquire, lambda: store.read_log(1)):
         with pytest.raises(UnsafePath, match="it is a FIFO, not a regular file"):
             bounded(call, 2.0)
@@ -213,7 +226,8 @@ def test_files_are_0640_and_folders_0750(tmp_path: Path) -> None:
         os.umask(old)
     for path in (store.dir, store.jobs_dir):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o750, path
-    for path in (store.state_path, store.job_path(1), store.log_path(1), store.cancel_path(1), store.lock.path):
+    wal, shm = f"{store.db_path}-wal", f"{store.db_path}-shm"
+    for path in (store.db_path, wal, shm, store.log_path(1), store.cancel_path(1), store.lock.path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o640, path
 
 
@@ -490,13 +504,14 @@ def test_rpc_refuses_to_queue_into_a_state_dir_the_app_user_owns(world: SimpleNa
     assert os.listdir(world.appstate) == []
 
 
-def test_rpc_status_with_a_fifo_at_state_json_answers_at_once(world: SimpleNamespace, tmp_path: Path) -> None:
-    plant(world, {}, fifos=("state.json",))
+@pytest.mark.parametrize("name", ["store.db", "state.json"])  # state.json: an older version's, to take over
+def test_rpc_status_with_a_fifo_in_the_state_answers_at_once(world: SimpleNamespace, tmp_path: Path, name: str) -> None:
+    plant(world, {}, fifos=(name,))
     api = shop_api(tmp_path, world.appstate)
     with pytest.raises(RPCError) as caught:
         bounded(lambda: api.status("shop"), 1.0)
     assert caught.value.code == Faults.FAILED
-    assert "state.json: it is a FIFO, not a regular file" in caught.value.text
+    assert f"{name}: it is a FIFO, not a regular file" in caught.value.text
 
 
 def test_rpc_status_survives_xmlrpc_marshalling(tmp_path: Path) -> None:
@@ -673,14 +688,15 @@ def test_the_listener_never_fsyncs_while_it_holds_the_queue_lock(tmp_path: Path,
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        probe = os.open(os.path.join(store.dir, "queue.lock"), os.O_RDONLY)
+        probe = sqlite3.connect(store.db_path, timeout=0, isolation_level=None)  # is the write lock free?
         try:
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
             synced.append(True)
-        except BlockingIOError:
+        except sqlite3.OperationalError:
             synced.append(False)
         finally:
-            os.close(probe)
+            probe.close()
         real_fsync(fd)
 
     monkeypatch.setattr(state.os, "fsync", fsync)
