@@ -29,6 +29,7 @@ import stat
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -317,10 +318,12 @@ class Store:
     document) and one row per job (its JSON, with its status indexed), so the active jobs are found
     without reading the finished ones. Every change is one transaction; the queue lock is the
     database's write lock. ``sync``: make what is written durable (the listener: the WAL is fsynced
-    after the transaction, never while the lock is held); supervisord's side passes False and never
-    waits for the disk. ``lock_wait``: None waits for the write lock (the listener); a number of seconds
-    gives up with Busy after that long (supervisord, which must never block). ``log_max``: the most
-    bytes a job log holds (append_log). The JSON files of older versions are taken over on first use.
+    after the transaction, never while the lock is held); supervisord's side passes False: its commits
+    are not fsynced (SQLite only syncs when it moves the WAL into the database, a checkpoint: outside
+    any lock, and in supervisord only when it closes the last connection). ``lock_wait``: None waits
+    for the write lock (the listener); a number of seconds gives up with Busy after that long
+    (supervisord, which must never block). ``log_max``: the most bytes a job log holds (append_log).
+    The JSON files of older versions are taken over on first use.
     """
 
     def __init__(
@@ -385,8 +388,8 @@ class Store:
             os.close(fd)
         self._local.conn, self._local.depth = conn, 0
         try:
-            with self._sql("its database"):
-                conn.execute(f"PRAGMA synchronous={'NORMAL' if self.sync else 'OFF'}")
+            with self._sql("its database"):  # commits never fsync; checkpoints do (OFF would let one corrupt it)
+                conn.execute("PRAGMA synchronous=NORMAL")
             self._setup(conn)
         except BaseException:
             self._local.conn = None
@@ -464,9 +467,16 @@ class Store:
             code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
             if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise Busy(f"{self.app}: {what} is busy (another process holds its lock); try again") from None
-            if code == sqlite3.SQLITE_FULL:
+            if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and self._disk_full()):
                 raise StoreError(errno.ENOSPC, f"{self.db_path}: {os.strerror(errno.ENOSPC)} ({exc})") from None
             raise StoreError(errno.EIO, f"{self.db_path}: {exc}") from None
+
+    def _disk_full(self) -> bool:
+        """Whether the state's disk has no block left (SQLite says "disk I/O error" when its -shm cannot grow)."""
+        try:
+            return os.statvfs(self.dir).f_bavail == 0
+        except OSError:
+            return False
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -502,11 +512,35 @@ class Store:
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """A query's rows (none while there is no database yet)."""
-        conn = self._db(create=False)
+        try:
+            conn = self._db(create=False)
+        except StoreError as exc:
+            return self._rows_from_the_file(sql, params, exc)
         if conn is None:
             return []
         with self._sql("its database"):
             return conn.execute(sql, params).fetchall()
+
+    def _rows_from_the_file(self, sql: str, params: tuple[Any, ...], error: StoreError) -> list[tuple[Any, ...]]:
+        """Status must answer when the disk is full, but the first connection has to size its -shm file then.
+
+        The last connection to close moved the WAL into the database file and removed both: with no WAL
+        holding changes, the file alone is whole, and is read as immutable (no -wal, -shm or lock), for this
+        query only. Otherwise ``error``, the connection's, stands.
+        """
+        try:
+            wal = os.lstat(f"{self.db_path}-wal").st_size
+        except FileNotFoundError:
+            wal = 0
+        if wal:
+            raise error
+        os.close(open_file(self.db_path, os.O_RDONLY))  # checked again: this connection skips _db
+        with self._sql("its database"):
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(self.db_path)}?immutable=1", uri=True)
+            try:
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.close()
 
     # -- app state ---------------------------------------------------------------
     def read(self) -> dict[str, Any]:

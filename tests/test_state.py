@@ -6,6 +6,8 @@ that a second process (the listener vs. a stale holder) sees it, and that kill -
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import signal
@@ -621,3 +623,37 @@ def test_a_full_disk_and_a_damaged_database_are_said_as_such(tmp_path: Path) -> 
     (other / "store.db").write_bytes(b"not a database, " * 100)
     with pytest.raises(StoreError, match=r"store\.db: file is not a database"):
         Store(str(tmp_path / "other"), "shop", sync=False, lock_wait=0.05).read()
+
+
+@pytest.mark.integration  # mounts a tmpfs (root)
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small disk needs root")
+def test_status_still_reads_the_store_when_the_disk_is_full(tmp_path: Path) -> None:
+    """supervisord's status answers on a full disk; what would write is refused with ENOSPC, nothing half-done."""
+    disk = tmp_path / "state"
+    disk.mkdir(mode=0o750)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0750", "tmpfs", str(disk)], check=True)
+    try:
+        listener = Store(str(disk), "shop").ensure()
+        listener.update(live="blue")
+        listener.claim(listener.enqueue("deploy", {"ref": "main"})["id"])
+        del listener  # the listener is idle: the last connection closes, its -wal and -shm go with it
+        gc.collect()
+        assert sorted(os.listdir(disk / "shop")) == ["jobs", "store.db"]
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # a backup, a log gone wild: not a page left
+        try:
+            for size in (65536, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, b"x" * size)
+        finally:
+            os.close(fd)
+        supervisord_side = Store(str(disk), "shop", sync=False, lock_wait=0.05)
+        assert supervisord_side.read() == {"live": "blue"}
+        assert [(j["id"], j["status"]) for j in supervisord_side.jobs(ACTIVE)] == [(1, "running")]
+        with pytest.raises(StoreError, match="No space left on device"):
+            supervisord_side.enqueue("health", {})
+        assert supervisord_side.job_ids() == [1]
+        del supervisord_side
+    finally:
+        gc.collect()  # no connection keeps the disk busy
+        subprocess.run(["umount", str(disk)], check=True)
