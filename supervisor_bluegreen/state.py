@@ -526,7 +526,8 @@ class Store:
 
         The last connection to close moved the WAL into the database file and removed both: with no WAL
         holding changes, the file alone is whole, and is read as immutable (no -wal, -shm or lock), for this
-        query only. Otherwise ``error``, the connection's, stands.
+        query only; a database never made (the disk was full when it was created) holds nothing yet.
+        Otherwise ``error``, the connection's, stands.
         """
         try:
             wal = os.lstat(f"{self.db_path}-wal").st_size
@@ -538,6 +539,10 @@ class Store:
         with self._sql("its database"):
             conn = sqlite3.connect(f"file:{urllib.parse.quote(self.db_path)}?immutable=1", uri=True)
             try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    if self._legacy_files():
+                        raise error
+                    return []
                 return conn.execute(sql, params).fetchall()
             finally:
                 conn.close()

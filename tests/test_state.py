@@ -653,7 +653,11 @@ def test_status_still_reads_the_store_when_the_disk_is_full(tmp_path: Path) -> N
         with pytest.raises(StoreError, match="No space left on device"):
             supervisord_side.enqueue("health", {})
         assert supervisord_side.job_ids() == [1]
-        del supervisord_side
+        fresh = Store(str(disk), "blog", sync=False, lock_wait=0.05)  # its database cannot even be made
+        with pytest.raises(StoreError, match="No space left on device"):
+            fresh.enqueue("health", {})
+        assert (fresh.read(), fresh.jobs()) == ({}, [])
+        del supervisord_side, fresh
     finally:
         gc.collect()  # no connection keeps the disk busy
         subprocess.run(["umount", str(disk)], check=True)
