@@ -132,8 +132,8 @@ def write_json_atomic(path: str, data: Any, sync: bool = True) -> None:
     """Replace ``path`` with ``data`` as JSON so readers never see a partial file.
 
     The temp file is made by mkstemp (O_EXCL, never a planted name) beside ``path``, and the rename
-    replaces whatever entry is there without following it. ``sync=False`` skips the fsync: inside
-    supervisord (never wait for the disk there) and under the queue lock (fsynced after release).
+    replaces whatever entry is there without following it (deploy stamps, backup verifications; the
+    store itself is a database). ``sync=False`` skips the fsync.
     """
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
