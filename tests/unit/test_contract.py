@@ -8,6 +8,7 @@ import pytest
 from fakes import World, failed_step, step_names
 from supervisor.xmlrpc import Faults
 
+from supervisor_bluegreen import jobs
 from supervisor_bluegreen.listener import AppWorker
 
 CONTRACT = ("python3", "manage.py", "migrate", "--noinput")
@@ -63,6 +64,15 @@ def test_a_failed_contract_migrate_keeps_the_rollback_target(world: World) -> No
     state = world.store.read()
     assert state["previous"] == "blue" and state["contract"]["color"] == "green"
     assert world.rpc.calls == []
+
+
+def test_a_cancel_does_not_stop_a_contract_past_its_switch(world: World) -> None:
+    run = world.new_run("contract")
+    world.runner.on_run["migrate"] = lambda: world.store.request_cancel(run.job["id"])
+    jobs.execute(run)
+    job = world.store.read_job(run.job["id"]) or {}
+    assert job["status"] == "succeeded", job["message"]
+    assert world.store.read()["previous"] is None and world.rpc.calls == [("stop", "shop_blue")]
 
 
 def test_a_rollback_target_that_cannot_be_stopped_is_logged(world: World) -> None:

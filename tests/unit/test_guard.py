@@ -4,6 +4,7 @@ a supervisord on its way out does not, a window that holds passes; against fakes
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -29,13 +30,15 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
 class Guarded:
     """A guard beside an app worker, its log kept."""
 
-    def __init__(self, world: World, seconds: float = 60.0, color: str = "green", ago: float = 1.0) -> None:
+    def __init__(
+        self, world: World, seconds: float = 60.0, color: str = "green", ago: float = 1.0, previous: str = "blue"
+    ) -> None:
         self.world = world
         self.worker = AppWorker(world.app, world.watch)
         self.lines: list[str] = []
         self.guard = WindowGuard(self.worker, self.lines.append)
         now = time.time()
-        self.window = Window(color, "blue", now - ago, now - ago + seconds, 1)  # opened ``ago`` s before
+        self.window = Window(color, previous, now - ago, now - ago + seconds, 1)  # opened ``ago`` s before
         world.store.update(watch=self.window.record())
 
     def run(self) -> None:
@@ -66,6 +69,7 @@ def test_a_crash_of_the_new_color_rolls_back_at_once(world: World) -> None:
     assert world.rpc.calls == [("stop", "shop_green")]
     assert g.deploy_job()["watch"] == {"state": "rolled back", "reason": "shop_green went EXITED"}
     assert "rolling back automatically: shop_green went EXITED" in g.deploy_log()
+    assert re.fullmatch(r"shop: watching green for 5[89] s more", g.lines[0])
     assert "rolled back automatically: shop_green went EXITED" in g.lines[-1]
     assert g.worker.wake.is_set()  # a deploy that waited for the window may go on
 
@@ -113,18 +117,22 @@ def test_a_window_that_holds_passes(world: World) -> None:
     assert world.probes.targets and set(world.probes.targets) == {world.color("green").socket}
 
 
-def test_a_window_of_a_color_no_longer_live_ends(world: World) -> None:
+def test_a_window_of_a_color_no_longer_live_ends_and_its_crash_rolls_nothing_back(world: World) -> None:
     switch.point(world.app, world.color("blue"))
     g = Guarded(world)
+    world.watch.update("shop_green", "EXITED")  # a person switched away; the color then stopped
     g.run()
     assert g.deploy_job()["watch"] == {"state": "ended", "reason": "green is no longer live"}
     assert world.store.read()["watch"] is None and g.kinds() == ["deploy"]
 
 
-def test_a_window_naming_no_color_is_dropped(world: World) -> None:
-    g = Guarded(world, color="purple")
+@pytest.mark.parametrize("where", ["color", "previous"])
+def test_a_window_naming_no_color_is_dropped(world: World, where: str) -> None:
+    g = Guarded(world, color="purple") if where == "color" else Guarded(world, previous="purple")
+    world.watch.update("shop_green", "EXITED")
     g.run()
     assert g.deploy_job()["watch"] == {"state": "ended", "reason": "window dropped: 'purple'"}
+    assert g.kinds() == ["deploy"] and world.links() == world.color("green").socket
 
 
 def test_a_persons_switch_cuts_the_window_short(world: World) -> None:
