@@ -55,6 +55,7 @@ SCHEMA = (
     " data TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id)",
 )
+_OPEN_LOCK = threading.Lock()  # a database file is made, and a connection opened, by one thread at a time
 BUSY_FOREVER = 86400.0  # how long the listener waits for the write lock (supervisord: lock_wait, tens of ms)
 
 
@@ -345,6 +346,7 @@ class Store:
         refuse a symlink or a non-folder in the folders' place."""
         self._folders()
         self._db(create=True)
+        self._done()
         return self
 
     def _folders(self) -> None:
@@ -360,33 +362,60 @@ class Store:
                     os.chmod(d, stat.S_IMODE(st.st_mode) & ~0o027)  # made 0755 by an older version
 
     # -- the database --------------------------------------------------------------
+    def _regular(self, path: str) -> bool:
+        """Whether ``path`` exists; UnsafePath when it is anything but a regular file with one link.
+
+        Looked at with lstat, never opened: closing a descriptor of our own on the database or its -shm
+        would drop the locks SQLite holds on it for this process's connections (POSIX locks are per process).
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath(errno.ELOOP, f"refusing {path}: it is a symbolic link")
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(errno.EINVAL, f"refusing {path}: it is {_kind(st.st_mode)}, not a regular file")
+        if st.st_nlink > 1:
+            raise UnsafePath(errno.EMLINK, f"refusing {path}: it has {st.st_nlink} hard links (one is elsewhere)")
+        return True
+
     def _db(self, create: bool) -> sqlite3.Connection | None:
         """This thread's connection; None when there is no database and nothing to take over (reads: empty).
 
-        The file and its -wal/-shm companions are opened by open_file first (a symlink, FIFO, device or
-        hard link there is refused, never handed to SQLite); SQLite gives the companions the database's mode.
+        The database and its -wal/-shm files are checked first (a symlink, FIFO, device or hard link is
+        refused, never handed to SQLite); a new database is made 0640 (SQLite gives -wal and -shm its mode).
+        Every connection handed out is handed back with _done.
         """
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if not os.path.lexists(self.db_path):
-            if not create and not self._legacy_files():
+        if conn is None:
+            conn = self._connect(create)
+            if conn is None:
                 return None
-            self._folders()
-        fd = open_file(self.db_path, os.O_RDWR | os.O_CREAT)
-        try:
-            st = os.fstat(fd)
-            if st.st_size == 0 and st.st_uid == os.geteuid():
-                os.fchmod(fd, FILE_MODE)  # not the umask's: SQLite copies this mode to -wal and -shm
+        self._local.holds += 1
+        return conn
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        with _OPEN_LOCK:  # no other thread of ours connects while the file is made (and its descriptor closed)
+            exists = self._regular(self.db_path)
             for companion in (f"{self.db_path}-wal", f"{self.db_path}-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.close(open_file(companion, os.O_RDWR))
+                self._regular(companion)
+            if not exists:
+                if not create and not self._legacy_files():
+                    return None
+                self._folders()
+                try:
+                    fd = open_file(self.db_path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+                    try:
+                        os.fchmod(fd, FILE_MODE)
+                    finally:
+                        os.close(fd)  # nobody had it open yet: no lock of ours is dropped
+                except FileExistsError:  # made by another process meanwhile
+                    self._regular(self.db_path)
             wait = BUSY_FOREVER if self.lock_wait is None else self.lock_wait
             with self._sql("its database"):
-                conn = sqlite3.connect(self.db_path, timeout=wait, isolation_level=None)
-        finally:
-            os.close(fd)
-        self._local.conn, self._local.depth = conn, 0
+                conn = sqlite3.connect(self.db_path, timeout=wait, isolation_level=None, check_same_thread=False)
+        self._local.conn, self._local.depth, self._local.holds = conn, 0, 1  # held by the setup
         try:
             with self._sql("its database"):  # commits never fsync; checkpoints do (OFF would let one corrupt it)
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -395,7 +424,20 @@ class Store:
             self._local.conn = None
             conn.close()
             raise
+        self._local.holds = 0
         return conn
+
+    def _done(self) -> None:
+        """Close this thread's connection once an operation is over, on supervisord's side.
+
+        supervisord closes every descriptor it does not know of when it reloads (cleanup_fds): a connection
+        kept across calls would find its files closed, or other files under their numbers. The listener keeps
+        its connection for the thread's next operation.
+        """
+        self._local.holds -= 1
+        if not self._local.holds and self.lock_wait is not None:
+            self._local.conn.close()
+            self._local.conn = None
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         """Create the tables once, taking over the JSON files of an older version in the same transaction."""
@@ -493,22 +535,26 @@ class Store:
                 yield conn
             finally:
                 self._local.depth -= 1
+                self._done()
             return
-        with self._sql(what):
-            conn.execute("BEGIN IMMEDIATE")
-        self._local.depth = 1
         try:
             with self._sql(what):
-                yield conn
-                conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                conn.execute("BEGIN IMMEDIATE")
+            self._local.depth = 1
+            try:
+                with self._sql(what):
+                    yield conn
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._local.depth = 0
         finally:
-            self._local.depth = 0
+            self._done()
         if self.sync:
-            fsync_path(f"{self.db_path}-wal")
+            fsync_path(f"{self.db_path}-wal")  # the -wal holds no lock: a descriptor of ours on it drops none
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """A query's rows (none while there is no database yet)."""
@@ -518,8 +564,11 @@ class Store:
             return self._rows_from_the_file(sql, params, exc)
         if conn is None:
             return []
-        with self._sql("its database"):
-            return conn.execute(sql, params).fetchall()
+        try:
+            with self._sql("its database"):
+                return conn.execute(sql, params).fetchall()
+        finally:
+            self._done()
 
     def _rows_from_the_file(self, sql: str, params: tuple[Any, ...], error: StoreError) -> list[tuple[Any, ...]]:
         """Status must answer when the disk is full, but the first connection has to size its -shm file then.
@@ -535,7 +584,7 @@ class Store:
             wal = 0
         if wal:
             raise error
-        os.close(open_file(self.db_path, os.O_RDONLY))  # checked again: this connection skips _db
+        self._regular(self.db_path)  # checked again: this connection skips _db
         with self._sql("its database"):
             conn = sqlite3.connect(f"file:{urllib.parse.quote(self.db_path)}?immutable=1", uri=True)
             try:

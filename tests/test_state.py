@@ -661,3 +661,56 @@ def test_status_still_reads_the_store_when_the_disk_is_full(tmp_path: Path) -> N
     finally:
         gc.collect()  # no connection keeps the disk busy
         subprocess.run(["umount", str(disk)], check=True)
+
+
+TRY_WRITE = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+try:
+    db.execute("BEGIN IMMEDIATE")
+    print("got the write lock")
+except sqlite3.OperationalError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.integration  # a second process
+def test_a_new_store_in_the_process_never_drops_the_locks_of_its_other_connections(tmp_path: Path) -> None:
+    """POSIX locks belong to the process: closing any descriptor of the database or its -shm drops those of
+    every connection of ours. The listener's threads each open stores; none may take another's lock away."""
+    store = Store(str(tmp_path), "shop").ensure()
+    with store.queue_lock():  # this thread is mid-change: it holds the write lock
+        reader = threading.Thread(target=lambda: Store(str(tmp_path), "shop", sync=False, lock_wait=0.05).read())
+        reader.start()
+        reader.join(timeout=10)
+        other = subprocess.run([sys.executable, "-c", TRY_WRITE, store.db_path], capture_output=True, text=True,
+                               timeout=30, check=True)  # fmt: skip
+        assert other.stdout.strip() == "database is locked"
+
+
+def descriptors_on(path: str) -> list[str]:
+    """What this process has open of ``path`` and its -wal/-shm files."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(path):
+            found.append(target)
+    return found
+
+
+def test_supervisords_side_keeps_no_descriptor_between_calls(tmp_path: Path) -> None:
+    """supervisord closes the descriptors it does not know of when it reloads (cleanup_fds): a connection kept
+    from one RPC call to the next would then read and write whatever file took those numbers."""
+    side = Store(str(tmp_path), "shop", sync=False, lock_wait=0.05)
+    job = side.enqueue("deploy", {"ref": "main"})
+    with side.queue_lock():
+        side.update_job(job["id"], status="cancelled")
+        assert descriptors_on(side.db_path)  # open while a call runs
+    assert (side.read(), [j["id"] for j in side.jobs()], side.job_ids()) == ({}, [1], [1])
+    assert descriptors_on(side.db_path) == []
+    listener = Store(str(tmp_path), "shop").ensure()
+    listener.read()
+    assert descriptors_on(side.db_path)  # the listener keeps its thread's connection
