@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from example.stack import NGINX, Stack  # noqa: E402
+from supervisor_bluegreen.state import Store  # noqa: E402
 
 
 def require_nginx() -> None:
@@ -49,7 +50,7 @@ class Slow(SimpleTestCase):
 
 @pytest.fixture(scope="module")
 def make_stack() -> Iterator[Callable[..., Stack]]:
-    """Factory of laid-out (not started) stacks in short /tmp folders; every one is stopped by pid."""
+    """Factory of laid-out (not started) stacks in short /tmp folders; every one is killed by pid at the end."""
     require_nginx()
     stacks: list[Stack] = []
 
@@ -63,7 +64,7 @@ def make_stack() -> Iterator[Callable[..., Stack]]:
         yield make
     finally:
         for stack in stacks:
-            stack.stop()
+            stack.kill()
             stack.drop()
             shutil.rmtree(stack.root, ignore_errors=True)
 
@@ -135,15 +136,21 @@ def slow_deploy(stack: Stack, version: str, branch: str) -> int:
     return job_id
 
 
+def store_of(stack: Stack) -> Store:
+    """The app's store, read straight from its database (as supervisord does: it never waits for the listener),
+    so a test sees the jobs while supervisord restarts too."""
+    return Store(str(stack.root / "state"), "abiapp", sync=False, lock_wait=5)
+
+
 def wait_finished(stack: Stack, job_id: int, timeout: float = 120) -> dict:
-    path = stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.json"
     deadline = time.monotonic() + timeout
+    job: dict | None = None
     while time.monotonic() < deadline:
-        job = json.loads(path.read_text() or "{}")
+        job = store_of(stack).read_job(job_id) or {}
         if job.get("status") not in ("queued", "running"):
             return job
         time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish: {path.read_text()}")
+    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 def settled(stack: Stack, timeout: float = 120) -> dict:

@@ -4,7 +4,6 @@ MariaDB, under load. The stack is shared by the module; tests run in file order.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from conftest import (
     settled,
     slow_deploy,
     status,
+    store_of,
     wait_finished,
 )
 
@@ -192,9 +192,8 @@ def test_sigterm_lets_the_running_step_finish_and_ends_the_job_interrupted(stack
 
 
 def jobs_of(stack: Stack) -> list[dict]:
-    """Every job on disk (queued, running, finished), oldest first."""
-    folder = stack.root / "state" / "abiapp" / "jobs"
-    return sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda j: j["id"])
+    """Every job in the store (queued, running, finished), oldest first."""
+    return store_of(stack).jobs()
 
 
 @pytest.mark.parametrize("how", ["supervisorctl shutdown", "SIGTERM"])
