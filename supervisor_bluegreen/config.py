@@ -21,6 +21,8 @@ from .stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SWITCH_MODES = ("socket", "nginx")
+UNSAFE_PATH_RE = re.compile(r"[\s;{}\"'`$\\\x00-\x1f\x7f]")  # what could end a directive of nginx or supervisord
+
 DEFAULT_STATE_DIR = "/var/lib/supervisor-bluegreen"
 
 
@@ -253,9 +255,15 @@ class _Section:
         return raw in ("true", "yes", "on", "1")
 
     def path(self, key: str, default: str | None = None) -> str:
+        """An absolute path, and one that cannot end a directive of the nginx site or supervisord's programs it
+        is written into (whitespace, quotes, ``; { } $`` and backslashes would let a value add directives)."""
         value = self.text(key, default)
         if value and not os.path.isabs(value):
             self.problems.append(f"{self.where(key)}: {value!r} must be an absolute path")
+        elif value and UNSAFE_PATH_RE.search(value):
+            self.problems.append(
+                f"{self.where(key)}: {value!r} must not contain whitespace, quotes or any of ; {{ }} $ ` \\"
+            )
         return value
 
     def argv(self, key: str, default: str) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from typing import Any
 
 from . import apptree, envfile, state, steps
 from .example_files import bluegreen_executable, example_text
+from .textsafe import escape_controls
 
 STATE_DIR = "/var/lib/supervisor-bluegreen"
 BACKUP_DIR = "/var/backups/supervisor-bluegreen"
@@ -603,6 +604,7 @@ def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, ob
     """What the plan needs from the app's settings as DJANGO_PROBE printed them, and what to tell the user."""
     out: dict[str, object] = {"built": True}
     notes: list[str] = []
+    _plain_values(info)
     if info["wsgi"]:
         module, _, attr = info["wsgi"].rpartition(".")
         out["wsgi"] = f"{module}:{attr}"
@@ -641,6 +643,33 @@ def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, ob
     if notes:
         out["notes"] = tuple(notes)
     return out
+
+
+# what the app's settings may say for what init writes into supervisord's programs and nginx's site: the
+# app's code printed it (as the app user), and root writes it into files whose every line it trusts
+PLAIN = {
+    "wsgi": re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"),
+    "static_root": re.compile(r"^(/[\w.@+-]+)+/?$|^$"),
+    "media_root": re.compile(r"^(/[\w.@+-]+)+/?$|^$"),
+    "static_url": re.compile(r"^[\w./@+-]*$"),
+    "media_url": re.compile(r"^[\w./@+-]*$"),
+}
+
+
+def _plain_values(info: dict[str, Any]) -> None:
+    """Refuse settings init would write into root's config files unless they are plain names and paths.
+
+    A WSGI_APPLICATION with a newline and ``[program:x]`` in it, or a STATIC_ROOT with ``;`` and an nginx
+    directive, would otherwise become a program supervisord runs as root or a directive nginx's master obeys.
+    """
+    for key, pattern in PLAIN.items():
+        value = info.get(key) or ""
+        if not isinstance(value, str) or not pattern.match(value):
+            setting = {"wsgi": "WSGI_APPLICATION"}.get(key, key.upper())
+            raise InitError(
+                f"the app's {setting} is {escape_controls(repr(value))}: init writes it into supervisord's and "
+                "nginx's files, so it must be a plain dotted name or path (letters, digits, _ . - / @ +)"
+            )
 
 
 def _inside_app_tree(o: Options, setting: str, path: str, example: str) -> None:

@@ -306,6 +306,20 @@ def test_facts_from_the_built_app() -> None:
 
 
 @pytest.mark.parametrize(
+    "changes",
+    [{"wsgi": "mysite.wsgi\n[program:pwn]\ncommand = /usr/bin/id\n[x]\ny = .application"},
+     {"static_root": "/srv/mysite/static;\n    error_log /etc/cron.d/pwn"},
+     {"media_root": "/srv/mysite/media {", "media_url": "/media/"},
+     {"media_url": "/media/;error_log/x/"}, {"wsgi": ["not", "a", "name"]}],
+)  # fmt: skip
+def test_settings_that_would_add_lines_to_roots_config_files_are_refused(changes: dict) -> None:
+    """The probe's answer is the app's code talking: a newline or ';' in it would become a program supervisord
+    runs as root, or a directive nginx's master obeys, in files init writes."""
+    with pytest.raises(init.InitError, match="must be a plain dotted name or path"):
+        init.facts_from_probe(OPTS, SRC, probe(**changes))
+
+
+@pytest.mark.parametrize(
     ("name", "inside"),
     [(f"{SRC}/db.sqlite3", True), ("db.sqlite3", True), ("/srv/mysite/home/db.sqlite3", False),
      (f"{SRC}-old/db.sqlite3", False), (":memory:", False)],
