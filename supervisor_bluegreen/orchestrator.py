@@ -7,8 +7,6 @@ sequence then stops and the job ends failed. Nothing before ``flip`` touches liv
 
 from __future__ import annotations
 
-import os
-import pwd
 import re
 import subprocess
 import sys
@@ -147,13 +145,17 @@ class Run:
 
 
 # -- steps ---------------------------------------------------------------------------------
-def checkout_version(color: Color) -> str:
-    """The short commit of a color's checkout ('' when it has none or is not a git work tree)."""
+def checkout_version(app: App, color: Color) -> str:
+    """The short commit of a color's checkout ('' when it has none or is not a git work tree).
+
+    git runs as the app's user, never as whoever owns what the path leads to: the app user can make its
+    checkout a link to a folder of root's, and git would then run as root there.
+    """
     if not color.checkout:
         return ""
+    user = app.deploy.user if app.deploy else ""
     try:
-        owner = pwd.getpwuid(os.stat(color.checkout).st_uid).pw_name  # git refuses others' work trees
-        out = steps.capture(["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"], user=owner, timeout=10)
+        out = steps.capture(["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"], user=user, timeout=10)
     except (OSError, KeyError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -173,7 +175,8 @@ def reconcile_links(app: App, store: Store, log: Callable[[str], None]) -> str |
     state = store.read()
     if state.get("live") != live:
         log(f"state said live={state.get('live')}, links say {live}: recording {live}")
-    changes: dict[str, Any] = {"live": live, "colors": {c.name: {"version": checkout_version(c)} for c in app.colors}}
+    versions = {c.name: {"version": checkout_version(app, c)} for c in app.colors}
+    changes: dict[str, Any] = {"live": live, "colors": versions}
     pending = state.get("switching")
     if isinstance(pending, dict):
         if live == pending.get("to") and pending.get("from") != live:

@@ -8,6 +8,9 @@ only supervisord is stood in for, by a dict of program states.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +21,7 @@ from conftest import ServerFactory, shop_config
 from supervisor.xmlrpc import Faults, RPCError
 from test_trust import fake_supervisord
 
-from supervisor_bluegreen import config, jobargs, jobs, rpcinterface, switch
+from supervisor_bluegreen import config, jobargs, jobs, orchestrator, rpcinterface, switch
 from supervisor_bluegreen.config import App
 from supervisor_bluegreen.jobargs import RollbackArgs
 from supervisor_bluegreen.orchestrator import ProcessWatch, Run, reconcile_links, rollback
@@ -270,3 +273,22 @@ def test_every_job_kind_has_a_sequence_and_its_stored_arguments_read_back(kind: 
     args = jobargs.KINDS[kind]()
     assert kind in jobs.SEQUENCES
     assert jobargs.parse(kind, jobargs.stored(args)) == args
+
+
+@pytest.mark.integration
+def test_checkout_version_runs_git_as_the_app_user_even_through_a_link_to_roots_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The app user can make its checkout a link to a folder of root's: git must not become root there."""
+    bin_dir = Path(tempfile.mkdtemp(dir="/tmp"))  # a git that says who runs it, where the app user reaches it
+    bin_dir.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(bin_dir))
+    (bin_dir / "git").write_text("#!/bin/sh\nid -u\n")
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (tmp_path / "src").symlink_to(roots)
+    text = shop_config(tmp_path, repo=f"{tmp_path}/app.git", checkout=f"{tmp_path}/src", user="nobody")
+    app = config.parse(text, "t.ini").app("shop")
+    assert orchestrator.checkout_version(app, app.colors[0]) == str(pwd.getpwnam("nobody").pw_uid)
