@@ -11,6 +11,7 @@ import re
 
 import jinja2
 import psutil
+from jinja2.sandbox import SandboxedEnvironment
 
 from .config import App, Color
 
@@ -31,7 +32,8 @@ def static_roots(app: App, color: Color | None) -> list[str]:
 def render_site(app: App, color: Color | None = None) -> str:
     """The site config: for the live symlink (socket mode) or pinned to ``color`` (nginx mode)."""
     with open(app.nginx_template, encoding="utf-8") as f:
-        template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
+        # sandboxed: a template is text, it never reaches Python (root renders it)
+        template = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
             f.read()
         )
     return template.render(

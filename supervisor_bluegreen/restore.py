@@ -57,8 +57,9 @@ def restore(
     if app.deploy is None:
         raise RestoreRefused(f"{app.name} has no repo/checkout configured: cannot ask Django for its database")
     config = app.deploy
-    try:  # root writes the fresh dump there and reads BACKUP from there: nobody else may write it
+    try:  # root writes the fresh dump and reads BACKUP there, its lock and jobs in state_dir: only root may write them
         check_private_dir(backup.backup_dir_of(app), "backup_dir")
+        check_private_dir(app.state_dir, "state_dir")
     except UnsafePath as exc:
         raise RestoreRefused(f"{exc}; nothing changed") from None
     path = find_backup(app, wanted)

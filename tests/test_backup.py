@@ -1148,3 +1148,22 @@ def test_restore_refuses_a_backup_dir_others_can_write(tmp_path: Path) -> None:
     with pytest.raises(rs.RestoreRefused, match=refused):
         rs.restore(load(str(config)).app("shop"), name, yes=True)
     assert os.listdir(backups) == [name]
+
+
+def test_restore_refuses_a_state_dir_others_can_write(tmp_path: Path) -> None:
+    """restore takes the app's lock and reads its jobs in state_dir: a folder others could write is refused first."""
+    from conftest import shop_config
+
+    from supervisor_bluegreen import restore as rs
+    from supervisor_bluegreen.config import load
+
+    backups, state = tmp_path / "backups", tmp_path / "state"
+    backups.mkdir(mode=0o750)
+    state.mkdir()
+    state.chmod(0o777)
+    config = tmp_path / "bluegreen.ini"
+    config.write_text(shop_config(tmp_path, repo=str(tmp_path / "shop.git"), checkout=f"{tmp_path}/%(color)s",
+                                  backup_dir=str(backups)))  # fmt: skip
+    with pytest.raises(rs.RestoreRefused, match=rf"state_dir {state}: .* is writable by everyone.*; nothing changed"):
+        rs.restore(load(str(config)).app("shop"), "x", yes=True)
+    assert os.listdir(state) == []

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import jinja2
 import psutil
 import pytest
 from conftest import ServerFactory, nginx_test, stop_process, write_nginx_conf
@@ -67,6 +68,15 @@ def test_render_site_socket_mode(tmp_path: Path) -> None:
     # issue 13: nothing outside the static roots can be asked for, and no link leads out of them
     assert "root /;" not in site and site.count("disable_symlinks if_not_owner;") == 3
     assert "X-Bluegreen-Site" not in site  # the marker belongs to nginx mode only
+
+
+def test_a_template_cannot_reach_python(tmp_path: Path) -> None:
+    """Root renders the template: jinja2 must keep it to text (a template that climbs to os.system is refused)."""
+    template = tmp_path / "site.j2"
+    template.write_text("{{ app.__class__.__init__.__globals__['os'].getcwd() }}\n")
+    app = make_app(tmp_path, nginx_template=str(template))
+    with pytest.raises(jinja2.exceptions.SecurityError):
+        nginx.render_site(app)
 
 
 def test_static_roots_order() -> None:
