@@ -56,6 +56,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id)",
 )
 _OPEN_LOCK = threading.Lock()  # a database file is made, and a connection opened, by one thread at a time
+ANCHORS = 8  # databases whose listener keeps an idle connection open (Store._anchor)
+_ANCHORS: dict[str, sqlite3.Connection] = {}
 BUSY_FOREVER = 86400.0  # how long the listener waits for the write lock (supervisord: lock_wait, tens of ms)
 
 
@@ -415,6 +417,8 @@ class Store:
             wait = BUSY_FOREVER if self.lock_wait is None else self.lock_wait
             with self._sql("its database"):
                 conn = sqlite3.connect(self.db_path, timeout=wait, isolation_level=None, check_same_thread=False)
+                if self.lock_wait is not None:  # the listener moves the WAL into the database: it may wait for the disk
+                    conn.execute("PRAGMA wal_autocheckpoint=0")
         self._local.conn, self._local.depth, self._local.holds = conn, 0, 1  # held by the setup
         try:
             with self._sql("its database"):  # commits never fsync; checkpoints do (OFF would let one corrupt it)
@@ -425,7 +429,30 @@ class Store:
             conn.close()
             raise
         self._local.holds = 0
+        if self.lock_wait is None:
+            self._anchor()
         return conn
+
+    def _anchor(self) -> None:
+        """Keep one idle connection to the database open for the life of the listener's process.
+
+        While one is open, no other is the last to close: supervisord's, closed after each call, then never
+        moves the WAL into the database (fsyncs) and removes -wal and -shm, only for the next call to make
+        them again. Only the newest ANCHORS databases keep one (a test process makes hundreds).
+        """
+        with _OPEN_LOCK:
+            if self.db_path in _ANCHORS:
+                return
+            with self._sql("its database"):
+                anchor = sqlite3.connect(self.db_path, timeout=0, isolation_level=None, check_same_thread=False)
+                try:
+                    anchor.execute("SELECT count(*) FROM sqlite_master").fetchall()  # maps -wal and -shm
+                except BaseException:
+                    anchor.close()
+                    raise
+            _ANCHORS[self.db_path] = anchor
+            while len(_ANCHORS) > ANCHORS:
+                _ANCHORS.pop(next(iter(_ANCHORS))).close()
 
     def _done(self) -> None:
         """Close this thread's connection once an operation is over, on supervisord's side.

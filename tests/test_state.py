@@ -625,6 +625,15 @@ def test_a_full_disk_and_a_damaged_database_are_said_as_such(tmp_path: Path) -> 
         Store(str(tmp_path / "other"), "shop", sync=False, lock_wait=0.05).read()
 
 
+LISTENER_THEN_GONE = """
+import sys
+from supervisor_bluegreen.state import Store
+store = Store(sys.argv[1], "shop").ensure()
+store.update(live="blue")
+store.claim(store.enqueue("deploy", {"ref": "main"})["id"])
+"""  # then it exits: the last connection closes, and -wal and -shm go with it
+
+
 @pytest.mark.integration  # mounts a tmpfs (root)
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small disk needs root")
 def test_status_still_reads_the_store_when_the_disk_is_full(tmp_path: Path) -> None:
@@ -633,11 +642,7 @@ def test_status_still_reads_the_store_when_the_disk_is_full(tmp_path: Path) -> N
     disk.mkdir(mode=0o750)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0750", "tmpfs", str(disk)], check=True)
     try:
-        listener = Store(str(disk), "shop").ensure()
-        listener.update(live="blue")
-        listener.claim(listener.enqueue("deploy", {"ref": "main"})["id"])
-        del listener  # the listener is idle: the last connection closes, its -wal and -shm go with it
-        gc.collect()
+        subprocess.run([sys.executable, "-c", LISTENER_THEN_GONE, str(disk)], check=True, timeout=60)
         assert sorted(os.listdir(disk / "shop")) == ["jobs", "store.db"]
         fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # a backup, a log gone wild: not a page left
         try:
@@ -714,3 +719,16 @@ def test_supervisords_side_keeps_no_descriptor_between_calls(tmp_path: Path) -> 
     listener = Store(str(tmp_path), "shop").ensure()
     listener.read()
     assert descriptors_on(side.db_path)  # the listener keeps its thread's connection
+
+
+def test_supervisords_calls_never_checkpoint_while_the_listener_runs(tmp_path: Path) -> None:
+    """The listener's process keeps the database open, so supervisord's connection, closed after each call, is
+    never the last one: it never moves the WAL into the database (an fsync) nor makes -wal and -shm again."""
+    Store(str(tmp_path), "shop").ensure()  # the listener's store, gone again: its process keeps an anchor
+    gc.collect()
+    side = Store(str(tmp_path), "shop", sync=False, lock_wait=0.05)
+    side.enqueue("health", {})
+    wal = os.stat(f"{side.db_path}-wal")
+    assert wal.st_size > 0  # the job is in the WAL still, not yet in the database file
+    side.enqueue("health", {})
+    assert os.stat(f"{side.db_path}-wal").st_ino == wal.st_ino and os.path.exists(f"{side.db_path}-shm")
