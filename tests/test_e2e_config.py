@@ -5,13 +5,42 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
 from conftest import status
+
+from example.stack import Stack
 
 BROKEN = "[app:abiapp]\nprogram = abiapp_blue\nhealth_passes = many\n"
 
 
-def test_broken_config_is_reported_once_and_by_every_command_until_fixed(make_stack) -> None:
-    stack = make_stack()
+@pytest.fixture(scope="module")
+def stack(make_stack) -> Stack:
+    """One laid-out stack for the module (a layout is a database, clones, collectstatic and migrate): `check` reads
+    its config first, then the other test breaks and starts it."""
+    return make_stack()
+
+
+def test_check_command_lists_every_problem_with_file_and_key(stack: Stack, tmp_path) -> None:
+    bad = tmp_path / "bluegreen.ini"
+    bad.write_text(
+        BROKEN + "[app:other]\nprogram = x_%(colour)s\nsocket = relative.sock\nlive_socket = /l\npublic_url = ftp://x\n"
+    )
+    out = subprocess.run([f"{stack.venv}/bin/bluegreen", "check", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    for line in (
+        f"{bad}: config is broken:",
+        "[app:abiapp] socket: required but missing",
+        "[app:other] program: cannot expand 'x_%(colour)s': only %(color)s is known",
+        "[app:other] socket: 'relative.sock' must be an absolute path",
+        "[app:other] public_url: 'ftp://x' is not an http:// URL",
+    ):
+        assert line in out.stderr, out.stderr
+    ok = subprocess.run([f"{stack.venv}/bin/bluegreen", "check", str(stack.ini)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().endswith(": OK")
+
+
+def test_broken_config_is_reported_once_and_by_every_command_until_fixed(stack: Stack) -> None:
     good = stack.ini.read_text()
     stack.ini.write_text(BROKEN)
     stack.start()  # every program comes up RUNNING: the app is served whatever the plugin thinks
@@ -34,24 +63,3 @@ def test_broken_config_is_reported_once_and_by_every_command_until_fixed(make_st
     out = stack.ctl("bluegreen", "switch", "abiapp", "blue")
     assert out.returncode == 0, out.stdout
     assert status(stack)["live"] == "blue"
-
-
-def test_check_command_lists_every_problem_with_file_and_key(make_stack, tmp_path) -> None:
-    bad = tmp_path / "bluegreen.ini"
-    bad.write_text(
-        BROKEN + "[app:other]\nprogram = x_%(colour)s\nsocket = relative.sock\nlive_socket = /l\npublic_url = ftp://x\n"
-    )
-    stack = make_stack()
-    out = subprocess.run([f"{stack.venv}/bin/bluegreen", "check", str(bad)], capture_output=True, text=True)
-    assert out.returncode == 1
-    for line in (
-        f"{bad}: config is broken:",
-        "[app:abiapp] socket: required but missing",
-        "[app:other] program: cannot expand 'x_%(colour)s': only %(color)s is known",
-        "[app:other] socket: 'relative.sock' must be an absolute path",
-        "[app:other] public_url: 'ftp://x' is not an http:// URL",
-    ):
-        assert line in out.stderr, out.stderr
-    ok = subprocess.run([f"{stack.venv}/bin/bluegreen", "check", str(stack.ini)], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip().endswith(": OK")
