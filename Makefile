@@ -15,12 +15,14 @@ demo-stop:
 	@if [ -x $(PY) ]; then $(PY) -m example.demo stop; else echo "demo is not running"; fi
 
 # the whole suite but the `chaos` cut of the fault matrix (make chaos runs that), two files at a time (each e2e
-# module shares one stack; stacks have their own ports, database and queue). `make test-fast` is the pure-Python
+# module shares one stack; stacks have their own ports, database and queue), handed out in the order
+# tests/conftest.py sorts them, the longest e2e files first (xdist's default reorder would start the files with
+# the most tests, and leave the long e2e files for the end). `make test-fast` is the pure-Python
 # layer: no `e2e` stack and no `integration` test (one that starts nginx, git, psql, manage.py, setpriv...); a test
 # in it that starts any program fails (tests/conftest.py), so it starts no service and takes seconds
 test: bootstrap
 	.venv/bin/ruff check supervisor_bluegreen tests example bench
-	$(PY) -m pytest -q -m "not chaos" -n 2 --dist loadfile
+	$(PY) -m pytest -q -m "not chaos" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: bootstrap
 	$(PY) -m pytest -q -m "not e2e and not integration and not chaos"

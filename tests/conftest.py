@@ -402,13 +402,27 @@ def started_no_program(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(f"{request.node.nodeid} started programs: {refused}; mark it integration (or use a fake)")
 
 
+# The e2e files that take longest, longest first (minutes each: a deploy runs the whole build under load).
+LONGEST_FIRST = ("test_e2e_deploy.py", "test_e2e_schema.py", "test_e2e_faults.py", "test_e2e_guard.py",
+                 "test_e2e_switch.py", "test_e2e_push.py", "test_demo.py")  # fmt: skip
+
+
+def _file_rank(item: pytest.Item) -> int:
+    name = item.path.name
+    if name in LONGEST_FIRST:
+        return LONGEST_FIRST.index(name)
+    return len(LONGEST_FIRST) + (not name.startswith(("test_e2e_", "test_demo")))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start real servers are ``e2e`` (``-m 'not e2e'`` is the fast subset, seconds long).
 
-    The files of whole stacks run first (a file keeps its own order): with ``-n 2 --dist loadfile`` the
-    long ones start at once and the short ones fill in, instead of one long file running alone at the end.
+    The files of whole stacks run first, the longest first (a file keeps its own order): with ``-n 2 --dist
+    loadfile --no-loadscope-reorder`` (xdist otherwise hands out the files with the most tests first, the e2e
+    files last) the long ones start at once and the short ones fill in, instead of one long file running alone
+    at the end.
     """
     for item in items:
         if item.path.name.startswith(("test_e2e_", "test_demo")) or "make_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: not item.path.name.startswith(("test_e2e_", "test_demo")))
+    items.sort(key=_file_rank)
