@@ -51,6 +51,7 @@ import psutil
 from example.load import Load
 from example.stack import REPO, Stack
 from supervisor_bluegreen.failpoint import deploy_points
+from supervisor_bluegreen.state import Busy, Store
 
 RESULTS = REPO / "bench" / "results"
 APP_DIR = REPO / "example" / "app"
@@ -94,15 +95,19 @@ def jobs_dir(stack: Stack) -> Path:
     return stack.root / "state" / "abiapp" / "jobs"
 
 
+def store_of(stack: Stack) -> Store:
+    return Store(str(stack.root / "state"), "abiapp", sync=False)
+
+
 def read_job(stack: Stack, job_id: int) -> dict[str, Any]:
     try:
-        return json.loads((jobs_dir(stack) / f"{job_id}.json").read_text() or "{}")
-    except (OSError, ValueError):
+        return store_of(stack).read_job(job_id) or {}
+    except (OSError, ValueError, Busy):
         return {}
 
 
 def job_ids(stack: Stack) -> list[int]:
-    return sorted(int(p.stem) for p in jobs_dir(stack).glob("*.json") if p.stem.isdigit())
+    return store_of(stack).job_ids()
 
 
 def wait_finished(stack: Stack, job_id: int, timeout: float = JOB_S) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from example.stack import REPO, Stack
+from supervisor_bluegreen.state import Store
 
 RESULTS = REPO / "bench" / "results"
 BUILD = ("backup", "migrate", "collectstatic", "compress", "test")
@@ -64,7 +65,7 @@ def one_deploy(stack: Stack, poller: Poller, version: str) -> dict[str, Any]:
     if out.returncode != 0:
         raise SystemExit(f"deploy failed:\n{out.stdout}")
     job_id = int(out.stdout.split("queued as job ")[1].split()[0])
-    job = json.loads((stack.root / "state" / "abiapp" / "jobs" / f"{job_id}.json").read_text())
+    job = Store(str(stack.root / "state"), "abiapp", sync=False).read_job(job_id) or {}
     steps = {s["name"]: s for s in job["steps"]}
     seconds = {name: s["seconds"] for name, s in steps.items()}
     total = job["finished"] - job["started"]

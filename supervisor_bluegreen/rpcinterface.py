@@ -323,8 +323,9 @@ class BlueGreenNamespaceRPCInterface:
         Health probes are left out unless ``include_health`` (they would push deploys out of the list).
         """
         a = self._app(app)
-        finished = [j for j in app_store(a).jobs(FINISHED) if include_health or j.get("kind") != "health"]
-        return xmlrpc_safe([history_entry(j) for j in finished[-max(1, int(count)) :]][::-1])
+        but = () if include_health else ("health",)
+        finished = app_store(a).jobs(FINISHED, newest=max(1, int(count)), but_kinds=but)  # only what it shows
+        return xmlrpc_safe([history_entry(j) for j in finished][::-1])
 
     @answers
     def backups(self, app: str = "") -> list[dict[str, Any]]:

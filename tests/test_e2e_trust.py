@@ -218,15 +218,18 @@ def test_status_answers_within_a_second_while_the_queue_lock_is_held_and_the_lis
             out, seconds = stack.ctl(*args)
             assert out.returncode == 0, out.stdout + out.stderr
             assert seconds < baseline + 1.0, f"supervisorctl {' '.join(args)}: {seconds:.2f} s"
-        # a FIFO planted at state.json: refused at once, supervisord unaffected
-        state = stack.root / "state" / "shop" / "state.json"
-        os.mkfifo(state)
-        fault, seconds = timed(rpc.bluegreen.status, "shop")
-        assert seconds < 1.0 and isinstance(fault, xmlrpc.client.Fault)
-        assert "state.json: it is a FIFO, not a regular file" in fault.faultString
-        out, seconds = stack.ctl("status")
-        assert out.returncode == 0 and seconds < baseline + 1.0
-        os.unlink(state)
+        # a FIFO planted at the database: refused at once, supervisord unaffected
+        db = stack.root / "state" / "shop" / "store.db"
+        os.rename(db, f"{db}.aside")
+        try:
+            os.mkfifo(db)
+            fault, seconds = timed(rpc.bluegreen.status, "shop")
+            assert seconds < 1.0 and isinstance(fault, xmlrpc.client.Fault)
+            assert "store.db: it is a FIFO, not a regular file" in fault.faultString
+            out, seconds = stack.ctl("status")
+            assert out.returncode == 0 and seconds < baseline + 1.0
+        finally:
+            os.replace(f"{db}.aside", db)
     finally:
         os.kill(listener_pid, signal.SIGCONT)
         os.kill(holder.pid, signal.SIGKILL)

@@ -6,7 +6,6 @@ the exact bytes on its stdout: any stray print there would desynchronise supervi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -76,7 +75,7 @@ def test_protocol_only_on_stdout_one_result_per_event(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout == expected_stdout(len(EVENTS))
     assert b"shop: live color none" in proc.stderr
-    assert json.loads((tmp_path / "state" / "shop" / "state.json").read_text())["live"] is None
+    assert Store(str(tmp_path / "state"), "shop").read()["live"] is None
 
 
 @pytest.mark.integration
@@ -155,7 +154,7 @@ def test_wake_after_the_config_was_fixed_starts_the_workers(tmp_path: Path) -> N
     assert out == b"RESULT 2\nOKREADY\n"
     assert b"config is broken" in err
     assert b"shop: live color none" in err
-    assert (tmp_path / "state" / "shop" / "state.json").exists()
+    assert (tmp_path / "state" / "shop" / "store.db").exists()
 
 
 # --------------------------------------------------------------------------------------------
