@@ -108,11 +108,14 @@ def test_the_contract_waits_for_the_window_then_runs_as_a_job(world: World) -> N
     assert world.store.read()["contract"] is None and world.rpc.calls == [("stop", "shop_blue")]
 
 
-def test_a_contract_of_a_release_rolled_back_is_dropped_and_its_deploy_told(world: World) -> None:
+def test_a_contract_of_a_release_rolled_back_is_dropped_and_its_deploy_told(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     world.live("blue", previous=None, contract={"job": 7, "color": "green", "migrations": ["shop.0003_drop"]})
     worker(world).contract_due(world.store)
     assert world.store.jobs() == [] and world.store.read()["contract"] is None
     assert "contract migrations dropped: the release is not live" in world.store.read_log(7)[0]
+    assert "shop: contract migrations of job 7 dropped: the release is not live" in capsys.readouterr().err
 
 
 def test_a_stopping_listener_runs_no_contract(world: World) -> None:

@@ -205,3 +205,26 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "not reached in time"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_in_nginx_mode_a_restart_makes_nginx_serve_what_the_link_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fails: bool
+) -> None:
+    (tmp_path / "sites").mkdir()
+    world = World(tmp_path, monkeypatch, switch="nginx", nginx_sites=f"{tmp_path}/sites",
+                  nginx_enabled=f"{tmp_path}/enabled.conf")  # fmt: skip
+    world.live("green", previous="blue")
+    reloads: list[str] = []
+
+    def reload_nginx(app: object, log: object) -> None:  # a crash between the link and the reload
+        reloads.append(switch.live_color(world.app) or "")
+        if fails:
+            raise switch.SwitchError("nginx config test failed")
+
+    monkeypatch.setattr(switch, "reload_nginx", reload_nginx)
+    recover(world)
+    assert reloads == ["green"]
+    err = capsys.readouterr().err
+    assert ("shop: nginx not reloaded at start: nginx config test failed" in err) is fails
+    assert "shop: live color green" in err
