@@ -7,7 +7,7 @@ listener watches the new live color: a crash event of its program (EXITED, BACKO
 one supervisord restarts at once) or ``watch_failures`` failed health probes in a row over its
 own socket roll traffic back to the previous color by themselves.
 
-The window is state (``state.json``'s ``watch``), not a thread's memory: a listener restarted
+The window is state (the app state's ``watch``, in the store), not a thread's memory: a listener restarted
 during it resumes it, and a deploy asked for during it waits in the queue, so the rollback
 target is never drained while the window runs. A switch or rollback asked for during it ends
 the window at once: a person took over.
@@ -53,7 +53,7 @@ class Window:
 
     @classmethod
     def from_state(cls, record: Any) -> Window | None:
-        """The window recorded in state.json (None when none is open or the record is damaged)."""
+        """The window recorded in the app's state (None when none is open or the record is damaged)."""
         if not isinstance(record, dict):
             return None
         try:
