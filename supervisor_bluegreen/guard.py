@@ -91,8 +91,7 @@ class WindowGuard(threading.Thread):
                     return
                 if done.get("status") != "succeeded":
                     outcome = Outcome(Verdict.ENDED, f"automatic rollback failed: {done.get('message', '')}")
-            self.worker.wake.set()  # deploys that waited for the window may go on
-        self.end(store, window, outcome)
+        self.end(store, window, outcome)  # wakes the worker: deploys that waited for the window go on
 
     def wait_started(self, program: str, window: Window) -> None:
         """A window resumed after supervisord started again finds the color STARTING: not answering yet is no failure.

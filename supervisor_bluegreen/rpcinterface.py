@@ -31,7 +31,7 @@ from .config import App, Config, ConfigError, load
 from .jobargs import BadArguments, DeployArgs, HealthArgs, JobArgs, RollbackArgs, SwitchArgs, T, build, stored
 from .refs import WAKE_TYPE, ref_problem
 from .state import ACTIVE, FINISHED, Busy, Store, history_entry, private_dir_problem
-from .textsafe import escape_controls
+from .textsafe import clean
 
 API_VERSION = "1.0"
 EXCLUSIVE = ("switch", "rollback")
@@ -64,15 +64,7 @@ def answers(method: F) -> F:
 def xmlrpc_safe(value: Any) -> Any:
     """``value`` with every None made "" (XML-RPC has no nil without an extension) and every string's control
     characters spelled out (XML 1.0 cannot carry them: one would break supervisorctl's parser)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return escape_controls(value)
-    if isinstance(value, dict):
-        return {str(k): xmlrpc_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [xmlrpc_safe(v) for v in value]
-    return value
+    return clean(value, nil="")
 
 
 def read_config(path: str) -> Config | ConfigError:

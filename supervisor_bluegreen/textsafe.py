@@ -28,12 +28,15 @@ def escape_controls(text: str) -> str:
     return UNSAFE_RE.sub(_escaped, text)
 
 
-def clean(value: Any) -> Any:
-    """``value`` (JSON-like: dicts, lists, strings) with every string, keys included, run through escape_controls."""
+def clean(value: Any, nil: Any = None) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings) with every string, keys included (as strings), run through
+    escape_controls, and every None made ``nil`` (XML-RPC has no None: the RPC answers pass "")."""
+    if value is None:
+        return nil
     if isinstance(value, str):
         return escape_controls(value)
     if isinstance(value, dict):
-        return {clean(k): clean(v) for k, v in value.items()}
+        return {escape_controls(str(k)): clean(v, nil) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
+        return [clean(v, nil) for v in value]
     return value
