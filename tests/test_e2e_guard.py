@@ -225,6 +225,14 @@ def test_supervisord_stopped_during_a_watch_window_is_no_crash(stack: Stack, how
     assert [j["kind"] for j in jobs_of(stack) if j["id"] > deploy_id] == [], jobs_of(stack)[-1]
     after = status(stack)
     assert after["live"] == new and after["previous"] == old and not after["watch"]
-    assert served(stack) == (new, f"v-{how.split()[-1]}")
+    deadline = time.monotonic() + 30  # both colors, Celery and the listener boot at once after the restart
+    while True:
+        try:
+            assert served(stack) == (new, f"v-{how.split()[-1]}")
+            break
+        except OSError:  # a timeout, or nginx's 502 while the color boots (URLError)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
     log = (stack.root / "state" / "abiapp" / "jobs" / f"{deploy_id}.log").read_text()
     assert "rolling back" not in log and f"watch: {new} held for" in log
