@@ -443,13 +443,16 @@ class Store:
         with _OPEN_LOCK:
             if self.db_path in _ANCHORS:
                 return
-            with self._sql("its database"):
-                anchor = sqlite3.connect(self.db_path, timeout=0, isolation_level=None, check_same_thread=False)
-                try:
-                    anchor.execute("SELECT count(*) FROM sqlite_master").fetchall()  # maps -wal and -shm
-                except BaseException:
-                    anchor.close()
-                    raise
+            try:
+                with self._sql("its database"):
+                    anchor = sqlite3.connect(self.db_path, timeout=1.0, isolation_level=None, check_same_thread=False)
+                    try:
+                        anchor.execute("SELECT count(*) FROM sqlite_master").fetchall()  # maps -wal and -shm
+                    except BaseException:
+                        anchor.close()
+                        raise
+            except Busy:
+                return  # only saves work: the next connection of ours tries again
             _ANCHORS[self.db_path] = anchor
             while len(_ANCHORS) > ANCHORS:
                 _ANCHORS.pop(next(iter(_ANCHORS))).close()
@@ -471,8 +474,7 @@ class Store:
         with self._sql("its database"):
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
+        self._wal(conn)
         taken: list[str] = []
         with self._transaction("its database") as db:
             if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -484,6 +486,25 @@ class Store:
         for path in taken:  # in the database now (a crash before this only leaves stale files, never read again)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Put a new database in WAL mode, trying again while another connection opens it meanwhile.
+
+        SQLite answers a journal mode change that meets another connection with BUSY at once, without
+        its busy handler (seen with two threads opening a new database): the listener tries until it
+        changes, supervisord's side for ``lock_wait``, then says Busy.
+        """
+        deadline = time.monotonic() + (BUSY_FOREVER if self.lock_wait is None else self.lock_wait)
+        while True:
+            try:
+                with self._sql("its database"):
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except Busy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     def _legacy_files(self) -> bool:
         """Whether an older version left its JSON state here (taken over by the first use of the store)."""

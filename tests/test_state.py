@@ -732,3 +732,23 @@ def test_supervisords_calls_never_checkpoint_while_the_listener_runs(tmp_path: P
     assert wal.st_size > 0  # the job is in the WAL still, not yet in the database file
     side.enqueue("health", {})
     assert os.stat(f"{side.db_path}-wal").st_ino == wal.st_ino and os.path.exists(f"{side.db_path}-shm")
+
+
+def test_threads_opening_a_new_store_at_once_never_get_busy(tmp_path: Path) -> None:
+    """The listener's threads open a new app's database together (the loop, the worker, the guard):
+    SQLite answers its WAL switch with BUSY at once, no busy handler, so the listener must try again."""
+    busy = []
+
+    def open_it(state_dir: str) -> None:
+        try:
+            Store(state_dir, "shop").ensure().read()
+        except Busy as exc:
+            busy.append(str(exc))
+
+    for trial in range(150):
+        threads = [threading.Thread(target=open_it, args=(str(tmp_path / str(trial)),)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert busy == []
