@@ -213,14 +213,20 @@ def choose_target(app: App, live: str | None, wanted: str) -> Color:
     return target
 
 
-def require_running(run: Run, target: Color) -> None:
-    """The target must already run under supervisor: switch and rollback never build or start."""
+def require_running(run: Run, target: Color) -> float:
+    """The target must already run under supervisor: switch and rollback never build or start.
+
+    Returns the instant of the check, from which its crashes count: one that dies right after it
+    answered RUNNING ends the health gate at once, named as a crash.
+    """
+    since = time.monotonic()
     try:
         state = run.sup.state(target.program)
     except SupervisorError as exc:
         raise supervisor_failed(exc) from None
     if state != "RUNNING":
         raise StepFailed(f"{target.name} ({target.program}) is {state}, not RUNNING")
+    return since
 
 
 def health_gate(run: Run, target: Color, since: float | None = None) -> None:
@@ -405,8 +411,8 @@ def switch_to(run: Run, args: SwitchArgs) -> str:
     """Health-gated switch: like the seed's hook, but only to a color that really answers."""
     live = run.step("reconcile", reconcile)
     target = choose_target(run.app, live, args.wanted)
-    run.step("check target", require_running, target)
-    run.step("health gate", health_gate, target)
+    since = run.step("check target", require_running, target)
+    run.step("health gate", health_gate, target, since)
     run.step("switch", flip, target)
     run.step("verify", verify_public, target, live)
     window = run.step("record", go_live, live, target)

@@ -137,3 +137,21 @@ def test_a_verify_whose_switch_back_fails_says_so(world: World, monkeypatch: pyt
     )
     assert job["message"].endswith("green live")  # said as it is: not "unchanged"
     assert world.store.read()["switching"] is None
+
+
+def test_a_target_that_dies_right_after_its_check_is_refused_as_crashed(world: World) -> None:
+    """A crash between "check target" and the first probe counts: the gate says why, at once."""
+    answer = world.rpc.getProcessInfo
+
+    def dies_after_answering(program: str) -> dict:
+        info = answer(program)
+        if program == "shop_green" and info["statename"] == "RUNNING":
+            world.rpc.states[program] = "EXITED"
+            world.watch.update(program, "EXITED")  # supervisord's event, before the gate starts
+        return info
+
+    world.rpc.getProcessInfo = dies_after_answering
+    job = world.job("switch")
+    assert job["status"] == "failed" and failed_step(job) == "health gate"
+    assert "green is not healthy: shop_green went EXITED" in job["message"], job["message"]
+    assert world.probes.targets == [] and world.links() == world.color("blue").socket
