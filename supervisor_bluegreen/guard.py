@@ -147,4 +147,3 @@ class WindowGuard(threading.Thread):
         store.update_job(window.job, watch={"state": outcome.verdict.value, "reason": outcome.reason})
         self.log(f"{self.worker.app.name}: {text}")
         self.worker.wake.set()
-
