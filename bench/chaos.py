@@ -50,8 +50,8 @@ import psutil
 
 from example.load import Load
 from example.stack import REPO, Stack
-from supervisor_bluegreen.failpoint import deploy_points
-from supervisor_bluegreen.state import Busy, Store
+from supervisor_bluegreen.listener.failpoint import deploy_points
+from supervisor_bluegreen.shared.store import Busy, Store
 
 RESULTS = REPO / "bench" / "results"
 APP_DIR = REPO / "example" / "app"

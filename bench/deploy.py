@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from example.stack import REPO, Stack
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.shared.store import Store
 
 RESULTS = REPO / "bench" / "results"
 BUILD = ("backup", "migrate", "collectstatic", "compress", "test")

@@ -19,8 +19,8 @@ from typing import Any
 
 from supervisor.states import ProcessStates
 
-from supervisor_bluegreen import rpcinterface
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.shared.store import Store
+from supervisor_bluegreen.supervisord import rpcinterface
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = ("fetch", "build", "collectstatic", "test", "backup", "migrate", "start", "health", "switch", "verify")

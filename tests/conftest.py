@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from example.stack import NGINX, Stack  # noqa: E402
-from supervisor_bluegreen.state import Store  # noqa: E402
+from supervisor_bluegreen.shared.store import Store  # noqa: E402
 
 
 def require_nginx() -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from supervisor_bluegreen import backup as bk
-from supervisor_bluegreen.backup import (
+from supervisor_bluegreen.host import backup as bk
+from supervisor_bluegreen.host.backup import (
     BackupError,
     DumpPlan,
     backup_name,
@@ -33,7 +33,7 @@ from supervisor_bluegreen.backup import (
     restore_argv,
     run_dump,
 )
-from supervisor_bluegreen.backuplist import list_backups, verified_path
+from supervisor_bluegreen.shared.backuplist import list_backups, verified_path
 
 WHEN = datetime(2024, 5, 17, 9, 3, 7)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -527,7 +527,7 @@ def test_list_backups_newest_first_with_the_last_verify(tmp_path: Path) -> None:
 
 
 def test_backups_line_and_history_line() -> None:
-    from supervisor_bluegreen.controllerplugin import USAGE, format_backup, format_history
+    from supervisor_bluegreen.ctl.controllerplugin import USAGE, format_backup, format_history
 
     base = {"name": "shop-20240301-120000-abc1234.sql.gz", "size": 3 * 1024 * 1024.0, "taken": "2024-03-01 12:00:00",
             "commit": "abc1234"}  # fmt: skip
@@ -548,7 +548,7 @@ def test_backups_line_and_history_line() -> None:
 def test_verify_backup_option(tmp_path: Path) -> None:
     from conftest import shop_config
 
-    from supervisor_bluegreen.config import ConfigError, parse
+    from supervisor_bluegreen.shared.config import ConfigError, parse
 
     text = shop_config(tmp_path, repo="/srv/shop.git", checkout="/srv/shop/%(color)s")
     assert parse(text).app("shop").deploy.verify_backup is False
@@ -782,7 +782,7 @@ print(json.dumps({database}))
 
 
 def restore_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "supervisor_bluegreen.cli", "restore", "--config", str(config), *args]
+    argv = [sys.executable, "-m", "supervisor_bluegreen.ctl.cli", "restore", "--config", str(config), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
 
 
@@ -790,7 +790,7 @@ def restore_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
 def test_e2e_restore_cli_on_mariadb(tmp_path: Path, mysql_shop: tuple) -> None:
     from conftest import shop_config
 
-    from supervisor_bluegreen.state import AppLock, Store
+    from supervisor_bluegreen.shared.store import AppLock, Store
 
     conn, source = mysql_shop
     db = mysql_db(source)
@@ -962,7 +962,7 @@ def test_rpc_backups_lists_the_directory_and_marshals(tmp_path: Path) -> None:
     from conftest import shop_config
     from supervisor.xmlrpc import RPCError
 
-    from supervisor_bluegreen import rpcinterface
+    from supervisor_bluegreen.supervisord import rpcinterface
 
     ini = tmp_path / "bluegreen.ini"
     backups = tmp_path / "backups"
@@ -1067,7 +1067,7 @@ def test_verified_json_replaces_a_planted_symlink_and_a_fifo_backup_is_refused(t
 
 DUMPER = """
 import sys, threading, time
-from supervisor_bluegreen import backup
+from supervisor_bluegreen.host import backup
 
 plan = backup.DumpPlan("sqlite", ("/bin/sh", "-c", "exec sleep 300"), {}, sys.argv[1])
 threading.Thread(target=backup.run_dump, args=(plan,), kwargs={"user": sys.argv[2]}, daemon=True).start()
@@ -1133,8 +1133,8 @@ def test_restore_refuses_a_backup_dir_others_can_write(tmp_path: Path) -> None:
     """Root writes the fresh dump and reads BACKUP there: a folder the app user could write is refused first."""
     from conftest import shop_config
 
-    from supervisor_bluegreen import restore as rs
-    from supervisor_bluegreen.config import load
+    from supervisor_bluegreen.ctl import restore as rs
+    from supervisor_bluegreen.shared.config import load
 
     backups = tmp_path / "backups"
     backups.mkdir()
@@ -1154,8 +1154,8 @@ def test_restore_refuses_a_state_dir_others_can_write(tmp_path: Path) -> None:
     """restore takes the app's lock and reads its jobs in state_dir: a folder others could write is refused first."""
     from conftest import shop_config
 
-    from supervisor_bluegreen import restore as rs
-    from supervisor_bluegreen.config import load
+    from supervisor_bluegreen.ctl import restore as rs
+    from supervisor_bluegreen.shared.config import load
 
     backups, state = tmp_path / "backups", tmp_path / "state"
     backups.mkdir(mode=0o750)

@@ -1,4 +1,4 @@
-"""Tests for supervisor_bluegreen.config, and for every example config shipped in conf/.
+"""Tests for supervisor_bluegreen.shared.config, and for every example config shipped in conf/.
 
 The shipped examples are checked by the programs that will really read them: conf/*.ini by
 config.load, conf/supervisor/*.conf by supervisor's own option parser, and the nginx site
@@ -20,8 +20,9 @@ from conftest import nginx_test
 from supervisor import events
 from supervisor.options import ClientOptions, EventListenerPoolConfig, ServerOptions
 
-from supervisor_bluegreen import config, nginx
-from supervisor_bluegreen.config import DEFAULT_STATE_DIR, ConfigError, HealthCheck
+from supervisor_bluegreen.host import nginx
+from supervisor_bluegreen.shared import config
+from supervisor_bluegreen.shared.config import DEFAULT_STATE_DIR, ConfigError, HealthCheck
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from supervisor_bluegreen.controllerplugin import (
+from supervisor_bluegreen.ctl.controllerplugin import (
     COMMANDS,
     USAGE,
     BlueGreenControllerPlugin,

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from supervisor_bluegreen.failpoint import ROLLBACK_POINTS, branch, deploy_points
-from supervisor_bluegreen.refs import ref_problem
-from supervisor_bluegreen.stepdefs import PRESETS
+from supervisor_bluegreen.listener.failpoint import ROLLBACK_POINTS, branch, deploy_points
+from supervisor_bluegreen.shared.refs import ref_problem
+from supervisor_bluegreen.shared.stepdefs import PRESETS
 
 
 @pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/yearbook-export", "HEAD~2", "main^", "3f2c1a9", "a" * 40])

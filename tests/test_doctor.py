@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_bluegreen import config, doctor, nginx, switch
+from supervisor_bluegreen.ctl import doctor
+from supervisor_bluegreen.host import links, nginx
+from supervisor_bluegreen.shared import config
 
 
 def make_app(tmp_path: Path, **extra: str) -> config.App:
@@ -105,7 +107,7 @@ def test_a_live_static_link_nginx_will_not_follow_is_a_problem(tmp_path: Path) -
     os.symlink(app.color("blue").static_root, app.live_static)  # made by root, as before issue 13
     [f] = doctor.check_live_static(app)
     assert not f.ok and f.fix == f"chown -h 65534:65534 {app.live_static}"
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
     assert doctor.check_live_static(app) == []
     blue = app.color("blue").static_root
     os.rename(blue, blue + ".old")  # the app user's attack: its static root made a link to /

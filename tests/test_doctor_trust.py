@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 from conftest import stop_process
 
-from supervisor_bluegreen import doctor, steps
+from supervisor_bluegreen.ctl import doctor
+from supervisor_bluegreen.host import runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making a user and acting as it needs root")
 
@@ -40,7 +41,7 @@ echo "gunicorn (version 0.0)"
 
 def as_user(user: str, *argv: str) -> None:
     """Run ``argv`` as ``user`` through the project's runner; fail when it fails."""
-    done = steps.capture(list(argv), cwd="/", env={"PATH": "/usr/bin:/bin"}, user=user, timeout=20)
+    done = runner.capture(list(argv), cwd="/", env={"PATH": "/usr/bin:/bin"}, user=user, timeout=20)
     assert done.returncode == 0, f"{argv}: {done.stderr}"
 
 
@@ -54,7 +55,7 @@ def write_as(user: str, path: Path, text: str, mode: str = "644") -> None:
 def can_read(user: str, path: Path) -> bool:
     """Whether ``user`` (another local user) can read ``path``."""
     argv = ["head", "-c", "1", "--", str(path)]
-    return steps.capture(argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, user=user, timeout=20).returncode == 0
+    return runner.capture(argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, user=user, timeout=20).returncode == 0
 
 
 def bounded_checks(config: str, seconds: float = 30.0, **kwargs: Any) -> list[doctor.Finding]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import FakeClock, stop_process
 
-from supervisor_bluegreen.drain import (
+from supervisor_bluegreen.host.drain import (
     DrainResult,
     connected,
     listening,

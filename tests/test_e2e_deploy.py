@@ -37,8 +37,8 @@ from supervisor.xmlrpc import Faults
 from example import services
 from example.load import Load, summarize
 from example.stack import Stack
-from supervisor_bluegreen.backup import restore_argv
-from supervisor_bluegreen.state import AppLock
+from supervisor_bluegreen.host.backup import restore_argv
+from supervisor_bluegreen.shared.store import AppLock
 
 FAILING_TEST = """\
 from django.test import SimpleTestCase

@@ -22,8 +22,8 @@ from conftest import QUICK, blue_live, job_id_of, push, settled, status, wait_fi
 
 from example.load import Load, summarize
 from example.stack import Stack
-from supervisor_bluegreen.failpoint import ROLLBACK_POINTS, branch, deploy_points
-from supervisor_bluegreen.stepdefs import PRESETS
+from supervisor_bluegreen.listener.failpoint import ROLLBACK_POINTS, branch, deploy_points
+from supervisor_bluegreen.shared.stepdefs import PRESETS
 
 DEPLOY_POINTS = deploy_points(PRESETS["django"])
 # before anything changes, mid-build (a migrate), after the flip (record), recorded but Celery not yet restarted

@@ -12,7 +12,7 @@ import pytest
 from conftest import QUICK, blue_live, job_id_of, push, served
 
 from example.stack import Stack
-from supervisor_bluegreen.state import LOG_MAX, MARKER
+from supervisor_bluegreen.shared.store import LOG_MAX, MARKER
 
 pytestmark = pytest.mark.e2e
 

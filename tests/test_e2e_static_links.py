@@ -24,7 +24,7 @@ from test_nginx import make_app, start_nginx, stop_nginx
 from test_trust import NOBODY, as_app_user
 
 from example.stack import free_port
-from supervisor_bluegreen import nginx, switch
+from supervisor_bluegreen.host import links, nginx
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as the app user needs root")
 
@@ -56,7 +56,7 @@ def site(serve: ServerFactory) -> Iterator[SimpleNamespace]:
             folder.mkdir(exist_ok=True)
             os.chown(folder, NOBODY, NOBODY)
         as_app_user(lay_out)
-        switch.point(app, app.color("blue"))
+        links.point(app, app.color("blue"))
         proc = start_nginx(root, nginx.render_site(app), port)
         yield SimpleNamespace(root=root, app=app, port=port)
     finally:
@@ -91,7 +91,7 @@ def test_the_live_link_belongs_to_the_owner_of_the_static_root(site: SimpleNames
     st = os.lstat(site.app.live_static)
     assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY)
     serves_both_colors(site, "blue")
-    switch.point(site.app, site.app.color("green"))
+    links.point(site.app, site.app.color("green"))
     assert os.lstat(site.app.live_static).st_uid == NOBODY
     serves_both_colors(site, "green")
 
@@ -125,7 +125,7 @@ def test_a_static_root_replaced_by_a_link_to_root_serves_nothing_of_it(site: Sim
     refused(site, "/static/var/log/nginx/access.log")
     # green's files still serve, and once green is live, its unhashed names too
     assert get(site, "/static/green.0123456789ab.css") == (200, b"/* only green */\n")
-    switch.point(site.app, site.app.color("green"))
+    links.point(site.app, site.app.color("green"))
     refused(site, "/static/etc/passwd")
     assert get(site, "/static/app.css") == (200, b"/* green */\n")
 

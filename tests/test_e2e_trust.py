@@ -49,7 +49,7 @@ while True:
 
 HOLD_QUEUE = """
 import sys, time
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.shared.store import Store
 with Store(sys.argv[1], "shop").queue_lock():
     print("held", flush=True)
     time.sleep(300)

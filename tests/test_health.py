@@ -1,4 +1,4 @@
-"""Tests for supervisor_bluegreen.health against real tiny HTTP servers.
+"""Tests for supervisor_bluegreen.host.health against real tiny HTTP servers.
 
 Each color's server listens on a unix socket under tmp_path, as gunicorn does behind nginx;
 the http:// URL target (the public check through nginx) gets a server on 127.0.0.1.
@@ -15,8 +15,8 @@ from pathlib import Path
 from conftest import ServerFactory
 
 from example.stack import free_port
-from supervisor_bluegreen.config import HealthCheck
-from supervisor_bluegreen.health import Probe, gate, probe
+from supervisor_bluegreen.host.health import Probe, gate, probe
+from supervisor_bluegreen.shared.config import HealthCheck
 
 FAST = HealthCheck(interval=0.01, timeout=1.0, passes=3, deadline=5.0)
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_bluegreen import config, envfile, init
-from supervisor_bluegreen.init import Action, Facts, Options
+from supervisor_bluegreen.ctl import init
+from supervisor_bluegreen.ctl.init import Action, Facts, Options
+from supervisor_bluegreen.host import envfile
+from supervisor_bluegreen.shared import config
 
 NGINX = "/usr/sbin/nginx"
 FACTS = Facts(

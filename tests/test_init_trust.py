@@ -1,7 +1,7 @@
 """Issue 13: ``bluegreen init`` run again by root after the app user planted things in its own tree.
 
 A real system user is made for each test (init's own ``useradd`` action) and removed afterwards; what it
-plants it plants as itself (through steps.capture, as that user), then root runs init's ``apply`` or
+plants it plants as itself (through runner.capture, as that user), then root runs init's ``apply`` or
 ``discover``. Nothing outside the app's tree may change owner or content, no program from the app's tree
 may run as root, and what init leaves is private to the app user. Root only.
 """
@@ -27,8 +27,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from supervisor_bluegreen import init, steps
-from supervisor_bluegreen.init import Action, Facts, InitError, Options
+from supervisor_bluegreen.ctl import init
+from supervisor_bluegreen.ctl.init import Action, Facts, InitError, Options
+from supervisor_bluegreen.host import runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making users and acting as them needs root")
 VENV_BIN = Path(sys.executable).parent
@@ -77,7 +78,7 @@ FACTS = Facts(
 
 def as_user(app: SimpleNamespace, script: str, *args: str) -> None:
     """``sh -c script`` as the app user (its own rights: it can only touch its own tree)."""
-    done = steps.capture(["/bin/sh", "-ec", script, "plant", *args], user=app.o.user_name, cwd="/", timeout=20)
+    done = runner.capture(["/bin/sh", "-ec", script, "plant", *args], user=app.o.user_name, cwd="/", timeout=20)
     assert done.returncode == 0, done.stderr
 
 

@@ -1,4 +1,4 @@
-"""Tests for supervisor_bluegreen.listener: supervisor's event listener protocol and event handling.
+"""Tests for supervisor_bluegreen.listener.loop: supervisor's event listener protocol and event handling.
 
 The protocol tests run the Listener in a real subprocess fed like supervisord feeds it, so they see
 the exact bytes on its stdout: any stray print there would desynchronise supervisord.
@@ -17,11 +17,11 @@ from types import SimpleNamespace
 import pytest
 from conftest import shop_config
 
-from supervisor_bluegreen import listener
-from supervisor_bluegreen.listener import Listener, parse_tokens
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.listener import loop as listener
+from supervisor_bluegreen.listener.loop import Listener, parse_tokens
+from supervisor_bluegreen.shared.store import Store
 
-RUN_LISTENER = "import sys; from supervisor_bluegreen.listener import Listener; Listener(sys.argv[1]).run()"
+RUN_LISTENER = "import sys; from supervisor_bluegreen.listener.loop import Listener; Listener(sys.argv[1]).run()"
 
 
 def event(name: str, payload: str = "", serial: int = 1) -> str:
@@ -239,7 +239,7 @@ def test_main_refuses_without_supervisor_server_url(
 def test_cli_listener_refuses_without_supervisor_server_url(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "supervisor_bluegreen.cli", "listener", "--config", str(write_config(tmp_path))],
+        [sys.executable, "-m", "supervisor_bluegreen.ctl.cli", "listener", "--config", str(write_config(tmp_path))],
         input=b"",
         capture_output=True,
         env=env,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_bluegreen import migration_gate as gate
+from supervisor_bluegreen.host.migrations import gate as gate
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
@@ -752,7 +752,7 @@ def test_probe_argv_is_an_argv_with_an_embedded_probe() -> None:
     ],
 )
 def test_widening_rules(old: str, new: str, widens: bool) -> None:
-    from supervisor_bluegreen.django_migration_plan import widening
+    from supervisor_bluegreen.host.migrations.probe import widening
 
     assert widening(old, new)[0] is widens, widening(old, new)
 

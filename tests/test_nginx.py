@@ -1,4 +1,4 @@
-"""Tests for supervisor_bluegreen.nginx: the rendered site, and a real nginx following the live symlink.
+"""Tests for supervisor_bluegreen.host.nginx: the rendered site, and a real nginx following the live symlink.
 
 The real-nginx test is the claim socket mode rests on: re-pointing the live socket symlink moves
 new requests to the other color with no nginx reload, and static files of either color are served.
@@ -21,8 +21,9 @@ import pytest
 from conftest import ServerFactory, nginx_test, stop_process, write_nginx_conf
 
 from example.stack import free_port
-from supervisor_bluegreen import config, nginx, switch
-from supervisor_bluegreen.config import App
+from supervisor_bluegreen.host import links, nginx
+from supervisor_bluegreen.shared import config
+from supervisor_bluegreen.shared.config import App
 
 NGINX = "/usr/sbin/nginx"
 
@@ -221,7 +222,7 @@ def test_real_nginx_follows_the_live_symlink_without_reload(tmp_path: Path, colo
         Path(color.static_root).mkdir(parents=True)
         Path(color.static_root, "app.css").write_text(f"/* {color.name} */\n")
     Path(app.color("blue").static_root, "app.1234.css").write_text("/* only in blue */\n")
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
 
     proc = start_nginx(tmp_path, nginx.render_site(app), port)
     try:
@@ -231,8 +232,8 @@ def test_real_nginx_follows_the_live_symlink_without_reload(tmp_path: Path, colo
         assert get(conn, "/") == (200, "blue", b"hello from blue\n")
         assert get(conn, "/static/app.css")[::2] == (200, b"/* blue */\n")
 
-        switch.point(app, app.color("green"))
-        assert switch.live_color(app) == "green"
+        links.point(app, app.color("green"))
+        assert links.live_color(app) == "green"
         assert get(conn, "/") == (200, "green", b"hello from green\n")
         assert get(conn, "/static/app.css")[::2] == (200, b"/* green */\n")
         # a page rendered by blue just before the switch still finds its hashed asset
@@ -339,7 +340,7 @@ def test_real_nginx_caches_hashed_static_names_only_and_serves_media(tmp_path: P
     Path(app.color("blue").static_root, "app.0123456789ab.css").write_text("hashed\n")
     Path(tmp_path, "media").mkdir()
     Path(tmp_path, "media", "upload.txt").write_text("uploaded\n")
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
     proc = start_nginx(tmp_path, nginx.render_site(app), port)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -377,7 +378,7 @@ def test_real_nginx_https_site_serves_https_and_loopback_http(tmp_path: Path, se
         live_static="",
         static_root="",
     )
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
     proc = start_nginx(tmp_path, nginx.render_site(app), port)
     try:
         plain = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # bluegreen's own check: from loopback

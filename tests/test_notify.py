@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from example.stack import free_port
-from supervisor_bluegreen import notify
+from supervisor_bluegreen.host import notify
 
 
 class Recorder(BaseHTTPRequestHandler):

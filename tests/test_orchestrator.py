@@ -21,11 +21,17 @@ from conftest import ServerFactory, shop_config
 from supervisor.xmlrpc import Faults, RPCError
 from test_trust import fake_supervisord
 
-from supervisor_bluegreen import config, jobargs, jobs, orchestrator, rpcinterface, switch
-from supervisor_bluegreen.config import App
-from supervisor_bluegreen.jobargs import RollbackArgs
-from supervisor_bluegreen.orchestrator import ProcessWatch, Run, reconcile_links, rollback
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.host import links
+from supervisor_bluegreen.host.supervisor import ProcessWatch
+from supervisor_bluegreen.listener import golive, jobs
+from supervisor_bluegreen.listener.golive import reconcile_links
+from supervisor_bluegreen.listener.run import Run
+from supervisor_bluegreen.listener.sequences.switch import rollback
+from supervisor_bluegreen.shared import config, jobargs
+from supervisor_bluegreen.shared.config import App
+from supervisor_bluegreen.shared.jobargs import RollbackArgs
+from supervisor_bluegreen.shared.store import Store
+from supervisor_bluegreen.supervisord import rpcinterface
 
 
 class FakeSupervisor:
@@ -75,7 +81,7 @@ def quiet(message: str) -> None:
 def test_a_kill_after_the_flip_and_before_record_keeps_the_rollback_target(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     store = Store(app.state_dir, app.name).ensure()
-    switch.point(app, app.color("green"))  # the flip happened ...
+    links.point(app, app.color("green"))  # the flip happened ...
     store.update(live="blue", previous=None, switching={"job": 4, "kind": "deploy", "from": "blue", "to": "green",
                                                         "previous": "blue"})  # fmt: skip
     assert reconcile_links(app, store, quiet) == "green"  # ... the record did not: finished from the intent
@@ -88,7 +94,7 @@ def test_a_kill_after_the_flip_and_before_record_keeps_the_rollback_target(tmp_p
 def test_a_kill_before_the_flip_changes_nothing_but_the_intent(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     store = Store(app.state_dir, app.name).ensure()
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
     store.update(live="blue", previous="green", switching={"job": 4, "kind": "deploy", "from": "blue", "to": "green",
                                                            "previous": "blue"})  # fmt: skip
     assert reconcile_links(app, store, quiet) == "blue"
@@ -100,7 +106,7 @@ def test_a_kill_before_the_flip_changes_nothing_but_the_intent(tmp_path: Path) -
 def test_an_interrupted_automatic_rollback_leaves_no_rollback_target(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     store = Store(app.state_dir, app.name).ensure()
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
     store.update(live="green", previous="blue", switching={"job": 5, "kind": "rollback", "from": "green",
                                                            "to": "blue", "previous": None})  # fmt: skip
     assert reconcile_links(app, store, quiet) == "blue"
@@ -117,13 +123,13 @@ def test_the_automatic_rollback_moves_traffic_stops_the_failed_color_and_opens_n
 ) -> None:
     app = make_app(tmp_path, watch="60")
     serve(app.color("blue").socket)
-    switch.point(app, app.color("green"))
+    links.point(app, app.color("green"))
     sup = FakeSupervisor(shop_blue="RUNNING", shop_green="BACKOFF")
     run = make_run(app, sup, "rollback", {"reason": "shop_green went EXITED"})
     run.store.update(live="green", previous="blue", watch={"color": "green"})
     message = rollback(run, RollbackArgs(reason="shop_green went EXITED"))
     assert message == "shop: rolled back automatically to blue: shop_green went EXITED"
-    assert switch.live_color(app) == "blue"
+    assert links.live_color(app) == "blue"
     state = run.store.read()
     assert (state["live"], state["previous"], state["watch"], state["switching"]) == ("blue", None, None, None)
     assert sup.calls == [("stop", "shop_green")]
@@ -133,7 +139,7 @@ def test_the_automatic_rollback_moves_traffic_stops_the_failed_color_and_opens_n
 
 def test_the_automatic_rollback_refuses_a_previous_color_that_is_not_running(tmp_path: Path) -> None:
     app = make_app(tmp_path)
-    switch.point(app, app.color("green"))
+    links.point(app, app.color("green"))
     sup = FakeSupervisor(shop_blue="STOPPED", shop_green="BACKOFF")
     run = make_run(app, sup, "rollback", {"reason": "shop_green went FATAL"})
     run.store.update(live="green", previous="blue")
@@ -141,7 +147,7 @@ def test_the_automatic_rollback_refuses_a_previous_color_that_is_not_running(tmp
     job = run.store.read_job(run.job["id"])
     assert job["status"] == "failed"
     assert job["message"] == "shop: rollback failed: blue (shop_blue) is STOPPED, not RUNNING\ngreen live, unchanged"
-    assert switch.live_color(app) == "green" and sup.calls == []
+    assert links.live_color(app) == "green" and sup.calls == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +158,7 @@ def test_a_bug_in_a_sequence_ends_the_job_failed_naming_the_live_color(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(tmp_path)
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
 
     def broken(run: Run, args: object) -> str:
         raise KeyError("oops")
@@ -168,7 +174,7 @@ def test_a_bug_in_a_sequence_ends_the_job_failed_naming_the_live_color(
 
 def test_a_stopping_listener_starts_no_new_step_and_the_job_ends_interrupted(tmp_path: Path) -> None:
     app = make_app(tmp_path)
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
     stopping = threading.Event()
     stopping.set()
     run = make_run(app, FakeSupervisor(shop_green="RUNNING"), "switch", stopping=stopping)
@@ -257,7 +263,7 @@ def test_job_arguments_a_sequence_does_not_take_are_named(kind: str, raw: Any, p
 
 def test_a_job_whose_stored_arguments_do_not_fit_fails_with_why_not_a_type_error(tmp_path: Path) -> None:
     app = make_app(tmp_path)
-    switch.point(app, app.color("blue"))
+    links.point(app, app.color("blue"))
     run = make_run(app, FakeSupervisor(), "switch", {"wanted": "green", "colour": "green"})
     jobs.execute(run)
     job = run.store.read_job(run.job["id"])
@@ -291,4 +297,4 @@ def test_checkout_version_runs_git_as_the_app_user_even_through_a_link_to_roots_
     (tmp_path / "src").symlink_to(roots)
     text = shop_config(tmp_path, repo=f"{tmp_path}/app.git", checkout=f"{tmp_path}/src", user="nobody")
     app = config.parse(text, "t.ini").app("shop")
-    assert orchestrator.checkout_version(app, app.colors[0]) == str(pwd.getpwnam("nobody").pw_uid)
+    assert golive.checkout_version(app, app.colors[0]) == str(pwd.getpwnam("nobody").pw_uid)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_bluegreen import __version__, example_files
-from supervisor_bluegreen.cli import main
+from supervisor_bluegreen import __version__
+from supervisor_bluegreen.ctl import example_files
+from supervisor_bluegreen.ctl.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 

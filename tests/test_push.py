@@ -10,8 +10,8 @@ from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
 
-from supervisor_bluegreen import push
-from supervisor_bluegreen.push import NO_LOG, Refused, conf_problem, main, parse
+from supervisor_bluegreen.ctl import push
+from supervisor_bluegreen.ctl.push import NO_LOG, Refused, conf_problem, main, parse
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -1,4 +1,4 @@
-"""Tests for supervisor_bluegreen.state: atomic JSON files, the store (state, jobs, queue), logs, the per-app lock.
+"""Tests for supervisor_bluegreen.shared.store: atomic JSON files, the store (state, jobs, queue), logs, the lock.
 
 The lock tests use real subprocesses: an flock is per open file, and the point of AppLock is
 that a second process (the listener vs. a stale holder) sees it, and that kill -9 frees it.
@@ -24,8 +24,7 @@ from xml.parsers.expat import ExpatError
 
 import pytest
 
-from supervisor_bluegreen.rpcinterface import xmlrpc_safe
-from supervisor_bluegreen.state import (
+from supervisor_bluegreen.shared.store import (
     ACTIVE,
     FINISHED,
     KEEP_HEALTH,
@@ -40,7 +39,8 @@ from supervisor_bluegreen.state import (
     read_json,
     write_json_atomic,
 )
-from supervisor_bluegreen.textsafe import escape_controls
+from supervisor_bluegreen.shared.textsafe import escape_controls
+from supervisor_bluegreen.supervisord.rpcinterface import xmlrpc_safe
 
 # --------------------------------------------------------------------------------------------
 # write_json_atomic / read_json
@@ -167,7 +167,7 @@ def test_a_job_is_seen_whole_or_not_at_all(tmp_path: Path) -> None:
 
 KILLED_MID_CHANGE = """
 import os, sys
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.shared.store import Store
 store = Store(sys.argv[1], "shop")
 with store.queue_lock():
     store.create_job("deploy", {"ref": "half"})
@@ -243,7 +243,7 @@ def test_read_log_whole_lines_and_offsets(tmp_path: Path) -> None:
 
 HOLD = """
 import sys, time
-from supervisor_bluegreen.state import AppLock
+from supervisor_bluegreen.shared.store import AppLock
 lock = AppLock(sys.argv[1])
 print("held" if lock.acquire() else "busy", flush=True)
 time.sleep(60)
@@ -251,7 +251,7 @@ time.sleep(60)
 
 TRY = """
 import sys
-from supervisor_bluegreen.state import AppLock
+from supervisor_bluegreen.shared.store import AppLock
 lock = AppLock(sys.argv[1])
 print(lock.held_elsewhere(), lock.acquire())
 """
@@ -627,7 +627,7 @@ def test_a_full_disk_and_a_damaged_database_are_said_as_such(tmp_path: Path) -> 
 
 LISTENER_THEN_GONE = """
 import sys
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.shared.store import Store
 store = Store(sys.argv[1], "shop").ensure()
 store.update(live="blue")
 store.claim(store.enqueue("deploy", {"ref": "main"})["id"])

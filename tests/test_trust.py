@@ -29,9 +29,12 @@ import pytest
 from supervisor.states import ProcessStates
 from supervisor.xmlrpc import Faults, RPCError
 
-from supervisor_bluegreen import cli, masking, rpcinterface, state, steps
-from supervisor_bluegreen.config import ConfigError, parse
-from supervisor_bluegreen.state import (
+from supervisor_bluegreen.ctl import cli
+from supervisor_bluegreen.host import runner
+from supervisor_bluegreen.shared import masking
+from supervisor_bluegreen.shared import store as state
+from supervisor_bluegreen.shared.config import ConfigError, parse
+from supervisor_bluegreen.shared.store import (
     AppLock,
     Busy,
     Store,
@@ -41,6 +44,7 @@ from supervisor_bluegreen.state import (
     read_json,
     write_json_atomic,
 )
+from supervisor_bluegreen.supervisord import rpcinterface
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
@@ -333,8 +337,8 @@ def test_read_as_user_refuses_what_root_must_not_read(world: SimpleNamespace, ch
 
     as_app_user(action)
     t0 = time.monotonic()
-    with pytest.raises(steps.ReadError, match=error):
-        bounded(lambda: steps.read_as_user(str(req), "nobody", limit=1024, timeout=5), 8)
+    with pytest.raises(runner.ReadError, match=error):
+        bounded(lambda: runner.read_as_user(str(req), "nobody", limit=1024, timeout=5), 8)
     assert time.monotonic() - t0 < 5
 
 
@@ -342,9 +346,9 @@ def test_read_as_user_refuses_what_root_must_not_read(world: SimpleNamespace, ch
 def test_read_as_user_reads_a_plain_file_and_says_none_when_absent(checkout: Path) -> None:
     req = checkout / "requirements.txt"
     as_app_user(lambda: req.write_text("Django==4.2\n"))
-    assert steps.read_as_user(str(req), "nobody") == b"Django==4.2\n"
-    assert steps.read_as_user(str(checkout / "missing.txt"), "nobody") is None
-    assert steps.read_as_user(str(req), "") == b"Django==4.2\n"  # no user: the listener's own, same bounds
+    assert runner.read_as_user(str(req), "nobody") == b"Django==4.2\n"
+    assert runner.read_as_user(str(checkout / "missing.txt"), "nobody") is None
+    assert runner.read_as_user(str(req), "") == b"Django==4.2\n"  # no user: the listener's own, same bounds
 
 
 @pytest.mark.integration
@@ -352,10 +356,10 @@ def test_read_as_user_times_out_on_a_file_swapped_for_a_fifo(checkout: Path, mon
     """The test-then-read race: head may end up waiting on a FIFO; the timeout ends it."""
     fifo = checkout / "requirements.txt"
     os.mkfifo(fifo)
-    monkeypatch.setattr(steps, "_READER", 'exec head -c "$2" -- "$1"')  # as if swapped between test and read
+    monkeypatch.setattr(runner, "_READER", 'exec head -c "$2" -- "$1"')  # as if swapped between test and read
     t0 = time.monotonic()
-    with pytest.raises(steps.ReadError, match="took more than 1 s"):
-        steps.read_as_user(str(fifo), "nobody", timeout=1)
+    with pytest.raises(runner.ReadError, match="took more than 1 s"):
+        runner.read_as_user(str(fifo), "nobody", timeout=1)
     assert time.monotonic() - t0 < 4
 
 
@@ -364,7 +368,8 @@ def test_read_as_user_times_out_on_a_file_swapped_for_a_fifo(checkout: Path, mon
 
 
 BANNED = ("requests", "jinja2", "psutil", "ctypes", "subprocess", "urllib3")
-LISTENER_SIDE = ("listener", "deploy", "orchestrator", "steps", "jobs", "notify", "health", "switch", "nginx", "backup")
+# what supervisord may load of ours: the entry point its config names, then supervisord/ and shared/ only
+SUPERVISORD_SIDE = ("supervisor_bluegreen.supervisord.", "supervisor_bluegreen.shared.")
 
 
 def imported_by_rpcinterface(env: dict[str, str] | None = None) -> set[str]:
@@ -378,8 +383,16 @@ def imported_by_rpcinterface(env: dict[str, str] | None = None) -> set[str]:
 def test_rpcinterface_imports_only_supervisor_stdlib_and_the_shared_modules() -> None:
     modules = imported_by_rpcinterface()
     assert not [m for m in modules if m.split(".")[0] in BANNED]
-    assert not [m for m in modules if m.split(".")[-1] in LISTENER_SIDE and m.startswith("supervisor_bluegreen")]
-    assert {"supervisor_bluegreen.refs", "supervisor_bluegreen.state", "supervisor_bluegreen.jobargs"} <= modules
+    ours = {m for m in modules if m.split(".")[0] == "supervisor_bluegreen"}
+    entry = {"supervisor_bluegreen", "supervisor_bluegreen.rpcinterface"}
+    packages = {"supervisor_bluegreen.supervisord", "supervisor_bluegreen.shared"}
+    assert [m for m in ours - entry - packages if not m.startswith(SUPERVISORD_SIDE)] == []
+    assert {
+        "supervisor_bluegreen.supervisord.rpcinterface",
+        "supervisor_bluegreen.shared.refs",
+        "supervisor_bluegreen.shared.store",
+        "supervisor_bluegreen.shared.jobargs",
+    } <= modules
 
 
 SHIM = """
@@ -409,8 +422,8 @@ def test_rpcinterface_imports_with_the_listener_dependencies_broken(tmp_path: Pa
     env = broken_listener_env(tmp_path)
     broken = subprocess.run([sys.executable, "-c", "import requests"], capture_output=True, text=True, env=env)
     assert "broken install (test shim)" in broken.stderr  # the shim works
-    assert "supervisor_bluegreen.rpcinterface" in imported_by_rpcinterface(env)
-    assert "supervisor_bluegreen.config" in imported_by_rpcinterface(env)
+    assert "supervisor_bluegreen.supervisord.rpcinterface" in imported_by_rpcinterface(env)
+    assert "supervisor_bluegreen.shared.config" in imported_by_rpcinterface(env)
 
 
 class FakeProcess:
@@ -446,7 +459,7 @@ def shop_api(tmp_path: Path, state_dir: Path) -> rpcinterface.BlueGreenNamespace
 
 HOLD_QUEUE = """
 import sys, time
-from supervisor_bluegreen.state import Store
+from supervisor_bluegreen.shared.store import Store
 store = Store(sys.argv[1], "shop")
 with store.queue_lock():
     print("held", flush=True)
@@ -619,10 +632,10 @@ def test_lock_helpers_still_work_on_plain_files(tmp_path: Path) -> None:
 
 SPAWNER = """
 import sys, threading, time
-from supervisor_bluegreen import steps
+from supervisor_bluegreen.host import runner
 
 def start():
-    proc = steps.spawn(["sleep", "300"], user=sys.argv[1])
+    proc = runner.spawn(["sleep", "300"], user=sys.argv[1])
     print(proc.pid, flush=True)
     time.sleep(300)
 
@@ -667,16 +680,16 @@ def test_a_child_dies_with_the_listener_even_on_kill_9(user: str) -> None:
 
 @pytest.mark.integration
 def test_no_preexec_fn_and_no_ctypes_in_the_runner() -> None:
-    source = Path(steps.__file__).read_text()
+    source = Path(runner.__file__).read_text()
     assert "preexec_fn=" not in source and "import ctypes" not in source
-    assert steps.tied(["true"])[:4] == [steps.SETPRIV, "--pdeathsig", "KILL", "--"]
+    assert runner.tied(["true"])[:4] == [runner.SETPRIV, "--pdeathsig", "KILL", "--"]
     with pytest.raises(FileNotFoundError):
-        steps.tied(["/no/such/tool"])
-    done = steps.capture(["id", "-un"], user="nobody", cwd="/")
+        runner.tied(["/no/such/tool"])
+    done = runner.capture(["id", "-un"], user="nobody", cwd="/")
     assert done.stdout.strip() == "nobody"
     t0 = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
-        steps.capture(["sh", "-c", "sleep 30 & sleep 30"], timeout=0.5)
+        runner.capture(["sh", "-c", "sleep 30 & sleep 30"], timeout=0.5)
     assert time.monotonic() - t0 < 3
 
 

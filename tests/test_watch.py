@@ -1,4 +1,4 @@
-"""Tests for supervisor_bluegreen.watch: the window after a go-live, with a fake clock and fake probes."""
+"""Tests for supervisor_bluegreen.listener.watch: the window after a go-live, with a fake clock and fake probes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 from conftest import FakeClock
 
-from supervisor_bluegreen.config import Watch
-from supervisor_bluegreen.health import Probe
-from supervisor_bluegreen.watch import Outcome, Verdict, Window, observe
+from supervisor_bluegreen.host.health import Probe
+from supervisor_bluegreen.listener.watch import Outcome, Verdict, Window, observe
+from supervisor_bluegreen.shared.config import Watch
 
 GOOD = Probe(True, 200, "status 200", 1.0, {})
 BAD = Probe(False, 500, "status 500, expected 200", 1.0, {})

@@ -1,14 +1,14 @@
 """An in-memory world for the sequences: supervisord's ``supervisor.*`` namespace, the commands, the probes.
 
 In the style of supervisor's own tests (supervisor/tests/base.py: DummySupervisorRPCNamespace): the real
-``Supervisor`` client of supervisor_api.py talks to ``FakeSupervisord``, a dict of program states that
+``Supervisor`` client of host/supervisor.py talks to ``FakeSupervisord``, a dict of program states that
 answers with supervisor's own Faults, so the client's handling of ALREADY_STARTED, NOT_RUNNING and
-SHUTDOWN_STATE runs as it does against supervisord. ``FakeRunner`` answers what ``steps.capture`` and
-``steps.run`` would have run (git, the build commands, Django's migration probe); ``FakeProbes`` answers
+SHUTDOWN_STATE runs as it does against supervisord. ``FakeRunner`` answers what ``runner.capture`` and
+``runner.run`` would have run (git, the build commands, Django's migration probe); ``FakeProbes`` answers
 the HTTP health checks as a color that RUNNING answers, and the public URL as the color the live link
-points at (as nginx does). ``steps.spawn`` is replaced by a refusal: no real program starts here.
+points at (as nginx does). ``runner.spawn`` is replaced by a refusal: no real program starts here.
 
-Links and state are real (tmp_path): switch.py's os calls and the Store are not programs.
+Links and state are real (tmp_path): links.py's os calls and the Store are not programs.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ import pytest
 from conftest import shop_config
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen import config, health, jobs, migration_gate, notify, steps, switch
-from supervisor_bluegreen.config import App
-from supervisor_bluegreen.orchestrator import ProcessWatch, Run
-from supervisor_bluegreen.state import Store
-from supervisor_bluegreen.supervisor_api import Supervisor
+from supervisor_bluegreen.host import health, links, notify, runner
+from supervisor_bluegreen.host.migrations import gate
+from supervisor_bluegreen.host.supervisor import ProcessWatch, Supervisor
+from supervisor_bluegreen.listener import jobs
+from supervisor_bluegreen.listener.run import Run
+from supervisor_bluegreen.shared import config
+from supervisor_bluegreen.shared.config import App
+from supervisor_bluegreen.shared.store import Store
 
 COMMIT = "c0ffee1" + "0" * 33  # what the configured branch resolves to
 OTHER = "decade5" + "0" * 33  # another commit of the repository
@@ -166,7 +169,7 @@ class FakeRunner:
         if args[0].startswith("--git-dir=") and args[1] == "rev-parse":
             ref = args[-1].removesuffix("^{commit}")
             return (0, self.refs[ref]) if ref in self.refs else (1, "")
-        if args[0] == "-C":  # orchestrator.checkout_version
+        if args[0] == "-C":  # golive.checkout_version
             head = self.heads.get(args[1], "")
             return (0, head[:7]) if head else (128, "")
         verb = args[0]
@@ -179,17 +182,17 @@ class FakeRunner:
         return 0, ""  # fetch, clean
 
     def run(self, argv: tuple[str, ...], *, cwd: str, env: Any, user: str, timeout: float, log: Any,
-            cancelled: Any = None, uncut: steps.Uncut | None = None) -> None:  # fmt: skip
+            cancelled: Any = None, uncut: runner.Uncut | None = None) -> None:  # fmt: skip
         self.commands.append((tuple(argv), cwd))
         if uncut is not None:
             uncut.started(os.getpid())
         word = "pip" if "pip" in argv else (argv[2] if argv[1:2] == ("manage.py",) else argv[0])
-        log(f"{steps.OUTPUT}ran {' '.join(argv)}")
+        log(f"{runner.OUTPUT}ran {' '.join(argv)}")
         if word in self.on_run:
             self.on_run[word]()
         if word in self.fail:
-            log(f"{steps.OUTPUT}{self.fail[word]}")
-            raise steps.StepError(f"exit status 1: {self.fail[word]}")
+            log(f"{runner.OUTPUT}{self.fail[word]}")
+            raise runner.StepError(f"exit status 1: {self.fail[word]}")
 
     def read_as_user(self, path: str, user: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes | None:
         found = self.files.get(path)
@@ -204,7 +207,7 @@ class FakeRunner:
 
 def gate_report(**fields: Any) -> dict[str, Any]:
     """The migration probe's JSON: no unapplied migration unless ``fields`` say otherwise."""
-    return {"format": migration_gate.FORMAT, "ok": True, "operations": [], "migrations": [], **fields}
+    return {"format": gate.FORMAT, "ok": True, "operations": [], "migrations": [], **fields}
 
 
 def unsafe_report() -> dict[str, Any]:
@@ -240,7 +243,7 @@ class FakeProbes:
         self.targets.append(target)
         self.hook()
         if target == self.app.public_url:
-            live = switch.live_color(self.app)
+            live = links.live_color(self.app)
             if live is None or self.public_down:
                 return health.Probe(False, 502, "status 502, expected 200", 1.0, {})
             return self.answer(live)
@@ -287,10 +290,10 @@ class World:
         self.runner = FakeRunner()
         self.probes = FakeProbes(self.app, self.rpc)
         self.announced: list[dict[str, Any]] = []
-        monkeypatch.setattr(steps, "spawn", no_program)
-        monkeypatch.setattr(steps, "capture", self.runner.capture)
-        monkeypatch.setattr(steps, "run", self.runner.run)
-        monkeypatch.setattr(steps, "read_as_user", self.runner.read_as_user)
+        monkeypatch.setattr(runner, "spawn", no_program)
+        monkeypatch.setattr(runner, "capture", self.runner.capture)
+        monkeypatch.setattr(runner, "run", self.runner.run)
+        monkeypatch.setattr(runner, "read_as_user", self.runner.read_as_user)
         monkeypatch.setattr(health, "probe", self.probes)
         monkeypatch.setattr(notify, "send", lambda urls, body, log, timeout=5.0: self.announced.append(body))
         monkeypatch.setattr(Supervisor, "from_env", classmethod(lambda cls, env=None: self.sup))
@@ -302,7 +305,7 @@ class World:
 
     def live(self, color: str, previous: str | None = None, **state: Any) -> None:
         """``color`` live (links and state), both colors' checkouts at COMMIT, as after a deploy and its window."""
-        switch.point(self.app, self.color(color))
+        links.point(self.app, self.color(color))
         for c in self.app.colors:
             self.runner.heads[c.checkout] = COMMIT
         self.rpc.states[self.color(color).program] = "RUNNING"
@@ -328,7 +331,7 @@ class World:
 
     def links(self) -> str | None:
         """What the live socket link points at (None: no link)."""
-        return switch.read_link(self.app.live_socket)
+        return links.read_link(self.app.live_socket)
 
     def events(self) -> list[tuple[str, str]]:
         """The webhooks told: (event, text)."""

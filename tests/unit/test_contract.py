@@ -8,8 +8,8 @@ import pytest
 from fakes import World, failed_step, step_names
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen import jobs
-from supervisor_bluegreen.listener import AppWorker
+from supervisor_bluegreen.listener import jobs
+from supervisor_bluegreen.listener.loop import AppWorker
 
 CONTRACT = ("python3", "manage.py", "migrate", "--noinput")
 

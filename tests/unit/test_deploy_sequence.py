@@ -27,8 +27,10 @@ from fakes import (
 )
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen import backup, deploy, drain, jobs, orchestrator, steps
-from supervisor_bluegreen.drain import DrainResult
+from supervisor_bluegreen.host import backup, drain, runner
+from supervisor_bluegreen.host.drain import DrainResult
+from supervisor_bluegreen.listener import golive, jobs
+from supervisor_bluegreen.listener.sequences import deploy
 
 BUILD = ["deps", "collectstatic", "compress", "test", "migrate"]
 AFTER = ["start", "health gate", "switch", "verify", "record", "workers"]
@@ -48,7 +50,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
 def frozen_verify(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """verify_public's 5 s of retries pass on a clock that moves only when it sleeps."""
     clock = FakeClock()
-    monkeypatch.setattr(orchestrator, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep, time=clock))
+    monkeypatch.setattr(golive, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep, time=clock))
     return clock
 
 
@@ -410,7 +412,7 @@ def test_an_environment_file_that_cannot_be_read_fails_the_step(
 
 
 def test_a_changed_file_that_cannot_be_read_fails_the_step(world: World) -> None:
-    world.runner.files[f"{world.tmp}/green/requirements.txt"] = steps.ReadError(22, "refusing it: not a regular file")
+    world.runner.files[f"{world.tmp}/green/requirements.txt"] = runner.ReadError(22, "refusing it: not a regular file")
     job = world.job("deploy")
     assert failed_step(job) == "deps" and "deps: refusing it: not a regular file" in job["message"]
 

@@ -12,10 +12,10 @@ import pytest
 from fakes import World, step_names
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen import switch
-from supervisor_bluegreen.guard import WindowGuard
-from supervisor_bluegreen.listener import AppWorker
-from supervisor_bluegreen.watch import Window
+from supervisor_bluegreen.host import links
+from supervisor_bluegreen.listener.guard import WindowGuard
+from supervisor_bluegreen.listener.loop import AppWorker
+from supervisor_bluegreen.listener.watch import Window
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_a_window_that_holds_passes(world: World) -> None:
 
 
 def test_a_window_of_a_color_no_longer_live_ends_and_its_crash_rolls_nothing_back(world: World) -> None:
-    switch.point(world.app, world.color("blue"))
+    links.point(world.app, world.color("blue"))
     g = Guarded(world)
     world.watch.update("shop_green", "EXITED")  # a person switched away; the color then stopped
     g.run()
@@ -186,7 +186,7 @@ def test_a_resumed_window_waits_while_supervisord_is_still_starting_the_color(wo
 
 def test_a_window_whose_color_stops_being_live_midway_ends(world: World) -> None:
     g = Guarded(world)
-    world.probes.hook = lambda: switch.point(world.app, world.color("blue"))  # a person's switch, between probes
+    world.probes.hook = lambda: links.point(world.app, world.color("blue"))  # a person's links, between probes
     g.run()
     assert g.deploy_job()["watch"] == {"state": "ended", "reason": "green is no longer live"}
     assert g.kinds() == ["deploy"]

@@ -13,10 +13,10 @@ import psutil
 import pytest
 from fakes import World, step_names, with_worker
 
-from supervisor_bluegreen import switch
-from supervisor_bluegreen.listener import AppWorker
-from supervisor_bluegreen.state import Store
-from supervisor_bluegreen.watch import Window
+from supervisor_bluegreen.host import links
+from supervisor_bluegreen.listener.loop import AppWorker
+from supervisor_bluegreen.listener.watch import Window
+from supervisor_bluegreen.shared.store import Store
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_a_recorded_pid_now_of_another_process_is_not_waited_for(world: World) -
 
 def test_a_go_live_cut_after_the_flip_is_finished_by_a_recover_job(world: World) -> None:
     deploy = running_job(world, step="record")
-    switch.point(world.app, world.color("green"))  # the flip happened, its record did not
+    links.point(world.app, world.color("green"))  # the flip happened, its record did not
     world.store.update(switching={"job": deploy["id"], "kind": "deploy", "from": "blue", "to": "green",
                                   "previous": "blue"})  # fmt: skip
     recover(world)
@@ -124,7 +124,7 @@ def test_workers_a_kill_left_on_the_old_code_are_restarted(world: World) -> None
 def test_state_that_disagrees_with_the_links_is_corrected_from_them(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    switch.point(world.app, world.color("green"))
+    links.point(world.app, world.color("green"))
     recover(world)
     assert world.store.read()["live"] == "green" and world.store.jobs() == []
     assert "state said live=blue, links say green: recording green" in capsys.readouterr().err
@@ -218,11 +218,11 @@ def test_in_nginx_mode_a_restart_makes_nginx_serve_what_the_link_says(
     reloads: list[str] = []
 
     def reload_nginx(app: object, log: object) -> None:  # a crash between the link and the reload
-        reloads.append(switch.live_color(world.app) or "")
+        reloads.append(links.live_color(world.app) or "")
         if fails:
-            raise switch.SwitchError("nginx config test failed")
+            raise links.SwitchError("nginx config test failed")
 
-    monkeypatch.setattr(switch, "reload_nginx", reload_nginx)
+    monkeypatch.setattr(links, "reload_nginx", reload_nginx)
     recover(world)
     assert reloads == ["green"]
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 from fakes import World, failed_step, step_names, with_worker
 from test_deploy_sequence import frozen_verify
 
-from supervisor_bluegreen import switch
+from supervisor_bluegreen.host import links
 
 
 @pytest.fixture
@@ -85,14 +85,14 @@ def test_a_switch_nginx_does_not_follow_is_switched_back(world: World, monkeypat
 
 
 def test_links_that_cannot_be_moved_fail_the_switch_and_stay(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = switch.atomic_symlink
+    real = links.atomic_symlink
 
     def refused(link: str, target: str, owner: tuple[int, int] | None = None) -> None:
         if target == world.color("green").socket:
             raise PermissionError(13, "Permission denied", link)
         real(link, target, owner)
 
-    monkeypatch.setattr(switch, "atomic_symlink", refused)
+    monkeypatch.setattr(links, "atomic_symlink", refused)
     job = world.job("switch")
     assert job["status"] == "failed" and failed_step(job) == "switch"
     assert "could not switch: [Errno 13] Permission denied: " in job["message"] and "links restored" in job["message"]
@@ -122,14 +122,14 @@ def test_a_switch_restarts_the_workers_on_the_new_live_checkout(
 def test_a_verify_whose_switch_back_fails_says_so(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     frozen_verify(monkeypatch)
     world.probes.public_down = True
-    real = switch.atomic_symlink
+    real = links.atomic_symlink
 
     def no_way_back(link: str, target: str, owner: tuple[int, int] | None = None) -> None:
         if target == world.color("blue").socket and world.links() == world.color("green").socket:
             raise PermissionError(13, "Permission denied", link)
         real(link, target, owner)
 
-    monkeypatch.setattr(switch, "atomic_symlink", no_way_back)
+    monkeypatch.setattr(links, "atomic_symlink", no_way_back)
     job = world.job("switch")
     assert failed_step(job) == "verify"
     assert (

@@ -8,9 +8,9 @@ import pytest
 from fakes import World, failed_step, with_worker
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen import switch, workers
-from supervisor_bluegreen.orchestrator import restart_workers
-from supervisor_bluegreen.supervisor_api import ShuttingDown
+from supervisor_bluegreen.host import links, workers
+from supervisor_bluegreen.host.supervisor import ShuttingDown
+from supervisor_bluegreen.listener.golive import restart_workers
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_a_worker_whose_process_is_gone_is_named(world: World) -> None:
 
 def test_the_workers_step_follows_whatever_is_live(world: World) -> None:
     run = world.new_run("switch")
-    switch.point(world.app, world.color("blue"))  # the watch window's rollback moved traffic before the step ran
+    links.point(world.app, world.color("blue"))  # the watch window's rollback moved traffic before the step ran
     restart_workers(run, world.color("green"))
     log = world.log(run.job)
     assert "green is no longer live: the workers follow blue" in log and "runs blue's checkout" in log
@@ -102,7 +102,7 @@ def test_a_worker_that_fails_after_traffic_moved_is_left_to_the_rollback(world: 
     run = world.new_run("switch")
     world.rpc.crash_on_start["shop_worker"] = "FATAL"
     # the watch window's automatic rollback moves traffic while the worker starts
-    world.rpc.on_start["shop_worker"] = lambda: switch.point(world.app, world.color("blue"))
+    world.rpc.on_start["shop_worker"] = lambda: links.point(world.app, world.color("blue"))
     restart_workers(run, world.color("green"))
     assert "did not come back: FATAL; traffic moved meanwhile: the rollback restarts them again" in world.log(run.job)
     assert world.store.read()["workers_restarting"] == "green"

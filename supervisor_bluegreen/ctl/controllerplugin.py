@@ -1,0 +1,530 @@
+"""``supervisorctl bluegreen <command>``: parse, call ``bluegreen.*``, print, set the exit status.
+
+Jobs run in the listener, so a command that starts one follows its log until it ends; Ctrl-C
+or a dropped SSH session only stops the following, never the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import errno
+import getpass
+import json
+import shlex
+import socket
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, NoReturn
+
+from supervisor.supervisorctl import ControllerPluginBase, LSBInitExitStatuses
+from supervisor.xmlrpc import Faults
+
+
+class UsageError(Exception):
+    """A command line its command does not take: the message, then the command's usage."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse for one bluegreen command: errors are raised (supervisorctl must go on), never sys.exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``bluegreen`` command: its usage, what it does (for help), and its arguments (argparse)."""
+
+    usage: str
+    summary: str
+    arguments: Callable[[Parser], None]
+
+    def parser(self, name: str) -> Parser:
+        parser = Parser(
+            prog=f"bluegreen {name}", usage=f"bluegreen {name} {self.usage}", add_help=False, allow_abbrev=False
+        )
+        self.arguments(parser)
+        return parser
+
+
+def app_only(parser: Parser) -> None:
+    parser.add_argument("app", nargs="?", default="")
+
+
+def app_and_color(parser: Parser) -> None:
+    app_only(parser)
+    parser.add_argument("color", nargs="?", default="")
+
+
+def app_and_word(parser: Parser) -> None:
+    """``[APP] [WORD]``: which of the two a lone word is, is decided against the configured apps."""
+    parser.add_argument("words", nargs="*")
+
+
+def flag(*names: str, dest: str | None = None) -> Callable[[Parser], None]:
+    def add(parser: Parser) -> None:
+        parser.add_argument(*names, action="store_true", **({"dest": dest} if dest else {}))
+
+    return add
+
+
+def both(*adders: Callable[[Parser], None]) -> Callable[[Parser], None]:
+    def add(parser: Parser) -> None:
+        for adder in adders:
+            adder(parser)
+
+    return add
+
+
+def deploy_arguments(parser: Parser) -> None:
+    app_and_word(parser)
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--detach", action="store_true")
+    when.add_argument("--wait", action="store_true")
+    parser.add_argument("--allow-unsafe-migrations", dest="allow_unsafe", action="store_true")
+
+
+def count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(text)
+    return int(text)
+
+
+def history_arguments(parser: Parser) -> None:
+    app_only(parser)
+    parser.add_argument("-n", dest="count", type=count, default=10)
+    parser.add_argument("--all", action="store_true")
+
+
+# every command, in the order help shows them; do_bluegreen dispatches to cmd_<name>
+COMMANDS: dict[str, Command] = {
+    "status": Command(
+        "[APP] [--json]",
+        "live and idle color per app, versions, states, last health, jobs",
+        both(app_only, flag("--json")),
+    ),
+    "switch": Command(
+        "[APP] [COLOR] [--wait]",
+        "health-gated switch to the idle color (or COLOR); it must be RUNNING",
+        both(app_and_color, flag("--wait")),
+    ),
+    "rollback": Command("[APP]", "back to the previous color (still running, warm), health-gated", app_only),
+    "health": Command("[APP] [COLOR]", "probe COLOR (default: the live one) over its own socket now", app_and_color),
+    "deploy": Command(
+        "[APP] [REF] [--detach | --wait] [--allow-unsafe-migrations]",
+        "git to live: resolve, drain, checkout, build, start, health gate,\n"
+        "switch, record, workers; REF defaults to the configured branch.\n"
+        "Returns at go-live while the watch window runs (a crash or failed\n"
+        "probes of the new color roll back by themselves); --wait waits the\n"
+        "window out and fails if it rolled back. The migration gate refuses\n"
+        "migrations the serving code cannot survive; --allow-unsafe-migrations\n"
+        "runs them anyway (recorded in history with who)",
+        deploy_arguments,
+    ),
+    "cancel": Command(
+        "[APP] [--force]",
+        "stop a queued or running deploy before its switch; a running migrate\n"
+        "is never cut in half (the deploy stops after it); --force kills even\n"
+        "that (a hung migration; the schema may be left half changed)",
+        both(app_only, flag("--force")),
+    ),
+    "log": Command(
+        "[APP] [ID] [-f]",
+        "the log of job ID (default: the newest); -f follows it and its window",
+        both(app_and_word, flag("-f", "--follow", dest="follow")),
+    ),
+    "history": Command(
+        "[APP] [-n N] [--all]",
+        "the last N jobs (default 10): ref, commit, color, who, outcome, steps;\nhealth probes only with --all",
+        history_arguments,
+    ),
+    "backups": Command(
+        "[APP]",
+        "the app's database backups, newest first: name, size, time, commit,\n"
+        "and whether the last verify restored it into a scratch database\n"
+        "intact. Restore one from a root shell (never from here):\n"
+        "bluegreen restore APP BACKUP --yes (fresh backup first; refused\n"
+        "while a job runs)",
+        app_only,
+    ),
+}
+HELP_COLUMN = 36
+
+
+def usage_text() -> str:
+    """``help bluegreen``: every command of COMMANDS with what it does, the summary in a column of its own."""
+    out = []
+    for name, command in COMMANDS.items():
+        synopsis = f"bluegreen {name} {command.usage}"
+        summary = command.summary.split("\n")
+        if len(synopsis) < HELP_COLUMN:
+            out.append(f"{synopsis:<{HELP_COLUMN}}{summary.pop(0)}")
+        else:
+            out.append(synopsis)
+        out.extend(" " * HELP_COLUMN + line for line in summary)
+    out.append("APP may be omitted when one app is configured. Exit status 0 only when the command did what it says.")
+    return "\n".join(out)
+
+
+USAGE = usage_text()
+
+
+class Unreachable(Exception):
+    """supervisord cannot be reached, or has no bluegreen API: one line with the fix, and an exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def unreachable(url: str, exc: OSError) -> tuple[str, int]:
+    """What a failed connection to supervisord means, the fix, and supervisorctl's exit status for it."""
+    where = f"cannot reach supervisord at {url}"
+    if exc.errno == errno.ENOENT:
+        return (
+            f"{where}: no such socket: supervisord is not running (start it: systemctl start supervisor), "
+            "or -c names another config than the one it runs with",
+            LSBInitExitStatuses.NOT_RUNNING,
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"{where}: permission denied: run it as root (sudo supervisorctl ...); a git pusher deploys "
+            "through the pre-receive hook and `bluegreen push` instead",
+            LSBInitExitStatuses.INSUFFICIENT_PRIVILEGES,
+        )
+    if exc.errno == errno.ECONNREFUSED:
+        return (
+            f"{where}: connection refused: supervisord is not running (start it: systemctl start supervisor)",
+            LSBInitExitStatuses.INSUFFICIENT_PRIVILEGES,  # what supervisorctl itself answers to a refused connection
+        )
+    reason = exc.strerror or str(exc) or "connection failed"
+    return f"{where}: {reason}", LSBInitExitStatuses.GENERIC
+
+
+def no_plugin(url: str) -> str:
+    return (
+        f"supervisord at {url} has no bluegreen API: its config does not load [rpcinterface:bluegreen]; "
+        "include bluegreen.conf (`bluegreen example include`), then restart supervisord "
+        "(systemctl restart supervisor): rpcinterfaces load only at start, `reread`/`update` do not load them"
+    )
+
+
+class BlueGreenControllerPlugin(ControllerPluginBase):
+    name = "bluegreen"
+    poll_interval = 0.2
+
+    def __init__(self, controller: Any, **config: str):
+        super().__init__(controller)
+        self.who = f"{getpass.getuser()}@{socket.gethostname()} via supervisorctl"
+        # supervisorctl asks every plugin for `help bluegreen`, its own first: without this, the
+        # default plugin answers "*** No help on bluegreen" before our text
+        self.help_elsewhere = False
+        for plugin in getattr(getattr(controller, "options", None), "plugins", None) or []:
+            if plugin is not self and not hasattr(plugin, "help_bluegreen"):
+                plugin.help_bluegreen = self.help_bluegreen
+                self.help_elsewhere = True
+                break
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def api(self) -> Any:
+        return self.ctl.get_server_proxy("bluegreen")
+
+    def fail(self, message: str, status: int = LSBInitExitStatuses.GENERIC) -> None:
+        self.ctl.output(f"ERROR: {message}")
+        self.ctl.exitstatus = status
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call the API; a Fault is printed with its message and sets supervisor's exit status.
+
+        A supervisord that cannot be reached or has no bluegreen API raises Unreachable (one line, the fix).
+        """
+        try:
+            return method(*args)
+        except xmlrpc.client.Fault as exc:
+            if exc.faultCode == Faults.UNKNOWN_METHOD:
+                raise Unreachable(no_plugin(self.serverurl), LSBInitExitStatuses.UNIMPLEMENTED_FEATURE) from None
+            self.ctl.output(f"ERROR: {exc.faultString}")
+            self.ctl.set_exitstatus_from_xmlrpc_fault(exc.faultCode)
+            return None
+        except xmlrpc.client.ProtocolError as exc:
+            if exc.errcode == 401:
+                raise  # supervisorctl asks for a username and password itself
+            raise Unreachable(
+                f"supervisord at {self.serverurl} answered HTTP {exc.errcode} {exc.errmsg}", LSBInitExitStatuses.GENERIC
+            ) from None
+        except OSError as exc:
+            raise Unreachable(*unreachable(self.serverurl, exc)) from None
+
+    @property
+    def serverurl(self) -> str:
+        return str(getattr(getattr(self.ctl, "options", None), "serverurl", "") or "supervisord's serverurl")
+
+    def follow(self, app: str, job: dict[str, Any], announce: bool = True, window: bool = False) -> None:
+        """Print a job's log as it grows until it ends; exit status 0 only when it succeeded.
+
+        With ``window``, a job that went live is followed through its watch window too, and a
+        window that rolled back by itself fails the command.
+        """
+        job_id, offset = job["id"], 0
+        if announce:
+            self.ctl.output(f"{job['app']}: {job['kind']} queued as job {job_id}")
+        try:
+            while True:
+                answer = self.call(self.api.job, job["app"], job_id, offset)
+                if answer is None:
+                    return
+                if answer["log"]:
+                    self.ctl.output(answer["log"].rstrip("\n"))
+                offset = answer["offset"]
+                status = answer["job"]["status"]
+                watched = window and (answer["job"].get("watch") or {}).get("state") == "running"
+                if status not in ("queued", "running") and not watched:
+                    break
+                time.sleep(self.poll_interval)
+        except KeyboardInterrupt:  # only the watching stops: the job runs in the listener
+            self.fail(f"stopped following; job {job_id} goes on: bluegreen log {job['app']} {job_id} -f")
+            return
+        message = answer["job"].get("message") or f"job {job_id} {status}"
+        outcome = answer["job"].get("watch") or {}
+        if status != "succeeded":  # the verdict, what is live; the step's whole output stays in the log
+            self.fail(f"{message}\nwhole log: supervisorctl bluegreen log {job['app']} {job_id}")
+        elif window and outcome.get("state") == "rolled back":
+            self.fail(f"{message.splitlines()[0]}\nrolled back automatically: {outcome.get('reason', '')}")
+        elif window and outcome.get("state"):
+            self.ctl.output(message.splitlines()[0])
+            self.ctl.output(
+                f"watch window {outcome['state']}" + (f": {outcome['reason']}" if outcome.get("reason") else "")
+            )
+        else:
+            self.ctl.output(message)
+
+    # -- commands ----------------------------------------------------------------------------
+    def do_bluegreen(self, arg: str) -> None:
+        try:
+            words = shlex.split(arg)
+        except ValueError as exc:
+            return self.fail(f"cannot parse arguments: {exc}", LSBInitExitStatuses.INVALID_ARGS)
+        if not words or words[0] in ("help", "-h", "--help"):
+            return self.help_bluegreen()
+        name, rest = words[0], words[1:]
+        command = COMMANDS.get(name)
+        if command is None:
+            self.fail(f"unknown bluegreen command {name!r}", LSBInitExitStatuses.INVALID_ARGS)
+            return self.help_bluegreen()
+        if {"-h", "--help"} & set(rest):
+            return self.ctl.output(f"bluegreen {name} {command.usage}\n    " + command.summary.replace("\n", " "))
+        try:
+            options = command.parser(name).parse_intermixed_args(rest)
+            getattr(self, f"cmd_{name}")(options)
+        except UsageError as exc:
+            self.fail(f"{exc}\nusage: bluegreen {name} {command.usage}", LSBInitExitStatuses.INVALID_ARGS)
+        except Unreachable as exc:
+            self.fail(str(exc), exc.status)
+        return None
+
+    def do_help(self, arg: str) -> None:
+        """``help bluegreen`` is answered by the default plugin (see __init__); other topics are not ours."""
+        if not arg.strip():
+            super().do_help(arg)
+        elif arg.strip() == "bluegreen" and not self.help_elsewhere:
+            self.help_bluegreen()
+
+    def cmd_status(self, options: argparse.Namespace) -> None:
+        apps = self.call(self.api.status, options.app)
+        if apps is None:
+            return
+        if options.json:
+            self.ctl.output(json.dumps(apps, indent=2, sort_keys=True))
+            return
+        for app in apps:
+            self.ctl.output(format_status(app))
+
+    def start_and_follow(self, method: str, *args: Any, window: bool = False) -> None:
+        """Queue a job with ``args`` and ``who``, then follow it to its end."""
+        job = self.call(getattr(self.api, method), *args, self.who)
+        if job:
+            self.follow(job["app"], job, window=window)
+
+    def cmd_switch(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("switch", options.app, options.color, window=options.wait)
+
+    def cmd_rollback(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("rollback", options.app)
+
+    def cmd_health(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("health", options.app, options.color)
+
+    def app_and_word(self, words: list[str], is_word: Callable[[str], bool]) -> tuple[str, str]:
+        """``[APP] [WORD]``: a lone word is the app when it names one, or does not look like a WORD (``is_word``).
+
+        A lone word that is one or two letters off an app's name is a mistyped app, refused: deploying
+        it as a ref would fail only after the job was queued.
+        """
+        if len(words) > 2:
+            raise UsageError(f"unrecognized arguments: {' '.join(words[2:])}")
+        if len(words) != 1:
+            padded = [*words, "", ""]
+            return padded[0], padded[1]
+        word = words[0]
+        names = [a["app"] for a in self.call(self.api.status, "") or []]
+        if word in names or not is_word(word):
+            return word, ""
+        close = difflib.get_close_matches(word, names, n=1, cutoff=0.75)
+        if close:
+            raise UsageError(f"unknown app {word!r} (did you mean {close[0]}?); a REF comes after the app's name")
+        return "", word
+
+    def cmd_deploy(self, options: argparse.Namespace) -> None:
+        app, ref = self.app_and_word(options.words, lambda word: True)
+        job = self.call(self.api.deploy, app, ref, self.who, options.allow_unsafe)
+        if not job:
+            return None
+        if options.detach:
+            app, job_id = job["app"], job["id"]
+            self.ctl.output(f"{app}: deploy queued as job {job_id}; follow it: bluegreen log {app} {job_id} -f")
+            return None
+        return self.follow(job["app"], job, window=options.wait)
+
+    def cmd_cancel(self, options: argparse.Namespace) -> None:
+        job = self.call(self.api.cancel, options.app, options.force)
+        if job:
+            self.ctl.output(f"{job['app']}: cancelling deploy job {job['id']}")
+            answer = self.wait_end(job["app"], job["id"])
+            if answer and answer["job"]["status"] != "cancelled":
+                self.fail(f"job {job['id']} ended {answer['job']['status']} before it could be cancelled")
+            elif answer:
+                self.ctl.output(answer["job"].get("message", "").split("\n")[-1] or "cancelled")
+
+    def wait_end(self, app: str, job_id: int) -> dict[str, Any] | None:
+        while True:
+            answer = self.call(self.api.job, app, job_id, 0)
+            if answer is None or answer["job"]["status"] not in ("queued", "running"):
+                return answer
+            time.sleep(self.poll_interval)
+
+    def cmd_log(self, options: argparse.Namespace) -> None:
+        app, word = self.app_and_word(options.words, str.isdigit)
+        if word and not word.isdigit():
+            raise UsageError(f"job id must be a number, got {word!r}")
+        answer = self.call(self.api.log, app, int(word or 0), 0)
+        if answer is None:
+            return None
+        job = answer["job"]
+        if options.follow:
+            return self.follow(job["app"], job, announce=False, window=True)
+        if answer["log"]:
+            self.ctl.output(answer["log"].rstrip("\n"))
+        self.ctl.output(job.get("message") or f"job {job['id']} {job['status']}")
+        return None
+
+    def cmd_history(self, options: argparse.Namespace) -> None:
+        entries = self.call(self.api.history, options.app, options.count, options.all)
+        if entries is None:
+            return None
+        for e in entries:
+            self.ctl.output(format_history(e))
+        return None
+
+    def cmd_backups(self, options: argparse.Namespace) -> None:
+        entries = self.call(self.api.backups, options.app)
+        if entries is None:
+            return None
+        if not entries:
+            self.ctl.output("no backups")
+        for e in entries:
+            self.ctl.output(format_backup(e))
+        return None
+
+    def help_bluegreen(self) -> None:
+        self.ctl.output(USAGE)
+
+
+def ago(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "never"
+
+
+# The optional lines of a status, in order: each renders its field when the field is set ("" to leave it out).
+_STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
+    ("last_health", lambda h, _: f"  last health: {h['color']} {'ok' if h['ok'] else 'FAIL'} {h['detail']}"
+                                 f" at {ago(h['at'])}"),
+    ("watch", lambda w, _: f"  watch: {w['color']} watched for {w['remaining']:.0f} s more; a crash or failed probes"
+                           f" roll back to {w['previous']} by themselves"),
+    ("contract", lambda c, _: "  contract migrations waiting for the window to pass: "
+                              + ", ".join(c.get("migrations") or [])),
+    ("rollback_cleared", lambda r, app: "" if app.get("previous") else
+        f"  rollback: none; contract migrations of deploy job {r.get('job')} ran (job {r.get('contract')}), and"
+        " rolling back past them is not safe"),
+    ("locked", lambda _, __: "  lock: held by the listener (a job or a watch window)"),
+    ("running", lambda r, _: f"  in progress: {r['kind']} job {r['id']} {r['status']} step {r['step'] or '-'}"
+                             f" ({r['elapsed']:.1f} s)"),
+    ("last_job", lambda j, _: f"  last job: {j['kind']} job {j['id']} {j['status']}: {j['message'].splitlines()[0]}"),
+)  # fmt: skip
+
+
+def format_status(app: dict[str, Any]) -> str:
+    """The human form of one app's status: a line per color, then health and jobs."""
+    lines = [
+        f"{app['app']} ({app['switch_mode']} switch): live {app['live'] or 'none'} since {ago(app['switched_at'])}"
+    ]
+    for name, c in app["colors"].items():
+        version = f" {c['version']}" if c.get("version") else ""
+        lines.append(f"  {name:<8} {c['role']:<5} {c['program']:<24} {c['state']:<9}{version}")
+    for key, render in _STATUS_EXTRAS:
+        line = render(app[key], app) if app.get(key) else ""
+        if line:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def format_backup(e: dict[str, Any]) -> str:
+    """One line per backup: name, size, when taken, commit, last verify."""
+    size, unit = float(e["size"]), "B"
+    for bigger in ("kB", "MB", "GB", "TB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    v = e.get("verified") or {}
+    if not v:
+        verified = "not verified"
+    elif v.get("ok"):
+        verified = f"verified {ago(v['verified_at'])}: {v['tables']} tables, {v['rows']} rows ({v['seconds']:.1f} s)"
+    else:
+        first = (v.get("mismatches") or ["?"])[0]
+        verified = f"VERIFY FAILED {ago(v.get('verified_at') or 0)}: {first}"
+    shown = f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+    return f"{e['name']}  {shown}  taken {e['taken']}  commit {e['commit']}  {verified}"
+
+
+def format_history(e: dict[str, Any]) -> str:
+    """One line per job, then its step timings."""
+    commit = (e.get("commit") or "")[:7] or "-"
+    head = (
+        f"#{e['id']:<4} {ago(e['created'])}  {e['kind']:<8} {e['status']:<11} ref={e.get('ref') or '-'} "
+        f"commit={commit} color={e.get('color') or '-'} by {e.get('who') or '?'}"
+    )
+    steps = " ".join(f"{s['name']}={s['seconds']:.1f}s" for s in e.get("steps", []))
+    lines = [head, f"      {e['message']}"]
+    if steps:
+        lines.append(f"      steps: {steps}")
+    watched = e.get("watch") or {}
+    if watched.get("state") and watched["state"] != "running":
+        reason = f": {watched['reason']}" if watched.get("reason") else ""
+        lines.append(f"      watch window: {watched['state']}{reason}")
+    if e.get("unsafe_allowed"):
+        lines.append(f"      UNSAFE migrations allowed by {e['unsafe_allowed']} (--allow-unsafe-migrations)")
+    if e.get("backup"):
+        lines.append(f"      backup: {e['backup']}")
+    check = e.get("backup_verify") or {}
+    if check:
+        verdict = "verified" if check.get("ok") else "VERIFY FAILED: " + "; ".join(check.get("mismatches") or [])
+        lines.append(f"      backup {verdict} ({check.get('tables')} tables, {check.get('rows')} rows)")
+    return "\n".join(lines)
+
+
+def make_bluegreen_controllerplugin(controller: Any, **config: str) -> BlueGreenControllerPlugin:
+    """Factory named in ``[ctlplugin:bluegreen] supervisor.ctl_factory``."""
+    return BlueGreenControllerPlugin(controller, **config)

@@ -1,0 +1,314 @@
+"""The steps every traffic move shares: reconcile, check and gate the target, flip, verify, record, workers.
+
+Nothing before ``flip`` touches live traffic, and ``flip`` restores the links itself when it fails, so
+a failed job always leaves live as it was. deploy, switch, rollback and recover are made of these.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+from supervisor_bluegreen.host import health, links, runner, workers
+from supervisor_bluegreen.host.supervisor import SupervisorError
+from supervisor_bluegreen.listener import failpoint
+from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
+from supervisor_bluegreen.listener.watch import Window
+from supervisor_bluegreen.shared.config import App, Color
+from supervisor_bluegreen.shared.store import Store
+
+_WORKERS_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per app, across its threads
+
+
+def checkout_version(app: App, color: Color) -> str:
+    """The short commit of a color's checkout ('' when it has none or is not a git work tree).
+
+    git runs as the app's user, never as whoever owns what the path leads to: the app user can make its
+    checkout a link to a folder of root's, and git would then run as root there.
+    """
+    if not color.checkout:
+        return ""
+    user = app.deploy.user if app.deploy else ""
+    try:
+        out = runner.capture(["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"], user=user, timeout=10)
+    except (OSError, KeyError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def reconcile_links(app: App, store: Store, log: Callable[[str], None]) -> str | None:
+    """Take the live color from the links (the real world), repair a half-moved set, record it.
+
+    A job killed between moving traffic and recording it left a ``switching`` intent: when the
+    links say its target is live, the move happened, so the color it left is the rollback target
+    and a watch window opens, as if the job had finished its record step. LiveLinkError when the
+    deciding link points at no color.
+    """
+    live = links.live_color(app)
+    if live is not None:
+        links.point(app, app.color(live))
+    state = store.read()
+    if state.get("live") != live:
+        log(f"state said live={state.get('live')}, links say {live}: recording {live}")
+    versions = {c.name: {"version": checkout_version(app, c)} for c in app.colors}
+    changes: dict[str, Any] = {"live": live, "colors": versions}
+    pending = state.get("switching")
+    if isinstance(pending, dict):
+        if live == pending.get("to") and pending.get("from") != live:
+            log(f"an interrupted {pending.get('kind')} job {pending.get('job')} had made {live} live: recorded")
+            previous = pending.get("previous") or None
+            changes.update(previous=previous, switched_at=time.time(), workers_restarting=live)
+            window = Window.opened(
+                live, previous or "", int(pending.get("job") or 0), app.watch, str(pending.get("kind"))
+            )
+            changes["watch"] = window.record() if window else None
+        changes["switching"] = None
+    store.update(**changes)
+    return live
+
+
+def reconcile(run: Run) -> str | None:
+    try:
+        run.live_before = reconcile_links(run.app, run.store, run.log)
+    except links.LiveLinkError as exc:
+        raise StepFailed(f"refusing to act: {exc}") from None
+    return run.live_before
+
+
+def choose_target(app: App, live: str | None, wanted: str) -> Color:
+    """The color to switch to: ``wanted`` if named, else the one that is not live."""
+    if wanted:
+        target = app.color(wanted)
+    elif live is None:
+        raise StepFailed(f"no color is live yet: name the first one (one of {', '.join(app.color_names)})")
+    else:
+        target = app.other(live)
+    if target.name == live:
+        raise StepFailed(f"{target.name} is already live")
+    return target
+
+
+def require_running(run: Run, target: Color) -> float:
+    """The target must already run under supervisor: switch and rollback never build or start.
+
+    Returns the instant of the check, from which its crashes count: one that dies right after it
+    answered RUNNING ends the health gate at once, named as a crash.
+    """
+    since = time.monotonic()
+    try:
+        state = run.sup.state(target.program)
+    except SupervisorError as exc:
+        raise supervisor_failed(exc) from None
+    if state != "RUNNING":
+        raise StepFailed(f"{target.name} ({target.program}) is {state}, not RUNNING")
+    return since
+
+
+def health_gate(run: Run, target: Color, since: float | None = None) -> None:
+    """N consecutive good GETs over the target's own socket; abort at once if it stops running.
+
+    ``since``: process events from that instant on count (a deploy passes when it started the target).
+    """
+    t0 = time.monotonic() if since is None else since
+
+    def aborted() -> str | None:
+        if run.cancelled():
+            return "cancelled"
+        state = run.watch.crashed_since(target.program, t0)
+        return f"{target.program} went {state}" if state else None
+
+    result = health.gate(target.socket, run.app.health, aborted, report=lambda p: run.log(f"  probe: {p.describe()}"))
+    run.store.update(last_health=health_record(target.name, result.last))
+    if not result.ok:
+        tail = stderr_summary(run.sup.stderr_tail(target.program))
+        detail = f"\n--- {target.program} stderr (errors, then the last lines) ---\n{tail}" if tail else ""
+        raise StepFailed(f"{target.name} is not healthy: {result.reason}{detail}")
+
+
+def stderr_summary(tail: str, last: int = 12) -> str:
+    """The error lines of a stderr tail (``RuntimeError: ...``), then its last lines: why it died, briefly."""
+    lines = tail.splitlines()[1:]  # the first line is cut by the byte offset
+    errors = [line for line in lines[:-last] if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+    return "\n".join(errors[-5:] + lines[-last:]).strip()
+
+
+def health_record(color: str, probe: health.Probe | None) -> dict[str, Any]:
+    return {
+        "color": color,
+        "ok": bool(probe and probe.ok),
+        "detail": probe.detail if probe else "no probe",
+        "at": time.time(),
+    }
+
+
+def flip(run: Run, target: Color) -> None:
+    """Move traffic, with the intent recorded first: a kill before ``go_live`` is finished on restart."""
+    run.cancellable = False
+    automatic = bool(run.job.get("args", {}).get("reason"))  # the color it leaves failed: no rollback target
+    run.store.update(
+        switching={
+            "job": run.job["id"],
+            "kind": run.job["kind"],
+            "from": run.live_before,
+            "to": target.name,
+            "previous": None if automatic else run.live_before,
+        }
+    )
+    try:
+        links.flip(run.app, target, run.log)
+    except links.SwitchError as exc:
+        run.store.update(switching=None)
+        raise StepFailed(f"could not switch: {exc}; links restored") from None
+
+
+def public_probe(app: App) -> health.Probe:
+    return health.probe(app.public_url, app.health, host=app.public_host or app.health.host)
+
+
+def marker(app: App, probe: health.Probe) -> str:
+    """The color a response through nginx says it came from ('' when not configured)."""
+    header = "x-bluegreen-site" if app.switch_mode == "nginx" else app.color_header.lower()
+    return probe.headers.get(header, "") if header else ""
+
+
+def verify_public(run: Run, target: Color, live: str | None) -> None:
+    """Through the public nginx listener, the new color answers; otherwise switch back."""
+    app, deadline = run.app, time.monotonic() + 5.0
+    while True:
+        probe = public_probe(app)
+        seen = marker(app, probe)
+        if probe.ok and seen in ("", target.name):
+            run.log(f"public {app.public_url}: {probe.describe()} from {seen or 'the live socket'}")
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    reason = f"public {app.public_url} answered {probe.detail}" + (f" from {seen}" if seen else "")
+    try:
+        if live is not None:
+            links.flip(app, app.color(live), run.log)
+        else:
+            links.restore(app, {link: None for link, _ in links.planned_links(app, target)})
+    except (links.SwitchError, OSError) as exc:
+        raise StepFailed(f"{reason}; switching back failed too: {exc}") from None
+    finally:
+        run.store.update(switching=None)
+    raise StepFailed(f"{reason}; " + (f"switched back to {live}" if live else "links removed again"))
+
+
+def restart_workers(run: Run, target: Color) -> None:
+    """Restart each worker program gracefully through supervisor and see it run the new live checkout.
+
+    After every change of the live color, deploy, switch or rollback alike: the workers follow the
+    live_root link, and until restarted they keep running the code traffic just left.
+    """
+    config = run.app.deploy
+    if not config or not config.workers:
+        return
+    with _WORKERS_LOCKS[run.app.name]:  # the watch window's rollback may restart them at the same time
+        live = live_by_links_now(run.app)
+        if live and live != target.name:
+            run.log(f"{target.name} is no longer live: the workers follow {live}")
+            target = run.app.color(live)
+        run.store.update(workers_restarting=target.name)  # a kill from here on: the next start restarts them
+        for program in config.workers:
+            try:
+                workers.restart(
+                    run.sup,
+                    run.watch,
+                    program,
+                    target,
+                    config.worker_timeout,
+                    run.log,
+                    stopped=lambda: failpoint.hit(run.store.dir, "workers.stopped"),
+                )
+            except workers.WorkerError as exc:
+                if live_by_links_now(run.app) not in (None, target.name):  # an automatic rollback moved traffic
+                    run.log(f"{exc}; traffic moved meanwhile: the rollback restarts them again")
+                    return
+                raise StepFailed(str(exc)) from None
+        run.store.update(workers_restarting=None)
+
+
+def live_by_links_now(app: App) -> str | None:
+    """The live color as the links say (None when they say nothing sure)."""
+    try:
+        return links.live_color(app)
+    except links.LiveLinkError:
+        return None
+
+
+def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, **changes: Any) -> Window | None:
+    """Record ``target`` as live and ``live`` as the rollback target, and open the watch window.
+
+    One atomic state write: live, previous, the window and the end of the ``switching`` intent
+    are never seen apart, nor is the note that the workers must follow. An ``automatic`` rollback
+    leaves no rollback target (the color it left failed); only a deploy or a switch opens a window
+    (a rollback goes back to what served before).
+    """
+    previous = None if automatic else live
+    if run.job["kind"] != "deploy":  # a switch's or rollback's history row: the color and commit that went live
+        recorded = (changes.get("colors") or run.store.read().get("colors") or {}).get(target.name) or {}
+        run.store.update_job(
+            run.job["id"], color=target.name, commit=recorded.get("commit") or recorded.get("version") or ""
+        )
+    window = Window.opened(target.name, previous or "", run.job["id"], run.app.watch, run.job["kind"])
+    run.store.update(
+        live=target.name,
+        previous=previous,
+        switched_at=time.time(),
+        switching=None,
+        watch=window.record() if window else None,
+        rollback_cleared=None,
+        # the workers still run the code traffic just left: a kill before they are restarted is repaired on start
+        workers_restarting=target.name if run.app.deploy and run.app.deploy.workers else None,
+        **changes,
+    )
+    if window:
+        run.store.update_job(run.job["id"], watch={"state": "running", "until": window.until})
+        run.watch.notify()
+    return window
+
+
+def watching(window: Window | None, app: App, job_id: int) -> str:
+    """What the end of a deploy or switch says about the window that runs after it."""
+    if window is None:
+        return ""
+    return (
+        f"\nwatching {window.color} for {window.until - window.since:g} s: a crash or "
+        f"{app.watch.failures} failed probes in a row switch back to {window.previous} by themselves "
+        f"(supervisorctl bluegreen status {app.name}; supervisorctl bluegreen log {app.name} {job_id} -f)"
+    )
+
+
+def live_by_links(run: Run) -> str | None:
+    """The live color as the links say, without reconcile's repairs and git reads: fast, for a rollback."""
+    try:
+        run.live_before = links.live_color(run.app)
+    except links.LiveLinkError as exc:
+        raise StepFailed(f"refusing to act: {exc}") from None
+    return run.live_before
+
+
+def probe_once(run: Run, target: Color) -> None:
+    """One GET over the color just made live: it answered a minute ago, so this only reports."""
+    probe = health.probe(target.socket, run.app.health)
+    run.store.update(last_health=health_record(target.name, probe))
+    run.log(f"{target.name}: {probe.describe()}")
+    if not probe.ok:
+        raise StepFailed(f"{target.name} is live again but does not answer either: {probe.describe()}")
+
+
+def stop_failed(run: Run, color: Color) -> None:
+    """Show why the rolled-back color failed (its stderr, in the log only), then stop it."""
+    tail = stderr_summary(run.sup.stderr_tail(color.program))
+    if tail:
+        run.log(f"--- {color.program} stderr (errors, then the last lines) ---\n{tail}")
+    try:
+        run.sup.stop(color.program)
+    except SupervisorError as exc:
+        run.log(f"could not stop {color.program}: {exc}")

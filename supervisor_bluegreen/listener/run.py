@@ -1,0 +1,103 @@
+"""One job being executed (Run) and how a step fails (StepFailed, Interrupted).
+
+A step either completes or raises StepFailed with a message that says what went wrong; the
+sequence then stops and the job ends failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from supervisor_bluegreen.host import notify, runner
+from supervisor_bluegreen.host.migrations.gate import GateReport
+from supervisor_bluegreen.host.supervisor import ProcessWatch, ShuttingDown, Supervisor, SupervisorError
+from supervisor_bluegreen.listener import failpoint
+from supervisor_bluegreen.shared.config import App
+from supervisor_bluegreen.shared.store import Store
+from supervisor_bluegreen.shared.textsafe import escape_controls
+
+T = TypeVar("T")
+
+
+class StepFailed(Exception):
+    """A step could not complete; the message is shown to the user as the reason."""
+
+
+class Interrupted(StepFailed):
+    """The listener is stopping: no new step starts before the switch; the job ends "interrupted"."""
+
+
+def supervisor_failed(exc: SupervisorError) -> StepFailed:
+    """A refusal of supervisord as a step's failure; while supervisord shuts down the job is interrupted."""
+    if isinstance(exc, ShuttingDown):
+        return Interrupted(f"interrupted: supervisord is shutting down ({exc})")
+    return StepFailed(str(exc))
+
+
+class Run:
+    """One job being executed: where its log goes, its timings, and the handles it needs."""
+
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        job: dict[str, Any],
+        sup: Supervisor,
+        watch: ProcessWatch,
+        stopping: threading.Event | None = None,
+    ):
+        self.app, self.store, self.job, self.sup, self.watch = app, store, job, sup, watch
+        self.stopping = stopping or threading.Event()  # set when supervisord stops the listener
+        self.started = time.monotonic()
+        self.steps: list[dict[str, Any]] = []
+        self.live_before: str | None = None  # set by reconcile: what "unchanged" means in a failure
+        self.gate: GateReport | None = None  # the migration gate's report: what migrate may run before the switch
+        self.db_changed: list[str] = []  # migrations a failed migrate applied: the database is not "unchanged"
+        self.cancellable = True  # until traffic moves: then a deploy finishes what it started
+        self.allow_unsafe = False  # deploy --allow-unsafe-migrations: the gate's refusal is overridden
+
+    def forced(self) -> bool:
+        """True once someone asked to cancel this job with --force: even a migrate is killed."""
+        return self.cancellable and self.store.cancel_requested(self.job["id"], force=True)
+
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this job (and it is still before its switch)."""
+        return self.cancellable and self.store.cancel_requested(self.job["id"])
+
+    def log(self, message: str) -> None:
+        """A line of the job's log; the listener's own log (supervisord's) repeats it but for commands' output."""
+        line = f"[{time.monotonic() - self.started:6.2f}s] {message}"
+        self.store.append_log(self.job["id"], line)
+        if not message.startswith(runner.OUTPUT):
+            print(f"{self.app.name} job {self.job['id']}: {escape_controls(message)}", file=sys.stderr, flush=True)
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run one named step, log it with its duration, and record it in the job."""
+        if self.cancelled():
+            raise StepFailed(f"cancelled before {name}")
+        if self.cancellable and self.stopping.is_set():
+            raise Interrupted(f"interrupted before {name}: the listener is stopping")
+        failpoint.hit(self.store.dir, name)
+        self.log(f"{name} ...")
+        self.store.update_job(self.job["id"], step=name)
+        t0 = time.monotonic()
+        ok = False
+        try:
+            result = fn(self, *args)
+            ok = True
+            return result
+        finally:
+            seconds = round(time.monotonic() - t0, 3)
+            self.steps.append({"name": name, "seconds": seconds, "ok": ok, "ended": time.time()})
+            self.store.update_job(self.job["id"], steps=self.steps)
+            self.log(f"{name} {'done' if ok else 'FAILED'} in {seconds:.2f} s")
+
+    def announce(self, event: str, text: str, **fields: Any) -> None:
+        """Tell the app's webhooks; a webhook that is down only shows in the log."""
+        notify.announce(self.app, self.job, self.log, event, text, **fields)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started

@@ -1,0 +1,370 @@
+"""The deploy sequence: a commit from git to live, the seed's post-receive hook made safe.
+
+``deploy()`` reads like the hook, one named step per line. What the hook lacked is in the steps:
+the idle color is drained before it is touched, the build runs in its own checkout (the live color
+never sees new templates or static files), the new color must answer its health check before any
+traffic moves, and the switch is atomic. Any failure before the switch leaves the live color as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import pwd
+import subprocess
+import time
+
+from supervisor_bluegreen.host import backup, drain, links, runner
+from supervisor_bluegreen.host.migrations import gate
+from supervisor_bluegreen.host.supervisor import SupervisorError
+from supervisor_bluegreen.listener.golive import (
+    flip,
+    go_live,
+    health_gate,
+    reconcile,
+    restart_workers,
+    verify_public,
+    watching,
+)
+from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
+from supervisor_bluegreen.listener.watch import Window
+from supervisor_bluegreen.shared.config import App, Color, Deploy
+from supervisor_bluegreen.shared.jobargs import DeployArgs
+from supervisor_bluegreen.shared.refs import ref_problem
+from supervisor_bluegreen.shared.store import check_private_dir, read_json, write_json_atomic
+
+
+def settings(app: App) -> Deploy:
+    if app.deploy is None:
+        raise StepFailed(f"{app.name} has no repo configured: deploy needs repo, checkout and build")
+    return app.deploy
+
+
+def git(run: Run, *args: str, cwd: str | None = None, timeout: float = 120) -> str:
+    """git as the app's user (git refuses repositories owned by someone else), its stdout."""
+    user = settings(run.app).user
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "GIT_"))}
+    try:
+        done = runner.capture(["git", *args], cwd=cwd, env=env, user=user, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StepFailed(f"git {args[0]}: {exc}") from None
+    if done.returncode != 0:
+        raise StepFailed(f"git {' '.join(args[:2])} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip()
+
+
+# -- steps ---------------------------------------------------------------------------------
+def resolve(run: Run, ref: str) -> str:
+    """REF to one commit of the app's repository; unknown refs are refused before anything changes."""
+    problem = ref_problem(ref)
+    if problem:
+        raise StepFailed(problem)
+    user = settings(run.app).user
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise StepFailed(f"the app's user {user!r} does not exist on this machine") from None
+    repo = settings(run.app).repo
+    try:
+        commit = git(
+            run, f"--git-dir={repo}", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"
+        )
+    except StepFailed:
+        raise StepFailed(f"unknown ref {ref!r} in {repo}") from None
+    run.log(f"{ref} is {commit}")
+    run.store.update_job(run.job["id"], ref=ref, commit=commit)
+    return commit
+
+
+def idle_color(run: Run, live: str | None) -> Color:
+    """The color to build: the one that is not live (the first color before any go-live)."""
+    target = run.app.other(live) if live else run.app.colors[0]
+    run.store.update_job(run.job["id"], color=target.name)
+    return target
+
+
+def drain_idle(run: Run, target: Color) -> None:
+    """Wait until the idle color serves no request and holds no connection (bounded), then stop it.
+
+    Its release is about to be replaced, so first it stops being the rollback target: a kill during
+    the stop must not leave ``previous`` naming a color that no longer runs.
+    """
+    if run.store.read().get("previous") == target.name:
+        run.store.update(previous=None)
+        run.log(f"{target.name} is no longer a rollback target")
+    if run.sup.state(target.program) in ("STOPPED", "EXITED", "FATAL"):
+        run.log(f"{target.program} is not running")
+        return
+    if not drain.listening(drain.read_proc_net_unix(), target.socket):
+        run.log(f"nothing listens on {target.socket}: no connection to wait for")
+    result = drain.wait_drained(target.socket, settings(run.app).drain_timeout)
+    if result.drained:
+        run.log(f"{target.name} idle after {result.waited:.2f} s")
+    else:
+        run.log(
+            f"{target.name} still holds {result.remaining} connection(s) after {result.waited:.0f} s: stopping anyway"
+        )
+    try:
+        run.sup.stop(target.program)
+    except SupervisorError as exc:
+        raise supervisor_failed(exc) from None
+
+
+def update_checkout(run: Run, target: Color, commit: str) -> None:
+    """The idle checkout at exactly ``commit``: fetched from the repo, forced, no stray file left."""
+    repo, cwd = settings(run.app).repo, target.checkout
+    # refs/bluegreen/incoming/<commit>: where the pre-receive hook stages a push not yet accepted (git quarantine)
+    refspecs = (
+        "+refs/heads/*:refs/bluegreen/heads/*",
+        "+refs/tags/*:refs/bluegreen/tags/*",
+        "+refs/bluegreen/incoming/*:refs/bluegreen/incoming/*",
+    )
+    git(run, "fetch", "--quiet", "--no-tags", "--force", repo, *refspecs, cwd=cwd)
+    git(run, "checkout", "--quiet", "--force", "--detach", commit, cwd=cwd)
+    git(run, "clean", "-ffdxq", cwd=cwd)
+    head = git(run, "rev-parse", "HEAD", cwd=cwd)
+    colors = dict(run.store.read().get("colors", {}))  # status shows what the checkout now holds, built or not
+    colors[target.name] = {"version": head[:7], "commit": head}
+    run.store.update(colors=colors)
+    if head != commit:
+        raise StepFailed(f"{cwd} is at {head}, not {commit}")
+
+
+def build(run: Run, target: Color, step: runner.BuildStep, commit: str) -> None:
+    """One build step as the app's user in the idle checkout, with its timeout, output into the log."""
+    config = settings(run.app)
+    try:
+        env = runner.environment(target, config.user)
+    except runner.StepError as exc:  # the environment file cannot be read
+        raise StepFailed(f"{step.name}: {exc}") from None
+    if not step.argv:
+        builtin = take_backup if step.name == "backup" else gate_migrations
+        return builtin(run, target, commit, env)
+    if step.name == "migrate" and run.gate is not None:
+        return migrate_planned(run, target, step, env)
+    if step.skip_unless and not runner.probe(
+        runner.expand(step.skip_unless, target), cwd=target.checkout, env=env, user=config.user
+    ):
+        run.log(f"{step.name}: skipped, {' '.join(runner.expand(step.skip_unless, target))} is not available")
+        return None
+    stamp, digest = changed_since_last_run(run, target, step)
+    if stamp and not digest:
+        return None
+    argv = runner.expand(step.argv, target)
+    run.log("$ " + " ".join(argv))
+    try:
+        runner.run(
+            argv,
+            cwd=target.checkout,
+            env=env,
+            user=config.user,
+            timeout=config.step_timeout,
+            log=run.log,
+            cancelled=run.cancelled,
+            uncut=uncut(run, step) if step.uncut else None,
+        )
+    except runner.StepError as exc:
+        raise StepFailed(f"{step.name} failed: {exc}") from None
+    finally:
+        if step.uncut:
+            run.store.update_job(run.job["id"], uncut=None)
+    if stamp:
+        write_json_atomic(stamp, {"sha256": digest, "commit": commit})
+    return None
+
+
+def probe_migrations(run: Run, target: Color, env: dict[str, str]) -> gate.GateReport:
+    """Django's own plan of the idle checkout against the live database, each operation judged (as the app user)."""
+    config = settings(run.app)
+    argv = runner.expand(gate.probe_argv(), target)
+    try:
+        done = runner.capture(argv, cwd=target.checkout, env=env, user=config.user, timeout=config.step_timeout)
+        return gate.parse_report(done.stdout, returncode=done.returncode, stderr=done.stderr)
+    except (OSError, subprocess.TimeoutExpired, gate.GateError) as exc:
+        raise StepFailed(f"migration gate: {exc}") from None
+
+
+def gate_migrations(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
+    """Refuse, before anything migrates, any migration the code serving now cannot survive.
+
+    The old color keeps serving until the switch, so a migration that removes, renames, narrows or
+    constrains what it reads and writes breaks live traffic the moment it runs. Contract migrations
+    (marked) wait until after the switch and the watch window. ``--allow-unsafe-migrations`` overrides,
+    recorded in history with who used it.
+    """
+    report = probe_migrations(run, target, env)
+    for line in gate.summary(report):
+        run.log(line)
+    refusal = gate.refusal(report, allow_unsafe=run.allow_unsafe)
+    if refusal:
+        raise StepFailed(refusal)
+    if not report.passes:
+        who = run.job.get("who") or "?"
+        run.log(f"migration gate: UNSAFE migrations allowed by {who} ({gate.ALLOW_FLAG})")
+        run.store.update_job(run.job["id"], unsafe_allowed=who)
+    run.gate = report
+
+
+def migrate_planned(run: Run, target: Color, step: runner.BuildStep, env: dict[str, str]) -> None:
+    """What the gate let through, never cut in half; a failure says which migrations were applied."""
+    config = settings(run.app)
+    assert run.gate is not None
+    argvs = gate.pre_switch_argvs(run.gate, runner.values(target)["python"])
+    if not argvs:
+        run.log("migrate: nothing to apply before the switch")
+    for argv in argvs:
+        run.log("$ " + " ".join(argv))
+        try:
+            runner.run(
+                argv, cwd=target.checkout, env=env, user=config.user, timeout=config.step_timeout, log=run.log,
+                cancelled=run.cancelled, uncut=uncut(run, step),
+            )  # fmt: skip
+        except runner.StepError as exc:
+            raise StepFailed(f"migrate failed: {exc}; {migrated_so_far(run, target, env)}") from None
+        finally:
+            run.store.update_job(run.job["id"], uncut=None)
+
+
+def migrated_so_far(run: Run, target: Color, env: dict[str, str]) -> str:
+    """After a failed migrate: which of the planned migrations the live database now has (it may have changed)."""
+    assert run.gate is not None
+    planned = [m.key for m in run.gate.migrations]
+    try:
+        left = {m.key for m in probe_migrations(run, target, env).migrations}
+    except StepFailed as exc:
+        return f"could not tell which migrations were applied ({exc})"
+    applied = [key for key in planned if key not in left]
+    run.db_changed = applied
+    if not applied:
+        return "no migration was applied"
+    rest = [key for key in planned if key in left]
+    return f"the DATABASE CHANGED: applied {', '.join(applied)}; not applied: {', '.join(rest) or 'none'}"
+
+
+def uncut(run: Run, step: runner.BuildStep) -> runner.Uncut:
+    """How ``step`` runs so that nothing cuts it in half; its pid is recorded for a restarted listener."""
+    output = run.store.output_path(run.job["id"])
+
+    def started(pid: int) -> None:
+        run.store.update_job(run.job["id"], uncut={"pid": pid, "step": step.name, "since": time.time()})
+
+    return runner.Uncut(output=output, started=started, forced=run.forced)
+
+
+def changed_since_last_run(run: Run, target: Color, step: runner.BuildStep) -> tuple[str, str]:
+    """For a step that runs only on change: (where its last input digest is kept, the new digest or '').
+
+    An empty digest means: skip (the file is absent, or the same as when this color last ran the step).
+    """
+    if not step.when_changed:
+        return "", ""
+    stamp = os.path.join(run.store.dir, f"{step.name}.{target.name}.json")
+    try:  # the checkout is the app user's: read as that user, bounded, never as root
+        data = runner.read_as_user(os.path.join(target.checkout, step.when_changed), settings(run.app).user)
+    except runner.ReadError as exc:
+        raise StepFailed(f"{step.name}: {exc}") from None
+    if data is None:
+        run.log(f"{step.name}: skipped, the checkout has no {step.when_changed}")
+        return stamp, ""
+    digest = hashlib.sha256(data).hexdigest()
+    if (read_json(stamp, {}) or {}).get("sha256") == digest:
+        run.log(f"{step.name}: skipped, {step.when_changed} unchanged since {target.name} last ran it")
+        return stamp, ""
+    return stamp, digest
+
+
+def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
+    """A restorable dump of the database the app is configured with, taken before anything migrates.
+
+    With ``verify_backup`` it is restored into a scratch database and compared before migrate may run.
+    """
+    config = settings(run.app)
+    backup_dir = config.backup_dir or os.path.join(run.app.state_dir, run.app.name, "backups")
+    python = runner.values(target)["python"]
+    try:
+        check_private_dir(backup_dir, "backup_dir")  # root writes dumps there: nobody else may
+        database = backup.django_database(python, target.checkout, env, config.user)
+        plan = backup.plan_dump(database, backup_dir, run.app.name, commit, datetime.datetime.now(), python=python)
+        path = backup.run_dump(plan, user=config.user, timeout=config.step_timeout, log=run.log)
+        run.store.update_job(run.job["id"], backup=path)  # a failed verify still names the file
+        if config.verify_backup:
+            checked = backup.verify(
+                database, path, python=python, user=config.user, timeout=config.step_timeout, log=run.log
+            )
+            run.store.update_job(run.job["id"], backup_verify=checked.as_dict())
+            if not checked.ok:
+                raise StepFailed(f"backup {path} does not restore as taken: {'; '.join(checked.mismatches)}")
+    except (backup.BackupError, OSError) as exc:
+        raise StepFailed(f"backup failed: {exc}") from None
+    for old in backup.prune(backup_dir, run.app.name, config.backup_keep):
+        run.log(f"backup: removed old {old}")
+
+
+def start_color(run: Run, target: Color) -> float:
+    """Ask supervisor to start the idle color; returns the instant from which its crashes count."""
+    since = time.monotonic()
+    try:
+        run.sup.start(target.program)
+    except SupervisorError as exc:
+        raise supervisor_failed(exc) from None
+    return since
+
+
+def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Window | None:
+    """The new color live at ``commit``, the old one its rollback target, the watch window open.
+
+    Contract migrations the gate held back are recorded to run after the window (contract.py).
+    """
+    colors = dict(run.store.read().get("colors", {}))
+    colors[target.name] = {"version": commit[:7], "commit": commit}
+    pending = None
+    if run.gate is not None and run.gate.deferred:
+        pending = {"job": run.job["id"], "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
+    return go_live(run, live, target, colors=colors, contract=pending)
+
+
+# -- the sequence ----------------------------------------------------------------------------
+def deploy(run: Run, args: DeployArgs) -> str:
+    """git -> live for one app: resolve, drain, checkout, build, start, gate, switch, record, workers."""
+    config = settings(run.app)
+    run.allow_unsafe = args.allow_unsafe
+    commit = run.step("resolve", resolve, args.ref or config.branch)
+    live = run.step("reconcile", reconcile)
+    target = idle_color(run, live)
+    run.announce("start", f"{run.app.name}: deploying {commit[:7]} to {target.name}", commit=commit)
+    started = False
+    try:
+        run.step("drain", drain_idle, target)
+        run.step("checkout", update_checkout, target, commit)
+        for step in config.steps:
+            run.step(step.name, build, target, step, commit)
+        since = run.step("start", start_color, target)
+        started = True
+        run.step("health gate", health_gate, target, since)
+        run.step("switch", flip, target)
+        run.step("verify", verify_public, target, live)
+        window = run.step("record", record_deploy, live, target, commit)
+        run.step("workers", restart_workers, target)
+    except Exception:
+        if started:
+            stop_unless_live(run, target)
+        raise
+    message = f"{run.app.name}: {target.name} live at {commit[:7]} in {run.elapsed():.1f} s"
+    run.announce("success", message, commit=commit, color=target.name)
+    return message + watching(window, run.app, run.job["id"])
+
+
+def stop_unless_live(run: Run, target: Color) -> None:
+    """A build that never went live (or was switched away from) stops: it is nobody's rollback target."""
+    try:
+        if links.live_color(run.app) == target.name:
+            return
+    except links.LiveLinkError:
+        return  # the links are broken: touch nothing more
+    run.log(f"stopping {target.program}")
+    try:
+        run.sup.stop(target.program)
+    except SupervisorError as stop_error:
+        run.log(f"could not stop {target.program}: {stop_error}")

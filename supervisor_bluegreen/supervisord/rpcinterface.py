@@ -1,0 +1,359 @@
+"""``bluegreen.*`` inside supervisord: validate, queue a job, wake the listener, read state.
+
+Thin on purpose: supervisord is single-threaded, so nothing here waits on a process, a socket
+or a subprocess; the listener does the work. The factory is called once per HTTP server and
+again after every ``reload``, so nothing shared lives on the instance: it is on disk (shared/store.py)
+or at module level (the config cache and the set of errors already logged).
+
+It imports supervisor, the standard library and the stdlib-only modules config, stepdefs, refs,
+backuplist, jobargs and state: never the listener's side (requests, jinja2, psutil, subprocess), so a broken
+install there cannot keep supervisord, and the live app, from starting. No call here waits: the queue lock is only
+tried (a busy queue answers "try again"), nothing is fsynced, and every file read is bounded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from supervisor.events import RemoteCommunicationEvent, notify
+from supervisor.options import split_namespec
+from supervisor.states import getProcessStateDescription
+from supervisor.xmlrpc import Faults, RPCError
+
+from supervisor_bluegreen import __version__
+from supervisor_bluegreen.shared.backuplist import backup_dir_of, list_backups
+from supervisor_bluegreen.shared.config import App, Config, ConfigError, load
+from supervisor_bluegreen.shared.jobargs import (
+    BadArguments,
+    DeployArgs,
+    HealthArgs,
+    JobArgs,
+    RollbackArgs,
+    SwitchArgs,
+    T,
+    build,
+    stored,
+)
+from supervisor_bluegreen.shared.refs import WAKE_TYPE, ref_problem
+from supervisor_bluegreen.shared.store import ACTIVE, FINISHED, Busy, Store, history_entry, private_dir_problem
+from supervisor_bluegreen.shared.textsafe import clean
+
+API_VERSION = "1.0"
+EXCLUSIVE = ("switch", "rollback")
+_cache: dict[str, tuple[float, Config | ConfigError]] = {}
+_logged: set[str] = set()
+LOCK_WAIT = 0.05  # the longest supervisord's loop waits for the job queue's lock before answering "busy"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def app_store(app: App) -> Store:
+    """The app's state as supervisord uses it: no fsync, the queue lock only tried (never waited for)."""
+    return Store(app.state_dir, app.name, sync=False, lock_wait=LOCK_WAIT)
+
+
+def answers(method: F) -> F:
+    """An API method whose file troubles come back as a Fault that says what, never as a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Busy as exc:
+            raise RPCError(Faults.STILL_RUNNING, f"{exc}; nothing changed") from None
+        except (OSError, ValueError) as exc:  # UnsafePath included: a symlink, FIFO or oversized state file
+            raise RPCError(Faults.FAILED, f"bluegreen: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def xmlrpc_safe(value: Any) -> Any:
+    """``value`` with every None made "" (XML-RPC has no nil without an extension) and every string's control
+    characters spelled out (XML 1.0 cannot carry them: one would break supervisorctl's parser)."""
+    return clean(value, nil="")
+
+
+def read_config(path: str) -> Config | ConfigError:
+    """The config at ``path``, re-read only when the file changed (module-level: survives reloads)."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = -1.0
+    cached = _cache.get(path)
+    if cached is None or cached[0] != mtime:
+        try:
+            cached = (mtime, load(path))
+        except ConfigError as exc:
+            cached = (mtime, exc)
+        except Exception as exc:  # noqa: BLE001 (whatever the file holds, supervisord must start)
+            cached = (mtime, ConfigError(path, [f"cannot parse: {type(exc).__name__}: {exc}"]))
+        _cache[path] = cached
+    return cached[1]
+
+
+class BlueGreenNamespaceRPCInterface:
+    """The ``bluegreen`` XML-RPC namespace."""
+
+    def __init__(self, supervisord: Any, config: str, listener: str = "bluegreen"):
+        self.supervisord = supervisord
+        self.config_path = config
+        self.listener = listener
+        self._report(read_config(config))
+
+    def _report(self, result: Config | ConfigError) -> None:
+        """Log a broken config once, plainly; supervisord and the live app keep running."""
+        if isinstance(result, ConfigError) and str(result) not in _logged:
+            _logged.add(str(result))
+            self.supervisord.options.logger.error(f"bluegreen: config is broken, bluegreen commands are off: {result}")
+
+    def _config(self) -> Config:
+        result = read_config(self.config_path)
+        self._report(result)
+        if isinstance(result, ConfigError):
+            raise RPCError(Faults.CANT_REREAD, f"bluegreen config is broken: {result}")
+        return result
+
+    def _app(self, name: str) -> App:
+        try:
+            return self._config().app(name)
+        except KeyError as exc:
+            raise RPCError(Faults.BAD_NAME, exc.args[0]) from None
+
+    def _color(self, app: App, name: str) -> str:
+        if name and name not in app.color_names:
+            raise RPCError(
+                Faults.BAD_NAME, f"unknown color {name!r} for app {app.name} (colors: {', '.join(app.color_names)})"
+            )
+        return name
+
+    def _private(self, app: App) -> None:
+        """Refuse to write where the app user could replace files (stat calls only: never blocks)."""
+        problem = private_dir_problem(app.state_dir)
+        if problem:
+            raise RPCError(
+                Faults.FAILED, f"{app.name}: state_dir {app.state_dir} is not safe: {problem}; nothing changed"
+            )
+
+    def _process_state(self, program: str) -> str:
+        """supervisor's state name for ``program``, read in-process (no I/O)."""
+        group_name, name = split_namespec(program)
+        group = self.supervisord.process_groups.get(group_name)
+        process = group.processes.get(name) if group else None
+        if process is None:
+            return "UNKNOWN"
+        return getProcessStateDescription(process.get_state())
+
+    def _args(self, app: App, kind: type[T], **raw: Any) -> T:
+        """A job's typed arguments (jobargs.py): a name or type the listener would not take is refused here."""
+        try:
+            return build(kind, raw)
+        except BadArguments as exc:
+            raise RPCError(Faults.BAD_ARGUMENTS, f"{app.name}: {exc}; nothing changed") from None
+
+    def _queue(self, app: App, kind: str, args: JobArgs, who: str) -> dict[str, Any]:
+        """Record the job and wake the listener.
+
+        A switch or rollback is refused while another job of the app is active (it would act on a
+        state about to change); deploys queue, and queued deploys coalesce to the newest; health
+        checks run at once, beside anything.
+        """
+        if self._process_state(self.listener) != "RUNNING":
+            raise RPCError(Faults.NOT_RUNNING, f"the bluegreen event listener ({self.listener}) is not running")
+        self._private(app)
+        store = app_store(app)
+        if kind in EXCLUSIVE:
+            active = [j for j in store.jobs(ACTIVE) if j["kind"] != "health"]
+            if active:
+                j = active[0]
+                raise RPCError(
+                    Faults.STILL_RUNNING, f"{app.name}: {j['kind']} (job {j['id']}) is {j['status']}; nothing changed"
+                )
+        job = store.enqueue(kind, stored(args), who, coalesce=kind == "deploy")
+        notify(RemoteCommunicationEvent(WAKE_TYPE, json.dumps({"app": app.name, "job": job["id"]})))
+        return xmlrpc_safe(job)
+
+    # -- the API -----------------------------------------------------------------------------
+    @answers
+    def getAPIVersion(self) -> str:
+        """Version of the bluegreen API (and of the package, after a slash)."""
+        return f"{API_VERSION}/{__version__}"
+
+    @answers
+    def status(self, app: str = "") -> list[dict[str, Any]]:
+        """Per app: live and idle color, their supervisor state and version, last health, last and running job."""
+        config = self._config()
+        apps = [self._app(app)] if app else list(config.apps.values())
+        return xmlrpc_safe([self._status(a) for a in apps])
+
+    def _status(self, app: App) -> dict[str, Any]:
+        store = app_store(app)
+        state = store.read()
+        live = state.get("live")
+        colors = {
+            c.name: {
+                "program": c.program,
+                "state": self._process_state(c.program),
+                "role": "live" if c.name == live else "idle",
+                "version": state.get("colors", {}).get(c.name, {}).get("version", ""),
+            }
+            for c in app.colors
+        }
+        running = store.jobs(ACTIVE)
+        current = None
+        if running:
+            j = running[0]
+            started = j.get("started") or j.get("created")
+            current = {
+                "id": j["id"],
+                "kind": j["kind"],
+                "status": j["status"],
+                "step": j.get("step", ""),
+                "elapsed": round(time.time() - started, 1) if started else 0.0,
+            }
+        window = state.get("watch") or {}
+        remaining = round(float(window.get("until", 0)) - time.time(), 1) if isinstance(window, dict) else 0.0
+        return {
+            "app": app.name,
+            "live": live or "",
+            "watch": {**window, "remaining": remaining} if remaining > 0 else {},
+            "contract": state.get("contract") or {},
+            "rollback_cleared": state.get("rollback_cleared") or {},
+            "previous": state.get("previous") or "",
+            "switch_mode": app.switch_mode,
+            "switched_at": state.get("switched_at") or 0,
+            "locked": store.lock.held_elsewhere(),  # by a live listener running a job; never stale
+            "colors": colors,
+            "last_health": state.get("last_health") or {},
+            "last_job": state.get("last_job") or {},
+            "running": current or {},
+        }
+
+    @answers
+    def switch(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a health-gated switch to ``color`` (default: the idle color); returns the job."""
+        a = self._app(app)
+        args = self._args(a, SwitchArgs, wanted=color)
+        target = self._color(a, args.wanted)
+        live = app_store(a).read().get("live")
+        name = target or (a.other(live).name if live else "")
+        if name:
+            state = self._process_state(a.color(name).program)
+            if state != "RUNNING":
+                raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {name} is {state}, not RUNNING; nothing changed")
+        return self._queue(a, "switch", args, who)
+
+    @answers
+    def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a switch back to the previous color (warm, health-gated, no rebuild); returns the job."""
+        a = self._app(app)
+        state = app_store(a).read()
+        if not state.get("previous"):
+            cleared = state.get("rollback_cleared") or {}
+            why = (
+                f"contract migrations of deploy job {cleared.get('job')} ran, and rolling back past them is not safe"
+                if cleared
+                else "no previous color recorded"
+            )
+            raise RPCError(Faults.FAILED, f"{a.name}: nothing to roll back to ({why}); nothing changed")
+        return self._queue(a, "rollback", RollbackArgs(), who)
+
+    @answers
+    def health(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a health check of ``color`` (default: the live one) over its own socket; returns the job."""
+        a = self._app(app)
+        args = self._args(a, HealthArgs, color=color)
+        self._color(a, args.color)
+        return self._queue(a, "health", args, who)
+
+    @answers
+    def deploy(self, app: str = "", ref: str = "", who: str = "", allow_unsafe: bool = False) -> dict[str, Any]:
+        """Queue a deploy of ``ref`` (default: the configured branch); queued deploys coalesce to the newest.
+
+        ``allow_unsafe`` lets migrations the gate refuses run anyway (recorded in history with ``who``).
+        """
+        a = self._app(app)
+        if a.deploy is None:
+            raise RPCError(Faults.FAILED, f"{a.name}: no repo configured, nothing to deploy from; nothing changed")
+        args = self._args(a, DeployArgs, ref=ref, allow_unsafe=allow_unsafe)
+        problem = ref_problem(args.ref) if args.ref else None
+        if problem:
+            raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
+        return self._queue(a, "deploy", args, who)
+
+    @answers
+    def cancel(self, app: str = "", force: bool = False) -> dict[str, Any]:
+        """Stop the app's queued or running deploy before its switch; the live color is untouched.
+
+        A running migrate is never cut in half: the deploy stops after it. ``force`` kills even a
+        migrate (for a hung one; on MySQL/MariaDB that can leave a schema half changed).
+        """
+        a = self._app(app)
+        self._private(a)
+        store = app_store(a)
+        with store.queue_lock():
+            deploys = [j for j in store.jobs(ACTIVE) if j["kind"] == "deploy"]
+            if not deploys:
+                raise RPCError(Faults.NOT_RUNNING, f"{a.name}: no deploy is queued or running; nothing changed")
+            for j in deploys:
+                if j["status"] == "queued":
+                    store.update_job(
+                        j["id"], status="cancelled", finished=time.time(), message=f"{a.name}: deploy cancelled"
+                    )
+                else:
+                    store.request_cancel(j["id"], bool(force))
+        running = [j for j in deploys if j["status"] == "running"]
+        return xmlrpc_safe((running or deploys)[-1])  # the caller waits for the one that matters
+
+    @answers
+    def log(self, app: str = "", job_id: int = 0, offset: int = 0) -> dict[str, Any]:
+        """Job ``job_id`` (0: the newest) with its log from byte ``offset``; poll it to follow."""
+        a = self._app(app)
+        store = app_store(a)
+        ids = store.job_ids()
+        if not job_id and not ids:
+            raise RPCError(Faults.BAD_NAME, f"{a.name}: no job yet")
+        return self.job(a.name, int(job_id) or ids[-1], offset)
+
+    @answers
+    def history(self, app: str = "", count: int = 10, include_health: bool = False) -> list[dict[str, Any]]:
+        """The newest ``count`` finished jobs: id, kind, ref, commit, color, who, outcome, step timings, backup.
+
+        Health probes are left out unless ``include_health`` (they would push deploys out of the list).
+        """
+        a = self._app(app)
+        but = () if include_health else ("health",)
+        finished = app_store(a).jobs(FINISHED, newest=max(1, int(count)), but_kinds=but)  # only what it shows
+        return xmlrpc_safe([history_entry(j) for j in finished][::-1])
+
+    @answers
+    def backups(self, app: str = "") -> list[dict[str, Any]]:
+        """The app's database backups, newest first: name, size, time taken, commit, last verify (a listing only)."""
+        a = self._app(app)
+        return xmlrpc_safe(list_backups(backup_dir_of(a), a.name))
+
+    @answers
+    def job(self, app: str, job_id: int, offset: int = 0) -> dict[str, Any]:
+        """A job, and its log from byte ``offset``: poll it to follow progress."""
+        a = self._app(app)
+        store = app_store(a)
+        job = store.read_job(int(job_id))
+        if job is None:
+            raise RPCError(Faults.BAD_NAME, f"{a.name}: no job {job_id}")
+        listener = self._process_state(self.listener)
+        watched = (job.get("watch") or {}).get("state") == "running"
+        if (job["status"] in ACTIVE or watched) and listener not in ("RUNNING", "STARTING", "BACKOFF"):
+            raise RPCError(
+                Faults.NOT_RUNNING,
+                f"{a.name}: job {job_id} is {job['status']} but the bluegreen event listener is {listener}",
+            )
+        text, new_offset = store.read_log(int(job_id), int(offset))
+        return xmlrpc_safe({"job": job, "log": text, "offset": new_offset})
+
+
+def make_bluegreen_rpcinterface(supervisord: Any, **config: str) -> BlueGreenNamespaceRPCInterface:
+    """Factory named in ``[rpcinterface:bluegreen] supervisor.rpcinterface_factory``."""
+    return BlueGreenNamespaceRPCInterface(supervisord, **config)
