@@ -24,9 +24,8 @@ from xml.parsers.expat import ExpatError
 
 import pytest
 
+from supervisor_bluegreen.shared.model import ACTIVE, FINISHED
 from supervisor_bluegreen.shared.store import (
-    ACTIVE,
-    FINISHED,
     KEEP_HEALTH,
     LINE_MAX,
     LOG_MAX,

@@ -22,8 +22,11 @@ from typing import Any, Callable, NoReturn
 from supervisor.supervisorctl import ControllerPluginBase, LSBInitExitStatuses
 from supervisor.xmlrpc import Faults
 
+from supervisor_bluegreen.shared.errors import BluegreenError
+from supervisor_bluegreen.shared.model import ACTIVE, Status
 
-class UsageError(Exception):
+
+class UsageError(BluegreenError):
     """A command line its command does not take: the message, then the command's usage."""
 
 
@@ -172,7 +175,7 @@ def usage_text() -> str:
 USAGE = usage_text()
 
 
-class Unreachable(Exception):
+class Unreachable(BluegreenError):
     """supervisord cannot be reached, or has no bluegreen API: one line with the fix, and an exit status."""
 
     def __init__(self, message: str, status: int):
@@ -282,7 +285,7 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
                 offset = answer["offset"]
                 status = answer["job"]["status"]
                 watched = window and (answer["job"].get("watch") or {}).get("state") == "running"
-                if status not in ("queued", "running") and not watched:
+                if status not in ACTIVE and not watched:
                     break
                 time.sleep(self.poll_interval)
         except KeyboardInterrupt:  # only the watching stops: the job runs in the listener
@@ -290,7 +293,7 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             return
         message = answer["job"].get("message") or f"job {job_id} {status}"
         outcome = answer["job"].get("watch") or {}
-        if status != "succeeded":  # the verdict, what is live; the step's whole output stays in the log
+        if status != Status.SUCCEEDED:  # the verdict, what is live; the step's whole output stays in the log
             self.fail(f"{message}\nwhole log: supervisorctl bluegreen log {job['app']} {job_id}")
         elif window and outcome.get("state") == "rolled back":
             self.fail(f"{message.splitlines()[0]}\nrolled back automatically: {outcome.get('reason', '')}")
@@ -394,7 +397,7 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         if job:
             self.ctl.output(f"{job['app']}: cancelling deploy job {job['id']}")
             answer = self.wait_end(job["app"], job["id"])
-            if answer and answer["job"]["status"] != "cancelled":
+            if answer and answer["job"]["status"] != Status.CANCELLED:
                 self.fail(f"job {job['id']} ended {answer['job']['status']} before it could be cancelled")
             elif answer:
                 self.ctl.output(answer["job"].get("message", "").split("\n")[-1] or "cancelled")
@@ -402,7 +405,7 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
     def wait_end(self, app: str, job_id: int) -> dict[str, Any] | None:
         while True:
             answer = self.call(self.api.job, app, job_id, 0)
-            if answer is None or answer["job"]["status"] not in ("queued", "running"):
+            if answer is None or answer["job"]["status"] not in ACTIVE:
                 return answer
             time.sleep(self.poll_interval)
 

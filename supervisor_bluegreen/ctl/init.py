@@ -34,6 +34,7 @@ from typing import Any
 from supervisor_bluegreen.ctl.example_files import bluegreen_executable, example_text
 from supervisor_bluegreen.host import apptree, envfile, runner
 from supervisor_bluegreen.shared import store as state
+from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.textsafe import escape_controls
 
 STATE_DIR = "/var/lib/supervisor-bluegreen"
@@ -775,7 +776,7 @@ def discover(o: Options) -> Facts:
     return Facts(**facts)  # type: ignore[arg-type]
 
 
-class InitError(Exception):
+class InitError(BluegreenError):
     pass
 
 

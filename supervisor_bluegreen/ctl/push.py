@@ -34,6 +34,7 @@ from supervisor.supervisorctl import Controller, LSBInitExitStatuses
 from supervisor.xmlrpc import Faults
 
 from supervisor_bluegreen.ctl.controllerplugin import BlueGreenControllerPlugin
+from supervisor_bluegreen.shared.errors import BluegreenError
 
 USAGE = "usage: bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--wait]"
 APP_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -43,7 +44,7 @@ NO_LOG = 2**31 - 1  # a log offset past any log (XML-RPC ints are 32-bit): the j
 PATIENCE = 120.0  # how long the job's status may stay unreadable before the push says it cannot tell
 
 
-class Refused(Exception):
+class Refused(BluegreenError):
     """The words asked for something this path does not do."""
 
 
@@ -89,7 +90,7 @@ def conf_problem(path: str) -> str | None:
         here = os.path.dirname(here)
 
 
-class CannotTell(Exception):
+class CannotTell(BluegreenError):
     """The deploy's outcome could not be read: the push fails, and the message names the job to look at."""
 
 

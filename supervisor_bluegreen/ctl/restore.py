@@ -25,12 +25,14 @@ from typing import Callable
 
 from supervisor_bluegreen.host import backup, runner
 from supervisor_bluegreen.shared.config import App, ConfigError, load
-from supervisor_bluegreen.shared.store import ACTIVE, Store, UnsafePath, check_private_dir
+from supervisor_bluegreen.shared.errors import BluegreenError
+from supervisor_bluegreen.shared.model import ACTIVE, Kind
+from supervisor_bluegreen.shared.store import Store, UnsafePath, check_private_dir
 
 DEFAULT_CONFIG = "/etc/supervisor/bluegreen.ini"
 
 
-class RestoreRefused(Exception):
+class RestoreRefused(BluegreenError):
     """Nothing was changed; the message says why."""
 
 
@@ -66,7 +68,7 @@ def restore(
     store = Store(app.state_dir, app.name).ensure()
     if store.lock.held_elsewhere():
         raise RestoreRefused(f"{app.name}: the app's lock is held (a job is running); nothing changed")
-    active = [j for j in store.jobs(ACTIVE) if j["kind"] != "health"]
+    active = [j for j in store.jobs(ACTIVE) if j["kind"] != Kind.HEALTH]
     if active:
         j = active[0]
         raise RestoreRefused(f"{app.name}: {j['kind']} (job {j['id']}) is {j['status']}; nothing changed")

@@ -46,6 +46,7 @@ from typing import Any, Callable
 from supervisor_bluegreen.host import runner
 from supervisor_bluegreen.shared import store as state
 from supervisor_bluegreen.shared.backuplist import backup_dir_of, list_backups, verified_path  # noqa: F401 (re-exported)
+from supervisor_bluegreen.shared.errors import BluegreenError
 
 KINDS = ("mysql", "postgresql", "sqlite")
 SUFFIXES = {"mysql": ".sql.gz", "postgresql": ".sql.gz", "sqlite": ".sqlite.sql.gz"}
@@ -90,7 +91,7 @@ if len(sys.argv) > 1:
 )
 
 
-class BackupError(Exception):
+class BackupError(BluegreenError):
     """The backup could not be taken; the message says why, quoting the dump tool's stderr."""
 
 

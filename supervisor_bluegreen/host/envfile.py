@@ -13,10 +13,12 @@ import re
 import shlex
 import stat
 
+from supervisor_bluegreen.shared.errors import BluegreenError
+
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class EnvFileError(Exception):
+class EnvFileError(BluegreenError):
     pass
 
 

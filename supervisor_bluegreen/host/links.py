@@ -16,9 +16,10 @@ from typing import Callable
 
 from supervisor_bluegreen.host import nginx, runner
 from supervisor_bluegreen.shared.config import App, Color
+from supervisor_bluegreen.shared.errors import BluegreenError
 
 
-class SwitchError(Exception):
+class SwitchError(BluegreenError):
     """Traffic could not be moved; the links are back as they were."""
 
 
@@ -60,7 +61,7 @@ def read_link(link: str) -> str | None:
         return None
 
 
-class LiveLinkError(Exception):
+class LiveLinkError(BluegreenError):
     """The deciding link exists but points at no configured color: nothing may guess which one serves."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from supervisor_bluegreen.host import envfile
+from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.masking import mask_credentials
 from supervisor_bluegreen.shared.stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps  # noqa: F401 (defined there: config.py needs them)
 from supervisor_bluegreen.shared.store import LINE_MAX, MARKER, open_file
@@ -40,7 +41,7 @@ CAPTURE_TAIL = 1 << 20  # ... and at least this much of its end (at most twice t
 VERDICT_RE = re.compile(r"^(FAILED|ERROR|fatal|[\w.]*(Error|Exception))\b")
 
 
-class StepError(Exception):
+class StepError(BluegreenError):
     """A build step failed; the message says how (exit status, timeout, cancel)."""
 
 
@@ -336,7 +337,7 @@ def probe(argv: tuple[str, ...], *, cwd: str, env: dict[str, str], user: str, ti
         return False
 
 
-class ReadError(OSError):
+class ReadError(BluegreenError, OSError):
     """A file of the checkout could not be read as the app's user (not a regular file, too big, too slow)."""
 
     def __str__(self) -> str:  # the message alone, not "[Errno 22] ...": it is shown to users as is

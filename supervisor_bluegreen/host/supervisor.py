@@ -16,12 +16,14 @@ from typing import Any
 from supervisor import childutils
 from supervisor.xmlrpc import Faults
 
+from supervisor_bluegreen.shared.errors import BluegreenError
+
 BAD_STATES = ("BACKOFF", "FATAL", "EXITED", "STOPPED", "STOPPING", "UNKNOWN")
 # states a program only reaches by failing: a STOPPED event may be the late echo of our own stop
 CRASH_STATES = ("BACKOFF", "FATAL", "EXITED")
 
 
-class SupervisorError(Exception):
+class SupervisorError(BluegreenError):
     """supervisord refused or could not do what was asked."""
 
 

@@ -17,12 +17,13 @@ import psutil
 
 from supervisor_bluegreen.host.supervisor import BAD_STATES, ShuttingDown, Supervisor, SupervisorError
 from supervisor_bluegreen.shared.config import Color
+from supervisor_bluegreen.shared.errors import BluegreenError
 
 if TYPE_CHECKING:
     from supervisor_bluegreen.host.supervisor import ProcessWatch
 
 
-class WorkerError(Exception):
+class WorkerError(BluegreenError):
     """A worker did not come back, or came back on other code."""
 
 

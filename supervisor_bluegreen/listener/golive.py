@@ -19,6 +19,7 @@ from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
 from supervisor_bluegreen.listener.watch import Window
 from supervisor_bluegreen.shared.config import App, Color
+from supervisor_bluegreen.shared.model import Kind
 from supervisor_bluegreen.shared.store import Store
 
 _WORKERS_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per app, across its threads
@@ -251,7 +252,7 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
     (a rollback goes back to what served before).
     """
     previous = None if automatic else live
-    if run.job["kind"] != "deploy":  # a switch's or rollback's history row: the color and commit that went live
+    if run.job["kind"] != Kind.DEPLOY:  # a switch's or rollback's history row: the color and commit that went live
         recorded = (changes.get("colors") or run.store.read().get("colors") or {}).get(target.name) or {}
         run.store.update_job(
             run.job["id"], color=target.name, commit=recorded.get("commit") or recorded.get("version") or ""

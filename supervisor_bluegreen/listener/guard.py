@@ -23,6 +23,7 @@ from supervisor_bluegreen.listener.run import Run
 from supervisor_bluegreen.listener.watch import Outcome, Verdict, Window, observe
 from supervisor_bluegreen.shared.config import App
 from supervisor_bluegreen.shared.jobargs import RollbackArgs, stored
+from supervisor_bluegreen.shared.model import ACTIVE, Kind, Status
 from supervisor_bluegreen.shared.store import Store
 
 
@@ -93,14 +94,14 @@ class WindowGuard(threading.Thread):
         if outcome.verdict is Verdict.ROLLBACK:
             store.append_log(window.job, f"rolling back automatically: {outcome.reason}")
             args = stored(RollbackArgs(reason=outcome.reason, failed=window.color))
-            job = store.claim(store.enqueue("rollback", args, "bluegreen watch")["id"])
+            job = store.claim(store.enqueue(Kind.ROLLBACK, args, "bluegreen watch")["id"])
             if job:
                 execute(self.worker.new_run(store, job))
                 done = store.read_job(job["id"]) or {}
-                if done.get("status") == "interrupted":  # supervisord or the listener stopping: resumed on restart
+                if done.get("status") == Status.INTERRUPTED:  # supervisord or the listener stopping: resumed on restart
                     self.log(f"{app.name}: automatic rollback interrupted; the window resumes on the next start")
                     return
-                if done.get("status") != "succeeded":
+                if done.get("status") != Status.SUCCEEDED:
                     outcome = Outcome(Verdict.ENDED, f"automatic rollback failed: {done.get('message', '')}")
         self.end(store, window, outcome)  # wakes the worker: deploys that waited for the window go on
 
@@ -140,8 +141,8 @@ class WindowGuard(threading.Thread):
         if not self.wake.is_set():
             return None
         self.wake.clear()
-        for job in store.jobs(("queued", "running")):
-            if job["kind"] in ("switch", "rollback") and not job.get("args", {}).get("reason"):
+        for job in store.jobs(ACTIVE):
+            if job["kind"] in (Kind.SWITCH, Kind.ROLLBACK) and not job.get("args", {}).get("reason"):
                 return Outcome(Verdict.ENDED, f"cut short by {job['kind']} job {job['id']}")
         return None
 

@@ -12,20 +12,21 @@ from typing import Any
 
 from supervisor_bluegreen.host import links
 from supervisor_bluegreen.host.supervisor import ShuttingDown, SupervisorError
-from supervisor_bluegreen.listener.run import Interrupted, Run, StepFailed
+from supervisor_bluegreen.listener.run import Cancelled, Interrupted, Run, StepFailed
 from supervisor_bluegreen.listener.sequences.contract import contract
 from supervisor_bluegreen.listener.sequences.deploy import deploy
 from supervisor_bluegreen.listener.sequences.switch import check_health, recover, rollback, switch_to
 from supervisor_bluegreen.shared import jobargs
+from supervisor_bluegreen.shared.model import Kind, Status
 
 # each takes (run, its kind's typed arguments: jobargs.KINDS)
-SEQUENCES: dict[str, Callable[[Run, Any], str]] = {
-    "switch": switch_to,
-    "rollback": rollback,
-    "health": check_health,
-    "deploy": deploy,
-    "recover": recover,
-    "contract": contract,
+SEQUENCES: dict[Kind, Callable[[Run, Any], str]] = {
+    Kind.SWITCH: switch_to,
+    Kind.ROLLBACK: rollback,
+    Kind.HEALTH: check_health,
+    Kind.DEPLOY: deploy,
+    Kind.RECOVER: recover,
+    Kind.CONTRACT: contract,
 }
 
 
@@ -48,20 +49,20 @@ def execute(run: Run) -> None:
     ends the job with a status and a message naming the live color, and a failure tells the webhooks.
     """
     store, job = run.store, run.job
-    status, message = "failed", ""
+    status, message = Status.FAILED, ""
     with contextlib.suppress(links.LiveLinkError):  # what "unchanged" means, even before the first step
         run.live_before = links.live_color(run.app)
     try:
         args = jobargs.parse(job["kind"], job.get("args") or {})
         message = SEQUENCES[job["kind"]](run, args)
-        status = "succeeded"
+        status = Status.SUCCEEDED
     except jobargs.BadArguments as exc:  # queued by something that skipped the RPC's check: refused, not a crash
         message = failure_message(run, f"bad arguments: {exc}")
     except (Interrupted, ShuttingDown) as exc:
-        status, message = "interrupted", failure_message(run, str(exc))
+        status, message = Status.INTERRUPTED, failure_message(run, str(exc))
     except (StepFailed, SupervisorError) as exc:
-        if run.cancelled() or str(exc).startswith("cancelled"):
-            status = "cancelled"
+        if isinstance(exc, Cancelled) or run.cancelled():
+            status = Status.CANCELLED
         message = failure_message(run, str(exc))
     except Exception as exc:  # noqa: BLE001 (a bug must still end the job with a message, never leave it "running")
         traceback.print_exc(file=sys.stderr)
@@ -73,6 +74,6 @@ def execute(run: Run) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         store.prune()
-    if status != "succeeded" and job["kind"] != "health":
+    if status != Status.SUCCEEDED and job["kind"] != Kind.HEALTH:
         commit = (store.read_job(job["id"]) or {}).get("commit", "")
         run.announce("failure", message.replace("\n", "; "), commit=commit)

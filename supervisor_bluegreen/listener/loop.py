@@ -25,11 +25,13 @@ from supervisor_bluegreen.listener.jobs import execute
 from supervisor_bluegreen.listener.run import Run
 from supervisor_bluegreen.listener.watch import Window
 from supervisor_bluegreen.shared.config import App, Config, load
+from supervisor_bluegreen.shared.errors import BluegreenError
+from supervisor_bluegreen.shared.model import Kind, Status
 from supervisor_bluegreen.shared.refs import WAKE_TYPE
 from supervisor_bluegreen.shared.store import Store, check_private_dir, open_file
 
 
-class Stopping(Exception):
+class Stopping(BluegreenError):
     """Raised in the protocol loop by SIGTERM: the listener shuts down in order."""
 
 
@@ -123,10 +125,10 @@ class AppWorker(threading.Thread):
         drained then. A switch or rollback does not wait (it ends the window: a person took over).
         """
         window = Window.from_state(store.read().get("watch")) is not None
-        for job in store.jobs(("queued",)):
-            if job["kind"] == "health":
+        for job in store.jobs((Status.QUEUED,)):
+            if job["kind"] == Kind.HEALTH:
                 self.run_beside(job)
-            elif not (window and job["kind"] == "deploy"):
+            elif not (window and job["kind"] == Kind.DEPLOY):
                 return job
         return None
 
@@ -140,13 +142,13 @@ class AppWorker(threading.Thread):
         state = store.read()
         repair = None
         if state.get("switching") or state.get("workers_restarting"):  # queued first: never a moment without a job
-            repair = store.enqueue("recover", {}, "bluegreen listener (restart)")
-        for job in store.jobs(("running",)):
+            repair = store.enqueue(Kind.RECOVER, {}, "bluegreen listener (restart)")
+        for job in store.jobs((Status.RUNNING,)):
             outlived = self.wait_uncut(store, job)
             store.append_log(job["id"], "interrupted: the listener stopped while this job ran")
             store.update_job(
                 job["id"],
-                status="interrupted",
+                status=Status.INTERRUPTED,
                 finished=time.time(),
                 step="",
                 uncut=None,
@@ -183,7 +185,7 @@ class AppWorker(threading.Thread):
             store.append_log(int(pending.get("job") or 0), "contract migrations dropped: the release is not live")
             log(f"{self.app.name}: contract migrations of job {pending.get('job')} dropped: the release is not live")
             return
-        job = store.claim(store.enqueue("contract", {}, "bluegreen (after the watch window)")["id"])
+        job = store.claim(store.enqueue(Kind.CONTRACT, {}, "bluegreen (after the watch window)")["id"])
         if job:
             execute(self.new_run(store, job))
 
@@ -230,8 +232,8 @@ class AppWorker(threading.Thread):
 
     def dispatch_health(self) -> None:
         """Called from the protocol loop on a wake: start queued health checks without waiting for the worker."""
-        for job in self.store.jobs(("queued",)):
-            if job["kind"] == "health":
+        for job in self.store.jobs((Status.QUEUED,)):
+            if job["kind"] == Kind.HEALTH:
                 self.run_beside(job)
 
 

@@ -16,18 +16,23 @@ from supervisor_bluegreen.host.migrations.gate import GateReport
 from supervisor_bluegreen.host.supervisor import ProcessWatch, ShuttingDown, Supervisor, SupervisorError
 from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.shared.config import App
+from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.store import Store
 from supervisor_bluegreen.shared.textsafe import escape_controls
 
 T = TypeVar("T")
 
 
-class StepFailed(Exception):
+class StepFailed(BluegreenError):
     """A step could not complete; the message is shown to the user as the reason."""
 
 
 class Interrupted(StepFailed):
     """The listener is stopping: no new step starts before the switch; the job ends "interrupted"."""
+
+
+class Cancelled(StepFailed):
+    """Someone asked to cancel the job before its switch: no new step starts; the job ends "cancelled"."""
 
 
 def supervisor_failed(exc: SupervisorError) -> StepFailed:
@@ -77,7 +82,7 @@ class Run:
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run one named step, log it with its duration, and record it in the job."""
         if self.cancelled():
-            raise StepFailed(f"cancelled before {name}")
+            raise Cancelled(f"cancelled before {name}")
         if self.cancellable and self.stopping.is_set():
             raise Interrupted(f"interrupted before {name}: the listener is stopping")
         failpoint.hit(self.store.dir, name)

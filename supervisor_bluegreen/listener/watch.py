@@ -23,8 +23,9 @@ from typing import Any
 
 from supervisor_bluegreen.host.health import Probe
 from supervisor_bluegreen.shared.config import Watch
+from supervisor_bluegreen.shared.model import Kind
 
-OPENED_BY = ("deploy", "switch")
+OPENED_BY = (Kind.DEPLOY, Kind.SWITCH)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -26,7 +27,7 @@ UNSAFE_PATH_RE = re.compile(r"[\s;{}\"'`$\\\x00-\x1f\x7f]")  # what could end a 
 DEFAULT_STATE_DIR = "/var/lib/supervisor-bluegreen"
 
 
-class ConfigError(Exception):
+class ConfigError(BluegreenError):
     """A config file that cannot be used; ``problems`` lists every reason found."""
 
     def __init__(self, path: str, problems: list[str]):

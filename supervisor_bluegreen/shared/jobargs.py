@@ -13,6 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
+from supervisor_bluegreen.shared.errors import BluegreenError
+from supervisor_bluegreen.shared.model import Kind
+
 
 @dataclass(frozen=True)
 class SwitchArgs:
@@ -42,20 +45,20 @@ class NoArgs:
 
 
 JobArgs = Union[SwitchArgs, RollbackArgs, HealthArgs, DeployArgs, NoArgs]
-KINDS: dict[str, type[JobArgs]] = {
-    "switch": SwitchArgs,
-    "rollback": RollbackArgs,
-    "health": HealthArgs,
-    "deploy": DeployArgs,
-    "recover": NoArgs,
-    "contract": NoArgs,
+KINDS: dict[Kind, type[JobArgs]] = {
+    Kind.SWITCH: SwitchArgs,
+    Kind.ROLLBACK: RollbackArgs,
+    Kind.HEALTH: HealthArgs,
+    Kind.DEPLOY: DeployArgs,
+    Kind.RECOVER: NoArgs,
+    Kind.CONTRACT: NoArgs,
 }
 
 
 T = TypeVar("T", bound=JobArgs)
 
 
-class BadArguments(ValueError):
+class BadArguments(BluegreenError, ValueError):
     """Arguments a job kind does not take, or of the wrong type."""
 
 

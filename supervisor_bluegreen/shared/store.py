@@ -33,13 +33,13 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.masking import mask_credentials
+from supervisor_bluegreen.shared.model import FINISHED, Kind, Status
 from supervisor_bluegreen.shared.textsafe import clean, escape_controls
 
-ACTIVE = ("queued", "running")
 KEEP_JOBS = 200  # finished jobs kept for history and log
 KEEP_HEALTH = 20  # finished health probes kept beside them
-FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 FILE_MODE = 0o640  # state, jobs, logs: root (or supervisord's user) and a group of readers, never everyone
 DIR_MODE = 0o750
 MAX_JSON = 4 << 20  # a state or job file is a few KB; anything bigger is not ours and is not read whole
@@ -61,14 +61,14 @@ _ANCHORS: dict[str, sqlite3.Connection] = {}
 BUSY_FOREVER = 86400.0  # how long the listener waits for the write lock (supervisord: lock_wait, tens of ms)
 
 
-class UnsafePath(OSError):
+class UnsafePath(BluegreenError, OSError):
     """A path root must not use: a symlink, not a regular file, too big, or in a folder others can write."""
 
     def __str__(self) -> str:  # the message alone, not "[Errno 40] ...": it is shown to users as is
         return self.strerror or super().__str__()
 
 
-class Busy(Exception):
+class Busy(BluegreenError):
     """The app's job queue is locked by another process right now (supervisord never waits for it)."""
 
 
@@ -307,7 +307,7 @@ class AppLock:
         return False
 
 
-class StoreError(OSError):
+class StoreError(BluegreenError, OSError):
     """The app's database cannot be used (damaged, not a database, disk full): said as such, never a traceback."""
 
     def __str__(self) -> str:
@@ -696,20 +696,20 @@ class Store:
         """Mark a queued job running and return it as it is now; None when it was cancelled or superseded."""
         with self.queue_lock():
             job = self.read_job(job_id)
-            if not job or job.get("status") != "queued":
+            if not job or job.get("status") != Status.QUEUED:
                 return None
-            return self.update_job(job_id, status="running", started=time.time(), step="")
+            return self.update_job(job_id, status=Status.RUNNING, started=time.time(), step="")
 
     def enqueue(self, kind: str, args: dict[str, Any], who: str = "", coalesce: bool = False) -> dict[str, Any]:
         """Add a job; with ``coalesce``, queued jobs of the same kind give way to it (the newest wins)."""
         with self.queue_lock():
             job = self.create_job(kind, args, who)
             if coalesce:
-                for old in self.jobs(("queued",)):
+                for old in self.jobs((Status.QUEUED,)):
                     if old["kind"] == kind and old["id"] != job["id"]:
                         self.update_job(
                             old["id"],
-                            status="cancelled",
+                            status=Status.CANCELLED,
                             finished=time.time(),
                             message=f"{self.app}: {kind} superseded by job {job['id']}",
                         )
@@ -728,7 +728,7 @@ class Store:
                 "kind": kind,
                 "args": args,
                 "who": who,
-                "status": "queued",
+                "status": Status.QUEUED,
                 "created": time.time(),
                 "started": None,
                 "finished": None,
@@ -831,8 +831,8 @@ class Store:
         marks = ", ".join("?" * len(FINISHED))
         with self._transaction("the job queue") as db:
             rows = db.execute(f"SELECT id, kind FROM jobs WHERE status IN ({marks}) ORDER BY id", FINISHED).fetchall()
-            probes = [job_id for job_id, kind in rows if kind == "health"]
-            finished = [job_id for job_id, kind in rows if kind != "health"]
+            probes = [job_id for job_id, kind in rows if kind == Kind.HEALTH]
+            finished = [job_id for job_id, kind in rows if kind != Kind.HEALTH]
             probes_kept = min(keep, KEEP_HEALTH)
             doomed = (finished[:-keep] if keep else finished) + (probes[:-probes_kept] if probes_kept else probes)
             db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in doomed])
@@ -865,7 +865,7 @@ class Store:
                 except FileNotFoundError:
                     sizes.append(0)
             used += size
-            if status not in FINISHED or watch == "running" or used + sum(sizes) <= budget:
+            if status not in FINISHED or watch == Status.RUNNING or used + sum(sizes) <= budget:
                 used += sum(sizes)
                 continue
             for path in paths:

@@ -33,8 +33,8 @@ def clean(value: Any, nil: Any = None) -> Any:
     escape_controls, and every None made ``nil`` (XML-RPC has no None: the RPC answers pass "")."""
     if value is None:
         return nil
-    if isinstance(value, str):
-        return escape_controls(value)
+    if isinstance(value, str):  # shared/model's Kind and Status too: XML-RPC sends only a plain str
+        return escape_controls(str.__str__(value))
     if isinstance(value, dict):
         return {escape_controls(str(k)): clean(v, nil) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -39,12 +39,13 @@ from supervisor_bluegreen.shared.jobargs import (
     build,
     stored,
 )
+from supervisor_bluegreen.shared.model import ACTIVE, FINISHED, Kind, Status
 from supervisor_bluegreen.shared.refs import WAKE_TYPE, ref_problem
-from supervisor_bluegreen.shared.store import ACTIVE, FINISHED, Busy, Store, history_entry, private_dir_problem
+from supervisor_bluegreen.shared.store import Busy, Store, history_entry, private_dir_problem
 from supervisor_bluegreen.shared.textsafe import clean
 
 API_VERSION = "1.0"
-EXCLUSIVE = ("switch", "rollback")
+EXCLUSIVE = (Kind.SWITCH, Kind.ROLLBACK)
 _cache: dict[str, tuple[float, Config | ConfigError]] = {}
 _logged: set[str] = set()
 LOCK_WAIT = 0.05  # the longest supervisord's loop waits for the job queue's lock before answering "busy"
@@ -154,7 +155,7 @@ class BlueGreenNamespaceRPCInterface:
         except BadArguments as exc:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{app.name}: {exc}; nothing changed") from None
 
-    def _queue(self, app: App, kind: str, args: JobArgs, who: str) -> dict[str, Any]:
+    def _queue(self, app: App, kind: Kind, args: JobArgs, who: str) -> dict[str, Any]:
         """Record the job and wake the listener.
 
         A switch or rollback is refused while another job of the app is active (it would act on a
@@ -166,13 +167,13 @@ class BlueGreenNamespaceRPCInterface:
         self._private(app)
         store = app_store(app)
         if kind in EXCLUSIVE:
-            active = [j for j in store.jobs(ACTIVE) if j["kind"] != "health"]
+            active = [j for j in store.jobs(ACTIVE) if j["kind"] != Kind.HEALTH]
             if active:
                 j = active[0]
                 raise RPCError(
                     Faults.STILL_RUNNING, f"{app.name}: {j['kind']} (job {j['id']}) is {j['status']}; nothing changed"
                 )
-        job = store.enqueue(kind, stored(args), who, coalesce=kind == "deploy")
+        job = store.enqueue(kind, stored(args), who, coalesce=kind == Kind.DEPLOY)
         notify(RemoteCommunicationEvent(WAKE_TYPE, json.dumps({"app": app.name, "job": job["id"]})))
         return xmlrpc_safe(job)
 
@@ -244,7 +245,7 @@ class BlueGreenNamespaceRPCInterface:
             state = self._process_state(a.color(name).program)
             if state != "RUNNING":
                 raise RPCError(Faults.NOT_RUNNING, f"{a.name}: {name} is {state}, not RUNNING; nothing changed")
-        return self._queue(a, "switch", args, who)
+        return self._queue(a, Kind.SWITCH, args, who)
 
     @answers
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
@@ -259,7 +260,7 @@ class BlueGreenNamespaceRPCInterface:
                 else "no previous color recorded"
             )
             raise RPCError(Faults.FAILED, f"{a.name}: nothing to roll back to ({why}); nothing changed")
-        return self._queue(a, "rollback", RollbackArgs(), who)
+        return self._queue(a, Kind.ROLLBACK, RollbackArgs(), who)
 
     @answers
     def health(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
@@ -267,7 +268,7 @@ class BlueGreenNamespaceRPCInterface:
         a = self._app(app)
         args = self._args(a, HealthArgs, color=color)
         self._color(a, args.color)
-        return self._queue(a, "health", args, who)
+        return self._queue(a, Kind.HEALTH, args, who)
 
     @answers
     def deploy(self, app: str = "", ref: str = "", who: str = "", allow_unsafe: bool = False) -> dict[str, Any]:
@@ -282,7 +283,7 @@ class BlueGreenNamespaceRPCInterface:
         problem = ref_problem(args.ref) if args.ref else None
         if problem:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
-        return self._queue(a, "deploy", args, who)
+        return self._queue(a, Kind.DEPLOY, args, who)
 
     @answers
     def cancel(self, app: str = "", force: bool = False) -> dict[str, Any]:
@@ -295,17 +296,17 @@ class BlueGreenNamespaceRPCInterface:
         self._private(a)
         store = app_store(a)
         with store.queue_lock():
-            deploys = [j for j in store.jobs(ACTIVE) if j["kind"] == "deploy"]
+            deploys = [j for j in store.jobs(ACTIVE) if j["kind"] == Kind.DEPLOY]
             if not deploys:
                 raise RPCError(Faults.NOT_RUNNING, f"{a.name}: no deploy is queued or running; nothing changed")
             for j in deploys:
-                if j["status"] == "queued":
+                if j["status"] == Status.QUEUED:
                     store.update_job(
-                        j["id"], status="cancelled", finished=time.time(), message=f"{a.name}: deploy cancelled"
+                        j["id"], status=Status.CANCELLED, finished=time.time(), message=f"{a.name}: deploy cancelled"
                     )
                 else:
                     store.request_cancel(j["id"], bool(force))
-        running = [j for j in deploys if j["status"] == "running"]
+        running = [j for j in deploys if j["status"] == Status.RUNNING]
         return xmlrpc_safe((running or deploys)[-1])  # the caller waits for the one that matters
 
     @answers
@@ -325,7 +326,7 @@ class BlueGreenNamespaceRPCInterface:
         Health probes are left out unless ``include_health`` (they would push deploys out of the list).
         """
         a = self._app(app)
-        but = () if include_health else ("health",)
+        but = () if include_health else (Kind.HEALTH,)
         finished = app_store(a).jobs(FINISHED, newest=max(1, int(count)), but_kinds=but)  # only what it shows
         return xmlrpc_safe([history_entry(j) for j in finished][::-1])
 

@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor_bluegreen.shared.errors import BluegreenError
+
 FORMAT = "bluegreen-migration-plan/1"
 PROBE_FILE = Path(__file__).with_name("probe.py")
 ALLOW_FLAG = "--allow-unsafe-migrations"
 
 
-class GateError(Exception):
+class GateError(BluegreenError):
     """The probe could not tell what the migrations do (it failed, or printed no report)."""
 
 
