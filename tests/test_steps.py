@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -92,11 +95,36 @@ def test_cancel_stops_a_running_step(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
 def test_steps_run_as_the_apps_user(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
     lines: list[str] = []
-    runner.run(("id", "-un"), cwd=str(tmp_path), env=runner.environment(color(tmp_path), "nobody"), user="nobody",
+    runner.run(("id", "-un"), cwd="/tmp", env=runner.environment(color(tmp_path), "nobody"), user="nobody",
               timeout=10, log=lines.append)  # fmt: skip
     assert lines == ["    | nobody"]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_a_folder_the_app_user_made_a_link_is_entered_as_that_user_never_as_root(tmp_path: Path) -> None:
+    """Popen's ``cwd`` is entered before its user switch, as root: a checkout the app user turned into a link
+    to a folder below one it cannot enter led the step there (the step then read what the user cannot)."""
+    hidden = tmp_path / "root-only" / "sub"  # tmp_path is root's, 0700: nobody cannot pass it
+    hidden.mkdir(parents=True)
+    (hidden / "secret").write_text("root's secret\n")
+    hidden.chmod(0o755)
+    planted = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        planted.chmod(0o755)
+        tree = planted / "app"
+        tree.mkdir()
+        os.chown(tree, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+        made = runner.capture(["sh", "-c", f"ln -s {hidden} {tree}/src && mkdir {tree}/own"], user="nobody", cwd="/")
+        assert made.returncode == 0, made.stderr  # the app user plants the link, and has a folder of its own
+        out = runner.capture(["cat", "secret"], cwd=f"{tree}/src", user="nobody")
+        assert "root's secret" not in out.stdout and out.returncode != 0
+        assert "Permission denied" in out.stderr
+        own = runner.capture(["pwd"], cwd=f"{tree}/own", user="nobody")
+        assert (own.returncode, own.stdout.strip()) == (0, f"{tree}/own")  # its own folder: as before
+    finally:
+        shutil.rmtree(planted)
 
 
 @pytest.mark.integration

@@ -684,7 +684,7 @@ def test_no_preexec_fn_and_no_ctypes_in_the_runner() -> None:
     assert "preexec_fn=" not in source and "import ctypes" not in source
     assert runner.tied(["true"])[:4] == [runner.SETPRIV, "--pdeathsig", "KILL", "--"]
     with pytest.raises(FileNotFoundError):
-        runner.tied(["/no/such/tool"])
+        runner.require_program(["/no/such/tool"], None, None)
     done = runner.capture(["id", "-un"], user="nobody", cwd="/")
     assert done.stdout.strip() == "nobody"
     t0 = time.monotonic()

@@ -95,15 +95,11 @@ def credentials(user: str) -> dict[str, Any]:
 
 
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")  # util-linux: on every Debian
+ENV = shutil.which("env", path="/usr/bin:/bin") or "/usr/bin/env"  # coreutils: ``env -C DIR`` enters DIR, then execs
 
 
-def tied(argv: tuple[str, ...] | list[str], cwd: str | None = None, env: dict[str, str] | None = None) -> list[str]:
-    """``argv`` run through ``setpriv --pdeathsig KILL``: it dies with the listener (kill -9 included).
-
-    No ``preexec_fn`` (CPython documents it as deadlock-prone in a threaded process, and the listener
-    is one): setpriv sets the parent-death signal after Popen's own ``user``/``group`` switch and then
-    execs ``argv``, which keeps it. A program that is not there is an OSError here, as Popen would raise.
-    """
+def require_program(argv: tuple[str, ...] | list[str], cwd: str | None, env: dict[str, str] | None) -> None:
+    """A program that is not there is an OSError here, as Popen would raise (before a wrapper execs it)."""
     program = argv[0]
     if "/" in program:
         found = os.path.exists(os.path.join(cwd or "", program))
@@ -111,18 +107,41 @@ def tied(argv: tuple[str, ...] | list[str], cwd: str | None = None, env: dict[st
         found = shutil.which(program, path=(env if env is not None else os.environ).get("PATH", os.defpath)) is not None
     if not found:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def tied(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """``argv`` run through ``setpriv --pdeathsig KILL``: it dies with the listener (kill -9 included).
+
+    No ``preexec_fn`` (CPython documents it as deadlock-prone in a threaded process, and the listener
+    is one): setpriv sets the parent-death signal after Popen's own ``user``/``group`` switch and then
+    execs ``argv``, which keeps it.
+    """
     return [SETPRIV, "--pdeathsig", "KILL", "--", *argv] if SETPRIV else list(argv)
 
 
 def spawn(argv: tuple[str, ...] | list[str], *, user: str = "", cwd: str | None = None,
           env: dict[str, str] | None = None, tie: bool = True, **popen: Any) -> subprocess.Popen:  # fmt: skip
     """The one way the listener starts a child: as ``user`` (Popen's own user/group/extra_groups, no
-    ``preexec_fn``), tied to the listener's life (``tied``), with no descriptor of ours but 0-2.
-    Build steps, git, probes, checkout reads and dumps all start here. ``tie=False`` only for a step
-    that is never cut in half: it outlives a killed listener, which waits for it when it is back.
+    ``preexec_fn``), tied to the listener's life (``tied``), with no descriptor of ours but 0-2, in
+    ``cwd`` entered as that user (``entered_as_user``). Build steps, git, probes, checkout reads and
+    dumps all start here. ``tie=False`` only for a step that is never cut in half: it outlives a killed
+    listener, which waits for it when it is back.
     """
-    command = tied(argv, cwd, env) if tie else list(argv)
-    return subprocess.Popen(command, cwd=cwd, env=env, close_fds=True, **popen, **credentials(user))
+    switch = credentials(user)
+    if switch and cwd is not None:  # root looks into none of the user's folders: the child says what is missing
+        argv, cwd = entered_as_user(argv, cwd), "/"
+    require_program(argv, cwd, env)
+    command = tied(argv) if tie else list(argv)
+    return subprocess.Popen(command, cwd=cwd, env=env, close_fds=True, **popen, **switch)
+
+
+def entered_as_user(argv: tuple[str, ...] | list[str], cwd: str) -> list[str]:
+    """``argv`` started from ``/`` by ``env -C cwd``: the folder is entered after the switch to the user.
+
+    Popen's ``cwd`` enters it before its ``user`` switch, as root: a checkout the app user turned into a
+    link would lead root into a folder the user cannot enter, and hand the user a program running there.
+    """
+    return [ENV, "-C", cwd, "--", *argv]
 
 
 @dataclass(frozen=True)
