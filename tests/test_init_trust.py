@@ -111,6 +111,26 @@ def probe_info(**changes: object) -> dict:
     return {**info, **changes}
 
 
+# the bare repository: root clones it once, into nothing --------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_repository_the_app_user_emptied_is_never_cloned_into_by_root(app: SimpleNamespace) -> None:
+    """After the first init, app.git is the app user's: an emptied one (with links to root's folders planted
+    where git writes) made init's second run clone into it as root, writing through the links."""
+    repo = Path(app.o.app_root) / "app.git"
+    repo.mkdir()
+    os.chown(repo, app.uid, app.gid)  # as the first init left it
+    as_user(app, 'for d in hooks info objects refs; do ln -s "$2/$d" "$1/$d"; done', str(repo), str(app.outside))
+    before = snapshot(app.outside)
+    clone = [a for a in app.acts if a.kind == "run" and a.argv[:2] == ("git", "clone") and "--bare" in a.argv]
+    assert len(clone) == 1 and clone[0].run_as == ""  # root's: the app user has no folder to clone into yet
+    assert init.apply(clone[0], app.o) == "done before"
+    assert snapshot(app.outside) == before and sorted(p.name for p in repo.iterdir()) == sorted(
+        ["hooks", "info", "objects", "refs"]
+    )
+
+
 # (a) MEDIA_ROOT from the app's settings ------------------------------------------------------------
 
 

@@ -368,7 +368,7 @@ def plan(o: Options, f: Facts) -> list[Action]:
         Action(
             "run",
             argv=("git", "clone", "--quiet", "--bare", o.repo, f"{root}/app.git"),
-            creates=f"{root}/app.git/HEAD",
+            creates=f"{root}/app.git",  # root clones only where nothing is: app.git is the app user's afterwards
             why="the bare repository you push to",
         ),
         Action("own", f"{root}/app.git", owner=user, why="the app user owns it"),
