@@ -88,6 +88,8 @@ from typing import Any  # noqa: E402
 from supervisor.options import ClientOptions  # noqa: E402
 from supervisor.supervisorctl import Controller, LSBInitExitStatuses  # noqa: E402
 
+from supervisor_bluegreen.shared.store import Store  # noqa: E402
+
 
 def controller(tmp_path: Path, serverurl: str) -> tuple[Controller, io.StringIO]:
     """supervisorctl as a user runs it: its config with our [ctlplugin:bluegreen], output captured."""
@@ -216,6 +218,33 @@ def test_a_failed_job_ends_with_its_verdict_and_where_the_whole_log_is() -> None
     assert text.index("    | RuntimeError: boom") < verdict
     assert text[verdict + 1 :] == ["blue live, unchanged", "whole log: supervisorctl bluegreen log abiapp 4"]
     assert ctl.exitstatus == LSBInitExitStatuses.GENERIC
+
+
+def test_log_prints_the_whole_log_of_a_job_not_only_its_first_answer(tmp_path: Path) -> None:
+    """Each answer holds 64 KB of the log: a failed build's traceback at its end must be printed too."""
+    store = Store(str(tmp_path), "abiapp", sync=False).ensure()
+    job = store.create_job("deploy", {})
+    store.update_job(job["id"], status="failed", message="abiapp: deploy failed: test failed\nblue live, unchanged")
+    for n in range(3000):
+        store.append_log(job["id"], f"[  1.00s]     | test output line {n:04d} " + "x" * 60)
+    store.append_log(job["id"], "[  9.00s]     | RuntimeError: the last line")
+
+    class Api:
+        def log(self, app: str, job_id: int, offset: int) -> dict[str, Any]:
+            text, end = store.read_log(job["id"], offset)
+            return {"job": {**(store.read_job(job["id"]) or {}), "app": app}, "log": text, "offset": end}
+
+    ctl, out = controller(tmp_path, "unix:///run/supervisor.sock")
+    ctl.get_server_proxy = lambda namespace=None: Api()  # type: ignore[method-assign]
+    ctl.onecmd("bluegreen log abiapp 1")
+    lines = out.getvalue().splitlines()
+    assert len(out.getvalue()) > 3 * 65536
+    assert [line for line in lines if "test output line" in line][-1].endswith("line 2999 " + "x" * 60)
+    assert lines[-3:] == [
+        "[  9.00s]     | RuntimeError: the last line",
+        "abiapp: deploy failed: test failed",
+        "blue live, unchanged",
+    ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -419,8 +419,9 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         job = answer["job"]
         if options.follow:
             return self.follow(job["app"], job, announce=False, window=True)
-        if answer["log"]:
+        while answer and answer["log"]:  # the whole log, one chunk (64 KB) an answer
             self.ctl.output(answer["log"].rstrip("\n"))
+            answer = self.call(self.api.log, job["app"], job["id"], answer["offset"])
         self.ctl.output(job.get("message") or f"job {job['id']} {job['status']}")
         return None
 
