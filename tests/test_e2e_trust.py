@@ -178,8 +178,9 @@ def test_supervisord_starts_and_serves_the_app_when_the_listener_side_is_broken(
     """requests, psutil and jinja2 unimportable (in supervisord too): the app runs, bluegreen says why not."""
     stack = MiniStack("real", broken_listener_env(tmp_path))
     stacks.append(stack)
-    states = stack.start().wait({"shop_blue": ("RUNNING",), "bluegreen": ("FATAL", "BACKOFF", "EXITED")})
-    assert states["shop_green"] == "RUNNING"
+    stack.start().wait(
+        {"shop_blue": ("RUNNING",), "shop_green": ("RUNNING",), "bluegreen": ("FATAL", "BACKOFF", "EXITED")}
+    )  # both colors reach RUNNING (on a loaded machine green may still be STARTING when blue is up)
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['blue']}/", timeout=5) as resp:
         assert resp.status == 200  # the live app serves
     assert "broken install (test shim)" in (stack.root / "listener.err.log").read_text()  # the shim did bite
