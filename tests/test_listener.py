@@ -6,6 +6,7 @@ the exact bytes on its stdout: any stray print there would desynchronise supervi
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import shop_config
+from supervisor import childutils
 
 from supervisor_bluegreen.listener import loop as listener
-from supervisor_bluegreen.listener.loop import Listener, parse_tokens
+from supervisor_bluegreen.listener.loop import Listener
 from supervisor_bluegreen.shared.store import Store
 
 RUN_LISTENER = "import sys; from supervisor_bluegreen.listener.loop import Listener; Listener(sys.argv[1]).run()"
@@ -161,9 +163,39 @@ def test_wake_after_the_config_was_fixed_starts_the_workers(tmp_path: Path) -> N
 # event handling (pure logic)
 
 
-def test_parse_tokens() -> None:
-    assert parse_tokens("ver:3.0 eventname:TICK_5 len:15 junk") == {"ver": "3.0", "eventname": "TICK_5", "len": "15"}
-    assert parse_tokens("url:http://x:1/ a:") == {"url": "http://x:1/", "a": ""}
+def test_in_process_the_protocol_goes_to_the_given_stdout_and_nothing_to_the_real_one(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """childutils' functions default to the sys.stdout of their import: the loop must hand its own stdout over."""
+    out = io.StringIO()
+    Listener("/nonexistent.ini", io.StringIO("".join(EVENTS)), out).run()
+    assert out.getvalue() == expected_stdout(len(EVENTS)).decode()
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert "/nonexistent.ini: cannot read" in captured.err
+
+
+def test_headers_are_read_by_childutils() -> None:
+    assert childutils.get_headers(EVENTS[4].split("\n", 1)[0]) == {
+        "ver": "3.0",
+        "server": "supervisor",
+        "serial": "5",
+        "pool": "bluegreen",
+        "poolserial": "5",
+        "eventname": "TICK_5",
+        "len": "15",
+    }
+
+
+def test_an_event_handle_fails_on_is_logged_and_answered(capfd: pytest.CaptureFixture[str]) -> None:
+    """get_headers refuses a token without one ':'; supervisord sends none, but the loop answers even then."""
+    bad = event("PROCESS_STATE_RUNNING", "processname:a:b groupname:a junk", 1)
+    out = io.StringIO()
+    lst = Listener("/nonexistent.ini", io.StringIO(bad + EVENTS[1]), out)
+    lst.run()
+    assert out.getvalue() == expected_stdout(2).decode()
+    assert "PROCESS_STATE_RUNNING: ValueError" in capfd.readouterr().err
+    assert lst.watch.crashed_since("shop_green", 0.0) == "FATAL"  # the next event was handled
 
 
 def test_process_state_updates_the_watch_by_name() -> None:

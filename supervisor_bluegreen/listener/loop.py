@@ -1,7 +1,7 @@
 """The event listener run by supervisord: the orchestrator's process.
 
-The main thread speaks supervisor's event listener protocol and answers every event at once
-(stdout carries protocol only; everything else goes to stderr). REMOTE_COMMUNICATION events
+The main thread speaks supervisor's event listener protocol with ``supervisor.childutils`` and answers
+every event at once (stdout carries protocol only; everything else goes to stderr). REMOTE_COMMUNICATION events
 sent by the RPC extension wake the per-app worker threads, which run queued jobs; PROCESS_STATE
 events feed the ProcessWatch that aborts a health gate when the target stops running.
 """
@@ -16,6 +16,7 @@ import time
 from typing import IO
 
 import psutil
+from supervisor import childutils
 
 from supervisor_bluegreen.host import links
 from supervisor_bluegreen.host.supervisor import ProcessWatch, Supervisor
@@ -33,31 +34,6 @@ from supervisor_bluegreen.shared.store import Store, check_private_dir, open_fil
 
 class Stopping(BluegreenError):
     """Raised in the protocol loop by SIGTERM: the listener shuts down in order."""
-
-
-def parse_tokens(line: str) -> dict[str, str]:
-    """``key:value key:value`` pairs of an event header or payload's first line."""
-    return dict(token.split(":", 1) for token in line.split() if ":" in token)
-
-
-def read_event(stdin: IO[str]) -> tuple[dict[str, str], str] | None:
-    """One event (header, payload) from supervisord, or None at end of input."""
-    line = stdin.readline()
-    if not line:
-        return None
-    headers = parse_tokens(line)
-    payload = stdin.read(int(headers.get("len", "0")))
-    return headers, payload
-
-
-def write_ready(stdout: IO[str]) -> None:
-    stdout.write("READY\n")
-    stdout.flush()
-
-
-def write_ok(stdout: IO[str]) -> None:
-    stdout.write("RESULT 2\nOK")
-    stdout.flush()
 
 
 def log(message: str) -> None:
@@ -275,7 +251,7 @@ class Listener:
         """React to one event without blocking: record a state, or wake the workers."""
         event = headers.get("eventname", "")
         if event.startswith("PROCESS_STATE_"):
-            first = parse_tokens(payload.split("\n", 1)[0])
+            first = childutils.get_headers(payload.split("\n", 1)[0])  # names hold no ' ' or ':' (supervisor)
             name = first.get("processname", "")
             group = first.get("groupname", name)
             state = event[len("PROCESS_STATE_") :]
@@ -294,17 +270,28 @@ class Listener:
         try:
             self.start_workers()
             while True:
-                write_ready(self.stdout)
-                event = read_event(self.stdin)
-                if event is None:
+                # not listener.wait(): it cannot tell the end of input (supervisord went away) from a bad header
+                childutils.listener.ready(self.stdout)
+                line = self.stdin.readline()
+                if not line:
                     break
-                self.handle(*event)
-                write_ok(self.stdout)
+                headers = childutils.get_headers(line)
+                self.answer(headers, self.stdin.read(int(headers["len"])))
+                childutils.listener.ok(self.stdout)
         except Stopping:
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
         self.shutdown()
+
+    def answer(self, headers: dict[str, str], payload: str) -> None:
+        """handle(), and whatever goes wrong there is logged: the event is answered all the same."""
+        try:
+            self.handle(headers, payload)
+        except Stopping:
+            raise
+        except Exception as exc:  # noqa: BLE001 (supervisord stalls a listener that stops answering)
+            log(f"{headers.get('eventname', 'event')}: {type(exc).__name__}: {exc}")
 
     def on_sigterm(self, signum: int, frame: object) -> None:
         """supervisord stops the listener (stop, restart, update, reload): leave the protocol loop."""
