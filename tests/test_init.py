@@ -253,6 +253,14 @@ def test_envfile_round_trip_and_sh_agree(tmp_path: Path) -> None:
         envfile.read(str(tmp_path / "link.env"))
 
 
+def test_an_environment_file_sh_would_read_otherwise_stops_init_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "app.env"
+    path.write_text(envfile.render({"SECRET_KEY": "s3 cr'et $x"}) + "DB_PASSWORD=abc#def\n")
+    o = Options(app="t", repo="x", root=str(tmp_path / "app"))
+    with pytest.raises(init.InitError, match=f"^{path} line 2: DB_PASSWORD: a #.*single quotes"):
+        init._user_env(o, str(path))
+
+
 @pytest.mark.integration
 def test_dry_run_on_an_unmodified_django_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """django-admin startproject, a requirements.txt pinning gunicorn 22: the plan, and nothing done."""

@@ -710,7 +710,10 @@ def _user_env(o: Options, env_file: str) -> dict[str, str]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home}
     env["USER"] = env["LOGNAME"] = o.user_name
     if env_file and os.path.exists(env_file):
-        env.update(envfile.read(env_file))
+        try:
+            env.update(envfile.read(env_file))
+        except envfile.EnvFileError as exc:  # a line sh would read otherwise: said, not a traceback
+            raise InitError(str(exc)) from None
     return env
 
 

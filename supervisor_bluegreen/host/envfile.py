@@ -2,8 +2,18 @@
 
 ``bluegreen init`` writes it (0640 root:<app group>); the supervisord programs it writes start with
 ``/bin/sh -c 'set -a && . FILE && exec gunicorn ...'`` and every build step gets the same variables, so
-settings and secrets are written once. Values are shell-quoted (``shlex.quote``), which both read alike.
-Standard library only.
+settings and secrets are written once. The build must read what sh reads, so the reader is strict: it accepts
+only what means the same to both, and refuses the rest (naming the file, line and key, never the value):
+
+- blank lines and ``# comments`` on their own line;
+- ``KEY=value`` or ``export KEY=value``, one per line, where value is
+  - single-quoted: ``'...'`` (anything but ``'``, newlines too), pieces joined by ``\\'`` or ``"'"`` for a
+    quote inside (``'it'\\''s'``, ``'it'"'"'s'``: what ``shlex.quote`` writes),
+  - unquoted, made only of ``A-Z a-z 0-9 _ @ % + = : , . / -`` (empty too),
+  - double-quoted with no ``$``, backtick, backslash or newline inside.
+
+Refused, for instance: ``$HOME`` or ``$(...)`` (sh expands them), backticks, backslashes, ``a #b`` or
+``a#b`` unquoted, a comment after a value, a space outside quotes, CRLF line ends. Standard library only.
 """
 
 from __future__ import annotations
@@ -17,31 +27,98 @@ from supervisor_bluegreen.shared.errors import BluegreenError
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+SINGLE = r"'[^'\x00]*'"
+LINE = re.compile(
+    rf"""[ \t]*
+    (?: \#[^\n]*
+      | (?:export[ \t]+)? (?P<key>[A-Za-z_][A-Za-z0-9_]*) =
+        (?: (?P<single>{SINGLE}(?:(?:\\'|"'"){SINGLE})*)
+          | "(?P<double>[^"$`\\\n\x00]*)"
+          | (?P<plain>[A-Za-z0-9_@%+=:,./-]*)
+        ) [ \t]*
+    )?
+    (?:\n|\Z)""",
+    re.VERBOSE,
+)
+KEY = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+
 
 class EnvFileError(BluegreenError):
-    pass
+    """A file that cannot be read, or a line that /bin/sh and this reader would read differently."""
+
+    def __init__(self, message: str, fix: str = ""):
+        super().__init__(message)
+        self.fix = fix
+
+
+def unquote_single(word: str) -> str:
+    """``'a'\\''b'`` or ``'a'"'"'b'`` -> ``a'b``: the value of a chain LINE matched as single-quoted."""
+    pieces = re.finditer(r"'([^']*)'|\\'|\"'\"", word)  # '...' pieces, and a quote between them
+    return "".join("'" if piece.group(1) is None else piece.group(1) for piece in pieces)
+
+
+def why(rest: str) -> str:
+    """What in the text after ``KEY=`` sh would read otherwise (single-quoted pieces aside)."""
+    outside = re.sub(SINGLE, "''", rest)
+    for found, reason in (
+        ("\x00", "a NUL byte"),
+        ("\r", "a carriage return (CRLF line ends?)"),
+        ("`", "a backtick: sh runs a command there"),
+        ("$", "a $: sh expands it (variables, $(...))"),
+        ("\\", "a backslash: sh reads it as an escape"),
+        ("#", "a #: sh may read the rest as a comment"),
+    ):
+        if found in outside:
+            return reason
+    if outside.count("'") % 2 or outside.count('"') % 2:
+        return "a quote that is not closed"
+    if " " in outside or "\t" in outside:
+        return "a space outside quotes: sh reads the rest as a command"
+    return "characters sh treats specially outside quotes"
+
+
+def refuse(path: str, number: int, line: str) -> EnvFileError:
+    found = KEY.match(line)
+    if not found:
+        how = "write it as KEY='value' (single quotes; a ' inside as '\\'')"
+        return EnvFileError(
+            f"{path} line {number}: not KEY=value, a # comment or a blank line", f"{path} line {number}: {how}"
+        )
+    key = found.group(1)
+    how = f"write it as {key}='value' (single quotes; a ' inside as '\\'')"
+    return EnvFileError(
+        f"{path} line {number}: {key}: {why(found.group(2))}, so the programs (sh) and the build would read "
+        f"different values (value not shown); {how}",
+        f"{path} line {number}: {how}",
+    )
 
 
 def parse(text: str, path: str = "<env>") -> dict[str, str]:
-    """``KEY=value`` per line (``export`` allowed, ``#`` comments, sh quoting); problems name lines, not values."""
+    """The variables ``/bin/sh -c 'set -a; . FILE'`` sets from ``text``; EnvFileError where sh could differ."""
     env: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError:
-            raise EnvFileError(f"{path} line {number}: unbalanced quotes (value not shown)") from None
-        if words[:1] == ["export"]:
-            words = words[1:]
-        if not words:
-            continue
-        key, sep, value = words[0].partition("=")
-        if len(words) != 1 or not sep or not NAME.match(key):
-            raise EnvFileError(f"{path} line {number}: not KEY=value (quote values with spaces)")
-        env[key] = value
+    pos, number = 0, 1
+    while pos < len(text):
+        found = LINE.match(text, pos)
+        if found is None or found.end() == pos:
+            raise refuse(path, number, text[pos:].split("\n", 1)[0])
+        key = found.group("key")
+        if key is not None:
+            if found.group("single") is not None:
+                env[key] = unquote_single(found.group("single"))
+            elif found.group("double") is not None:
+                env[key] = found.group("double")
+            else:
+                env[key] = found.group("plain")
+        number += text.count("\n", pos, found.end())
+        pos = found.end()
     return env
 
 
 def render(env: dict[str, str]) -> str:
+    """``KEY=value`` lines, each value as ``shlex.quote`` writes it (which parse() reads back)."""
+    for key in env:
+        if not NAME.match(key):
+            raise EnvFileError(f"{key!r} is not a variable name")
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
 
 

@@ -411,6 +411,18 @@ def test_an_environment_file_that_cannot_be_read_fails_the_step(
     assert f"test: {tmp_path}/missing.env: cannot open: No such file or directory" in job["message"]
 
 
+def test_an_environment_file_sh_would_read_otherwise_fails_the_step_with_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / "app.env"
+    env.write_text("SECRET_KEY='fine'\nDATABASE_URL=postgres://u:$PASS@db/x\n")
+    world = World(tmp_path, monkeypatch, build="test", environment_file=str(env))
+    job = world.job("deploy")
+    assert failed_step(job) == "test"
+    assert f"test: {env} line 2: DATABASE_URL: a $: sh expands it" in job["message"]
+    assert "write it as DATABASE_URL='value'" in job["message"]
+
+
 def test_a_changed_file_that_cannot_be_read_fails_the_step(world: World) -> None:
     world.runner.files[f"{world.tmp}/green/requirements.txt"] = runner.ReadError(22, "refusing it: not a regular file")
     job = world.job("deploy")
