@@ -63,6 +63,20 @@ def test_world_readable_environment_file_and_missing_folders(tmp_path: Path) -> 
     assert f"checkout {tmp_path}/blue/src is missing" in text
 
 
+def test_an_environment_file_sh_would_read_otherwise_is_a_problem_with_the_fix(tmp_path: Path) -> None:
+    env = tmp_path / "shop.env"
+    env.write_text("SECRET_KEY='fine'\nDB_PASSWORD=abc#def\n")
+    env.chmod(0o640)
+    app = make_app(tmp_path, environment_file=str(env))
+    [found] = [f for f in doctor.check_app(app) if "environment file:" in f.what]
+    assert not found.ok
+    assert found.what.startswith(f"shop: environment file: {env} line 2: DB_PASSWORD: a #")
+    assert "abc" not in found.what
+    assert found.fix == f"{env} line 2: write it as DB_PASSWORD='value' (single quotes; a ' inside as '\\'')"
+    env.write_text("SECRET_KEY='fine'\nDB_PASSWORD='abc#def'\n")
+    assert not [f for f in doctor.check_app(app) if "environment file:" in f.what]
+
+
 def test_unreachable_supervisord_is_one_problem_with_a_fix(tmp_path: Path) -> None:
     conf = tmp_path / "supervisord.conf"
     [f] = doctor.check_supervisord(str(tmp_path / "nope.conf"), [])

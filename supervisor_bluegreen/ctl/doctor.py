@@ -338,6 +338,7 @@ def check_app(app: App) -> list[Finding]:
     uid = entry.pw_uid if entry else None
     if entry is not None and entry.pw_uid != 0:
         found += check_home(app, entry.pw_dir, user)
+    read_env_files: set[str] = set()
     for color in app.colors:
         if uid is not None and color.checkout:
             try:
@@ -374,6 +375,9 @@ def check_app(app: App) -> list[Finding]:
                             f"chown root:{user} {color.environment_file} && chmod 640 {color.environment_file}",
                         )
                     )
+                if color.environment_file not in read_env_files:  # the colors mostly share one
+                    read_env_files.add(color.environment_file)
+                    found += check_environment_file(app, color.environment_file)
     found += check_sqlite(app)
     if user and entry is None:  # nothing of the app's is run or read as root instead of its missing user
         return found
@@ -419,6 +423,15 @@ def check_home(app: App, home: str, user: str) -> list[Finding]:
     ]
 
 
+def check_environment_file(app: App, path: str) -> list[Finding]:
+    """The build reads the file only where /bin/sh (the programs) reads the same: a line it refuses is a problem."""
+    try:
+        envfile.read(path)
+    except envfile.EnvFileError as exc:
+        return [problem(f"{app.name}: environment file: {exc}", exc.fix or f"fix {path}")]
+    return []
+
+
 def sqlite_paths(app: App) -> list[str]:
     """The SQLite database files the app's environment (its file and the colors' values) names, in order."""
     paths: dict[str, None] = {}
@@ -426,7 +439,7 @@ def sqlite_paths(app: App) -> list[str]:
         try:
             env = envfile.read(color.environment_file) if color.environment_file else {}
         except envfile.EnvFileError:
-            env = {}  # check_app reports the file itself
+            env = {}  # check_app reports the file itself (check_environment_file)
         for value in [*env.values(), *dict(color.environment).values()]:
             if os.path.isabs(value) and value.endswith(SQLITE_SUFFIXES):
                 paths[value] = None
