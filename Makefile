@@ -32,11 +32,13 @@ bench: bootstrap
 	$(PY) -m bench.deploy
 	$(PY) -m bench.store
 
-# randomized faults under load (not part of `make test`): kill -9 of the listener mid-deploy, releases that crash
+# the whole fault matrix (every kill point with the full preset) and the rest of the e2e matrices `make test`
+# cuts (marked chaos), then randomized faults under load: kill -9 of the listener mid-deploy, releases that crash
 # on import, answer 500, hang, or die after go-live; writes bench/results/chaos.json. make chaos N=20 SEED=1
 N ?= 100
 chaos: bootstrap
 	BLUEGREEN_FAULTS_BUILD=django $(PY) -m pytest -q tests/test_e2e_faults.py
+	$(PY) -m pytest -q -m chaos -n 2 --dist loadfile tests --ignore=tests/test_e2e_faults.py
 	$(PY) -m bench.chaos -n $(N) $(if $(SEED),--seed $(SEED))
 
 lint: bootstrap

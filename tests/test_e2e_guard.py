@@ -196,7 +196,7 @@ def jobs_of(stack: Stack) -> list[dict]:
     return store_of(stack).jobs()
 
 
-@pytest.mark.parametrize("how", ["supervisorctl shutdown", "SIGTERM"])
+@pytest.mark.parametrize("how", ["SIGTERM", pytest.param("supervisorctl shutdown", marks=pytest.mark.chaos)])
 def test_supervisord_stopped_during_a_watch_window_is_no_crash(stack: Stack, how: str) -> None:
     """Its programs stop (the new color's probes fail) and its RPC refuses: once taken for a crash, a rollback
     job "interrupted by bluegreen watch" and a deploy "automatic rollback failed". The window resumes instead."""
