@@ -10,7 +10,7 @@ from pathlib import Path
 
 from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.jobargs import KINDS
-from supervisor_bluegreen.shared.model import ACTIVE, FINISHED, Kind, Status
+from supervisor_bluegreen.shared.model import ACTIVE, FINISHED, Job, Kind, Status
 from supervisor_bluegreen.shared.store import UnsafePath
 from supervisor_bluegreen.supervisord.rpcinterface import xmlrpc_safe
 
@@ -59,3 +59,11 @@ def test_every_exception_of_ours_is_a_bluegreen_error() -> None:
     unsafe = UnsafePath(40, "refusing x: it is a symbolic link")  # an OSError too: callers that expect one still work
     assert isinstance(unsafe, BluegreenError) and isinstance(unsafe, OSError) and unsafe.errno == 40
     assert sorted(n for n in errors - {"BluegreenError"} if not rooted(n)) == []
+
+
+def test_a_job_is_read_from_its_record_as_what_the_listener_runs() -> None:
+    job = Job.of({"id": 7, "kind": "deploy", "args": {"ref": "main"}, "who": "alice", "status": "running"})
+    assert (job.id, job.kind, job.args, job.who) == (7, Kind.DEPLOY, {"ref": "main"}, "alice")
+    assert isinstance(job.kind, Kind)
+    odd = Job.of({"id": "8", "kind": "reboot", "args": ["x"]})  # refused later, with why, by jobargs.parse
+    assert (odd.id, odd.kind, odd.args, odd.who) == (8, "reboot", {}, "")

@@ -30,6 +30,7 @@ from supervisor_bluegreen.listener.sequences.switch import rollback
 from supervisor_bluegreen.shared import config, jobargs
 from supervisor_bluegreen.shared.config import App
 from supervisor_bluegreen.shared.jobargs import RollbackArgs
+from supervisor_bluegreen.shared.model import Job
 from supervisor_bluegreen.shared.store import Store
 from supervisor_bluegreen.supervisord import rpcinterface
 
@@ -67,7 +68,7 @@ def make_run(app: App, sup: FakeSupervisor, kind: str, args: dict | None = None,
     store = Store(app.state_dir, app.name).ensure()
     job = store.claim(store.enqueue(kind, args or {}, "test")["id"])
     assert job is not None
-    return Run(app, store, job, sup, ProcessWatch(), **kw)  # type: ignore[arg-type]
+    return Run(app, store, Job.of(job), sup, ProcessWatch(), **kw)  # type: ignore[arg-type]
 
 
 def quiet(message: str) -> None:
@@ -133,7 +134,7 @@ def test_the_automatic_rollback_moves_traffic_stops_the_failed_color_and_opens_n
     state = run.store.read()
     assert (state["live"], state["previous"], state["watch"], state["switching"]) == ("blue", None, None, None)
     assert sup.calls == [("stop", "shop_green")]
-    log = run.store.read_log(run.job["id"])[0]
+    log = run.store.read_log(run.job.id)[0]
     assert "RuntimeError: boom" in log  # why it died, in the log only
 
 
@@ -144,7 +145,7 @@ def test_the_automatic_rollback_refuses_a_previous_color_that_is_not_running(tmp
     run = make_run(app, sup, "rollback", {"reason": "shop_green went FATAL"})
     run.store.update(live="green", previous="blue")
     jobs.execute(run)
-    job = run.store.read_job(run.job["id"])
+    job = run.store.read_job(run.job.id)
     assert job["status"] == "failed"
     assert job["message"] == "shop: rollback failed: blue (shop_blue) is STOPPED, not RUNNING\ngreen live, unchanged"
     assert links.live_color(app) == "green" and sup.calls == []
@@ -166,7 +167,7 @@ def test_a_bug_in_a_sequence_ends_the_job_failed_naming_the_live_color(
     monkeypatch.setitem(jobs.SEQUENCES, "switch", broken)
     run = make_run(app, FakeSupervisor(), "switch")
     jobs.execute(run)
-    job = run.store.read_job(run.job["id"])
+    job = run.store.read_job(run.job.id)
     assert job["status"] == "failed"
     assert job["message"] == "shop: switch failed: internal error KeyError: 'oops'\nblue live, unchanged"
     assert run.store.read()["last_job"]["status"] == "failed"
@@ -179,7 +180,7 @@ def test_a_stopping_listener_starts_no_new_step_and_the_job_ends_interrupted(tmp
     stopping.set()
     run = make_run(app, FakeSupervisor(shop_green="RUNNING"), "switch", stopping=stopping)
     jobs.execute(run)
-    job = run.store.read_job(run.job["id"])
+    job = run.store.read_job(run.job.id)
     assert job["status"] == "interrupted"
     assert job["message"] == (
         "shop: switch failed: interrupted before reconcile: the listener is stopping\nblue live, unchanged"
@@ -191,7 +192,7 @@ def test_a_live_link_to_no_color_is_refused_before_anything_moves(tmp_path: Path
     os.symlink("/elsewhere.sock", app.live_socket)
     run = make_run(app, FakeSupervisor(shop_green="RUNNING", shop_blue="RUNNING"), "switch", {"wanted": "green"})
     jobs.execute(run)
-    job = run.store.read_job(run.job["id"])
+    job = run.store.read_job(run.job.id)
     assert job["status"] == "failed"
     assert "refusing to act: " in job["message"] and "points at '/elsewhere.sock'" in job["message"]
     assert os.readlink(app.live_socket) == "/elsewhere.sock"
@@ -217,7 +218,7 @@ def test_a_deploy_queued_with_allow_unsafe_runs_with_it(tmp_path: Path) -> None:
     queued = api.deploy("shop", "main", "alice", True)
     app = config.load(str(tmp_path / "bluegreen.ini")).app("shop")
     store = Store(app.state_dir, app.name)
-    run = Run(app, store, store.claim(queued["id"]), FakeSupervisor(), ProcessWatch())  # type: ignore[arg-type]
+    run = Run(app, store, Job.of(store.claim(queued["id"]) or {}), FakeSupervisor(), ProcessWatch())  # type: ignore[arg-type]
     jobs.execute(run)
     job = store.read_job(queued["id"])
     assert run.allow_unsafe is True
@@ -266,7 +267,7 @@ def test_a_job_whose_stored_arguments_do_not_fit_fails_with_why_not_a_type_error
     links.point(app, app.color("blue"))
     run = make_run(app, FakeSupervisor(), "switch", {"wanted": "green", "colour": "green"})
     jobs.execute(run)
-    job = run.store.read_job(run.job["id"])
+    job = run.store.read_job(run.job.id)
     assert job["status"] == "failed"
     assert job["message"] == (
         "shop: switch failed: bad arguments: switch: unknown argument(s) colour (it takes: wanted)"

@@ -8,8 +8,9 @@ import pytest
 from conftest import FakeClock
 
 from supervisor_bluegreen.host.health import Probe
-from supervisor_bluegreen.listener.watch import Outcome, Verdict, Window, observe
+from supervisor_bluegreen.listener.watch import Outcome, Verdict, observe
 from supervisor_bluegreen.shared.config import Watch
+from supervisor_bluegreen.shared.model import Window
 
 GOOD = Probe(True, 200, "status 200", 1.0, {})
 BAD = Probe(False, 500, "status 500, expected 200", 1.0, {})

@@ -40,10 +40,10 @@ def message(event: str, app: str, text: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def announce(app: App, job: dict[str, Any], log: Callable[[str], None], event: str, text: str, **fields: Any) -> None:
-    """Tell the app's webhooks (if any) about ``event`` of ``job``."""
+def announce(app: App, job_id: int, log: Callable[[str], None], event: str, text: str, **fields: Any) -> None:
+    """Tell the app's webhooks (if any) about ``event`` of job ``job_id``."""
     if app.deploy and app.deploy.webhooks:
-        send(app.deploy.webhooks, message(event, app.name, text, job=job["id"], **fields), log)
+        send(app.deploy.webhooks, message(event, app.name, text, job=job_id, **fields), log)
 
 
 def send(urls: tuple[str, ...], body: dict[str, Any], log: Callable[[str], None], timeout: float = 5.0) -> None:

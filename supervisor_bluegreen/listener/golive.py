@@ -17,9 +17,8 @@ from supervisor_bluegreen.host import health, links, runner, workers
 from supervisor_bluegreen.host.supervisor import SupervisorError
 from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
-from supervisor_bluegreen.listener.watch import Window
 from supervisor_bluegreen.shared.config import App, Color
-from supervisor_bluegreen.shared.model import Kind
+from supervisor_bluegreen.shared.model import Kind, Window
 from supervisor_bluegreen.shared.store import Store
 
 _WORKERS_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per app, across its threads
@@ -149,11 +148,11 @@ def health_record(color: str, probe: health.Probe | None) -> dict[str, Any]:
 def flip(run: Run, target: Color) -> None:
     """Move traffic, with the intent recorded first: a kill before ``go_live`` is finished on restart."""
     run.cancellable = False
-    automatic = bool(run.job.get("args", {}).get("reason"))  # the color it leaves failed: no rollback target
+    automatic = bool(run.job.args.get("reason"))  # the color it leaves failed: no rollback target
     run.store.update(
         switching={
-            "job": run.job["id"],
-            "kind": run.job["kind"],
+            "job": run.job.id,
+            "kind": run.job.kind,
             "from": run.live_before,
             "to": target.name,
             "previous": None if automatic else run.live_before,
@@ -252,12 +251,12 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
     (a rollback goes back to what served before).
     """
     previous = None if automatic else live
-    if run.job["kind"] != Kind.DEPLOY:  # a switch's or rollback's history row: the color and commit that went live
+    if run.job.kind != Kind.DEPLOY:  # a switch's or rollback's history row: the color and commit that went live
         recorded = (changes.get("colors") or run.store.read().get("colors") or {}).get(target.name) or {}
         run.store.update_job(
-            run.job["id"], color=target.name, commit=recorded.get("commit") or recorded.get("version") or ""
+            run.job.id, color=target.name, commit=recorded.get("commit") or recorded.get("version") or ""
         )
-    window = Window.opened(target.name, previous or "", run.job["id"], run.app.watch, run.job["kind"])
+    window = Window.opened(target.name, previous or "", run.job.id, run.app.watch, run.job.kind)
     run.store.update(
         live=target.name,
         previous=previous,
@@ -270,7 +269,7 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
         **changes,
     )
     if window:
-        run.store.update_job(run.job["id"], watch={"state": "running", "until": window.until})
+        run.store.update_job(run.job.id, watch={"state": "running", "until": window.until})
         run.watch.notify()
     return window
 

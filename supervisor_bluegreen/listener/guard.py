@@ -20,10 +20,10 @@ from supervisor_bluegreen.host import health, links
 from supervisor_bluegreen.host.supervisor import ProcessWatch, Supervisor, SupervisorError
 from supervisor_bluegreen.listener.jobs import execute
 from supervisor_bluegreen.listener.run import Run
-from supervisor_bluegreen.listener.watch import Outcome, Verdict, Window, observe
+from supervisor_bluegreen.listener.watch import Outcome, Verdict, observe
 from supervisor_bluegreen.shared.config import App
 from supervisor_bluegreen.shared.jobargs import RollbackArgs, stored
-from supervisor_bluegreen.shared.model import ACTIVE, Kind, Status
+from supervisor_bluegreen.shared.model import ACTIVE, Kind, Status, Window
 from supervisor_bluegreen.shared.store import Store
 
 

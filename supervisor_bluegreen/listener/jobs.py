@@ -35,11 +35,11 @@ def failure_message(run: Run, reason: str) -> str:
     try:
         live = links.live_color(run.app)
     except links.LiveLinkError as exc:
-        return f"{run.app.name}: {run.job['kind']} failed: {reason}\nno color is surely live: {exc}"
+        return f"{run.app.name}: {run.job.kind} failed: {reason}\nno color is surely live: {exc}"
     where = f"{live or 'no color'} live" + (", unchanged" if live == run.live_before else "")
     if run.db_changed:
         where += f" (its code; the database changed: {', '.join(run.db_changed)} applied)"
-    return f"{run.app.name}: {run.job['kind']} failed: {reason}\n{where}"
+    return f"{run.app.name}: {run.job.kind} failed: {reason}\n{where}"
 
 
 def execute(run: Run) -> None:
@@ -53,8 +53,8 @@ def execute(run: Run) -> None:
     with contextlib.suppress(links.LiveLinkError):  # what "unchanged" means, even before the first step
         run.live_before = links.live_color(run.app)
     try:
-        args = jobargs.parse(job["kind"], job.get("args") or {})
-        message = SEQUENCES[job["kind"]](run, args)
+        args = jobargs.parse(job.kind, job.args)
+        message = SEQUENCES[job.kind](run, args)
         status = Status.SUCCEEDED
     except jobargs.BadArguments as exc:  # queued by something that skipped the RPC's check: refused, not a crash
         message = failure_message(run, f"bad arguments: {exc}")
@@ -68,12 +68,12 @@ def execute(run: Run) -> None:
         traceback.print_exc(file=sys.stderr)
         message = failure_message(run, f"internal error {type(exc).__name__}: {exc}")
     finally:
-        store.update_job(job["id"], status=status, message=message, finished=time.time(), step="")
-        store.update(last_job={"id": job["id"], "kind": job["kind"], "status": status, "message": message})
-        for path in (store.cancel_path(job["id"]), store.cancel_path(job["id"], True)):
+        store.update_job(job.id, status=status, message=message, finished=time.time(), step="")
+        store.update(last_job={"id": job.id, "kind": job.kind, "status": status, "message": message})
+        for path in (store.cancel_path(job.id), store.cancel_path(job.id, True)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         store.prune()
-    if status != Status.SUCCEEDED and job["kind"] != Kind.HEALTH:
-        commit = (store.read_job(job["id"]) or {}).get("commit", "")
+    if status != Status.SUCCEEDED and job.kind != Kind.HEALTH:
+        commit = (store.read_job(job.id) or {}).get("commit", "")
         run.announce("failure", message.replace("\n", "; "), commit=commit)

@@ -24,10 +24,9 @@ from supervisor_bluegreen.listener.golive import reconcile_links
 from supervisor_bluegreen.listener.guard import WindowGuard
 from supervisor_bluegreen.listener.jobs import execute
 from supervisor_bluegreen.listener.run import Run
-from supervisor_bluegreen.listener.watch import Window
 from supervisor_bluegreen.shared.config import App, Config, load
 from supervisor_bluegreen.shared.errors import BluegreenError
-from supervisor_bluegreen.shared.model import Kind, Status
+from supervisor_bluegreen.shared.model import Job, Kind, Status, Window
 from supervisor_bluegreen.shared.refs import WAKE_TYPE
 from supervisor_bluegreen.shared.store import Store, check_private_dir, open_file
 
@@ -58,7 +57,7 @@ class AppWorker(threading.Thread):
         return Store(self.app.state_dir, self.app.name).ensure()
 
     def new_run(self, store: Store, job: dict) -> Run:
-        return Run(self.app, store, job, Supervisor.from_env(), self.watch, self.stopping)
+        return Run(self.app, store, Job.of(job), Supervisor.from_env(), self.watch, self.stopping)
 
     def run(self) -> None:
         while True:

@@ -17,6 +17,7 @@ from supervisor_bluegreen.host.supervisor import ProcessWatch, ShuttingDown, Sup
 from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.shared.config import App
 from supervisor_bluegreen.shared.errors import BluegreenError
+from supervisor_bluegreen.shared.model import Job
 from supervisor_bluegreen.shared.store import Store
 from supervisor_bluegreen.shared.textsafe import escape_controls
 
@@ -49,7 +50,7 @@ class Run:
         self,
         app: App,
         store: Store,
-        job: dict[str, Any],
+        job: Job,
         sup: Supervisor,
         watch: ProcessWatch,
         stopping: threading.Event | None = None,
@@ -66,18 +67,18 @@ class Run:
 
     def forced(self) -> bool:
         """True once someone asked to cancel this job with --force: even a migrate is killed."""
-        return self.cancellable and self.store.cancel_requested(self.job["id"], force=True)
+        return self.cancellable and self.store.cancel_requested(self.job.id, force=True)
 
     def cancelled(self) -> bool:
         """True once someone asked to cancel this job (and it is still before its switch)."""
-        return self.cancellable and self.store.cancel_requested(self.job["id"])
+        return self.cancellable and self.store.cancel_requested(self.job.id)
 
     def log(self, message: str) -> None:
         """A line of the job's log; the listener's own log (supervisord's) repeats it but for commands' output."""
         line = f"[{time.monotonic() - self.started:6.2f}s] {message}"
-        self.store.append_log(self.job["id"], line)
+        self.store.append_log(self.job.id, line)
         if not message.startswith(runner.OUTPUT):
-            print(f"{self.app.name} job {self.job['id']}: {escape_controls(message)}", file=sys.stderr, flush=True)
+            print(f"{self.app.name} job {self.job.id}: {escape_controls(message)}", file=sys.stderr, flush=True)
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run one named step, log it with its duration, and record it in the job."""
@@ -87,7 +88,7 @@ class Run:
             raise Interrupted(f"interrupted before {name}: the listener is stopping")
         failpoint.hit(self.store.dir, name)
         self.log(f"{name} ...")
-        self.store.update_job(self.job["id"], step=name)
+        self.store.update_job(self.job.id, step=name)
         t0 = time.monotonic()
         ok = False
         try:
@@ -97,12 +98,12 @@ class Run:
         finally:
             seconds = round(time.monotonic() - t0, 3)
             self.steps.append({"name": name, "seconds": seconds, "ok": ok, "ended": time.time()})
-            self.store.update_job(self.job["id"], steps=self.steps)
+            self.store.update_job(self.job.id, steps=self.steps)
             self.log(f"{name} {'done' if ok else 'FAILED'} in {seconds:.2f} s")
 
     def announce(self, event: str, text: str, **fields: Any) -> None:
         """Tell the app's webhooks; a webhook that is down only shows in the log."""
-        notify.announce(self.app, self.job, self.log, event, text, **fields)
+        notify.announce(self.app, self.job.id, self.log, event, text, **fields)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

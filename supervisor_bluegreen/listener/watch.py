@@ -7,9 +7,9 @@ listener watches the new live color: a crash event of its program (EXITED, BACKO
 one supervisord restarts at once) or ``watch_failures`` failed health probes in a row over its
 own socket roll traffic back to the previous color by themselves.
 
-The window is state (the app state's ``watch``, in the store), not a thread's memory: a listener restarted
-during it resumes it, and a deploy asked for during it waits in the queue, so the rollback
-target is never drained while the window runs. A switch or rollback asked for during it ends
+The window is state (the app state's ``watch`` in the store, shared/model.py's Window), not a thread's
+memory: a listener restarted during it resumes it, and a deploy asked for during it waits in the queue, so
+the rollback target is never drained while the window runs. A switch or rollback asked for during it ends
 the window at once: a person took over.
 """
 
@@ -18,61 +18,11 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from supervisor_bluegreen.host.health import Probe
 from supervisor_bluegreen.shared.config import Watch
-from supervisor_bluegreen.shared.model import Kind
-
-OPENED_BY = (Kind.DEPLOY, Kind.SWITCH)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One watch window: ``color`` went live at ``since`` (epoch) and is watched until ``until``."""
-
-    color: str
-    previous: str
-    since: float
-    until: float
-    job: int
-
-    @classmethod
-    def opened(
-        cls, color: str, previous: str, job: int, config: Watch, kind: str, now: float | None = None
-    ) -> Window | None:
-        """The window a go-live by a job of ``kind`` opens.
-
-        None when there is none: watch = 0, nothing to go back to, or a rollback (it goes back to
-        what served before; watching it would roll forward to the release just left).
-        """
-        if kind not in OPENED_BY or config.seconds <= 0 or not previous or previous == color:
-            return None
-        start = time.time() if now is None else now
-        return cls(color, previous, start, start + config.seconds, job)
-
-    @classmethod
-    def from_state(cls, record: Any) -> Window | None:
-        """The window recorded in the app's state (None when none is open or the record is damaged)."""
-        if not isinstance(record, dict):
-            return None
-        try:
-            return cls(
-                str(record["color"]),
-                str(record["previous"]),
-                float(record["since"]),
-                float(record["until"]),
-                int(record["job"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def remaining(self, now: float | None = None) -> float:
-        return max(0.0, self.until - (time.time() if now is None else now))
+from supervisor_bluegreen.shared.model import Window
 
 
 class Verdict(str, enum.Enum):

@@ -3,12 +3,18 @@
 supervisord's side queues jobs and answers status and history; the listener runs them and records how
 they ended; supervisorctl prints them. Each is a string in the store (JSON, SQLite) and over XML-RPC, so
 the enums below are strings too: equal to, hashed like and printed as their plain value, never "Kind.DEPLOY".
-What each kind takes is shared/jobargs.py.
+What each kind takes is shared/jobargs.py. A watch window (listener/watch.py watches it) is state too:
+supervisord's status reads the same Window the listener records.
 """
 
 from __future__ import annotations
 
 import enum
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from supervisor_bluegreen.shared.config import Watch
 
 
 class Word(str, enum.Enum):
@@ -43,3 +49,76 @@ class Status(Word):
 
 ACTIVE = (Status.QUEUED, Status.RUNNING)
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the listener claimed it: what to run, for whom. How it goes (status, steps, log) is the
+    store's record, which the run updates; ``kind`` is a Kind when it is one (jobargs refuses the rest)."""
+
+    id: int
+    kind: str
+    args: dict[str, Any]
+    who: str = ""
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> Job:
+        """The job of a store record (``Store.claim``'s answer)."""
+        kind = str(record.get("kind", ""))
+        args = record.get("args")
+        return cls(
+            int(record["id"]),
+            Kind(kind) if kind in Kind._value2member_map_ else kind,
+            dict(args) if isinstance(args, dict) else {},
+            str(record.get("who") or ""),
+        )
+
+
+OPENED_BY = (Kind.DEPLOY, Kind.SWITCH)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One watch window: ``color`` went live at ``since`` (epoch) and is watched until ``until``."""
+
+    color: str
+    previous: str
+    since: float
+    until: float
+    job: int
+
+    @classmethod
+    def opened(
+        cls, color: str, previous: str, job: int, config: Watch, kind: str, now: float | None = None
+    ) -> Window | None:
+        """The window a go-live by a job of ``kind`` opens.
+
+        None when there is none: watch = 0, nothing to go back to, or a rollback (it goes back to
+        what served before; watching it would roll forward to the release just left).
+        """
+        if kind not in OPENED_BY or config.seconds <= 0 or not previous or previous == color:
+            return None
+        start = time.time() if now is None else now
+        return cls(color, previous, start, start + config.seconds, job)
+
+    @classmethod
+    def from_state(cls, record: Any) -> Window | None:
+        """The window recorded in the app's state (None when none is open or the record is damaged)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            return cls(
+                str(record["color"]),
+                str(record["previous"]),
+                float(record["since"]),
+                float(record["until"]),
+                int(record["job"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def remaining(self, now: float | None = None) -> float:
+        return max(0.0, self.until - (time.time() if now is None else now))

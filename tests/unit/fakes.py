@@ -34,6 +34,7 @@ from supervisor_bluegreen.listener import jobs
 from supervisor_bluegreen.listener.run import Run
 from supervisor_bluegreen.shared import config
 from supervisor_bluegreen.shared.config import App
+from supervisor_bluegreen.shared.model import Job
 from supervisor_bluegreen.shared.store import Store
 
 COMMIT = "c0ffee1" + "0" * 33  # what the configured branch resolves to
@@ -317,14 +318,14 @@ class World:
         """A queued and claimed job of ``kind``, ready to run (a step may be called on it alone)."""
         job = self.store.claim(self.store.enqueue(kind, args or {}, "test")["id"])
         assert job is not None
-        self.last_run = Run(self.app, self.store, job, self.sup, self.watch)
+        self.last_run = Run(self.app, self.store, Job.of(job), self.sup, self.watch)
         return self.last_run
 
     def job(self, kind: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Queue, claim and run a job of ``kind`` as the listener does (jobs.execute); the job as recorded."""
         run = self.new_run(kind, args)
         jobs.execute(run)
-        return self.store.read_job(run.job["id"]) or {}
+        return self.store.read_job(run.job.id) or {}
 
     def log(self, job: dict[str, Any]) -> str:
         return self.store.read_log(job["id"])[0]

@@ -68,9 +68,9 @@ def test_a_failed_contract_migrate_keeps_the_rollback_target(world: World) -> No
 
 def test_a_cancel_does_not_stop_a_contract_past_its_switch(world: World) -> None:
     run = world.new_run("contract")
-    world.runner.on_run["migrate"] = lambda: world.store.request_cancel(run.job["id"])
+    world.runner.on_run["migrate"] = lambda: world.store.request_cancel(run.job.id)
     jobs.execute(run)
-    job = world.store.read_job(run.job["id"]) or {}
+    job = world.store.read_job(run.job.id) or {}
     assert job["status"] == "succeeded", job["message"]
     assert world.store.read()["previous"] is None and world.rpc.calls == [("stop", "shop_blue")]
 

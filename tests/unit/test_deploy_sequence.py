@@ -431,9 +431,9 @@ def test_a_changed_file_that_cannot_be_read_fails_the_step(world: World) -> None
 
 def test_a_cancel_stops_the_deploy_before_its_next_step(world: World) -> None:
     run = world.new_run("deploy")
-    world.runner.on_run["test"] = lambda: world.store.request_cancel(run.job["id"])
+    world.runner.on_run["test"] = lambda: world.store.request_cancel(run.job.id)
     jobs.execute(run)
-    job = world.store.read_job(run.job["id"]) or {}
+    job = world.store.read_job(run.job.id) or {}
     assert job["status"] == "cancelled" and "cancelled before migrate" in job["message"]
     assert world.rpc.started() == [] and world.links() == world.color("blue").socket
 
@@ -442,16 +442,16 @@ def test_a_listener_stopping_interrupts_the_deploy_before_its_next_step(world: W
     run = world.new_run("deploy")
     world.runner.on_run["test"] = run.stopping.set
     jobs.execute(run)
-    job = world.store.read_job(run.job["id"]) or {}
+    job = world.store.read_job(run.job.id) or {}
     assert job["status"] == "interrupted" and "interrupted before migrate: the listener is stopping" in job["message"]
 
 
 def test_a_cancel_during_the_health_gate_stops_the_new_color(world: World) -> None:
     world.probes.sick.add("green")
     run = world.new_run("deploy")
-    world.probes.hook = lambda: world.store.request_cancel(run.job["id"])  # while the gate probes
+    world.probes.hook = lambda: world.store.request_cancel(run.job.id)  # while the gate probes
     jobs.execute(run)
-    job = world.store.read_job(run.job["id"]) or {}
+    job = world.store.read_job(run.job.id) or {}
     assert job["status"] == "cancelled" and "green is not healthy: cancelled" in job["message"]
     assert world.rpc.calls[-1] == ("stop", "shop_green")
 

@@ -15,7 +15,7 @@ from supervisor.xmlrpc import Faults
 from supervisor_bluegreen.host import links
 from supervisor_bluegreen.listener.guard import WindowGuard
 from supervisor_bluegreen.listener.loop import AppWorker
-from supervisor_bluegreen.listener.watch import Window
+from supervisor_bluegreen.shared.model import Window
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from fakes import World, step_names, with_worker
 
 from supervisor_bluegreen.host import links
 from supervisor_bluegreen.listener.loop import AppWorker
-from supervisor_bluegreen.listener.watch import Window
+from supervisor_bluegreen.shared.model import Window
 from supervisor_bluegreen.shared.store import Store
 
 

@@ -93,7 +93,7 @@ def test_the_workers_step_follows_whatever_is_live(world: World) -> None:
     run = world.new_run("switch")
     links.point(world.app, world.color("blue"))  # the watch window's rollback moved traffic before the step ran
     restart_workers(run, world.color("green"))
-    log = world.log(run.job)
+    log = world.log(world.store.read_job(run.job.id) or {})
     assert "green is no longer live: the workers follow blue" in log and "runs blue's checkout" in log
     assert world.store.read()["workers_restarting"] is None
 
@@ -104,7 +104,9 @@ def test_a_worker_that_fails_after_traffic_moved_is_left_to_the_rollback(world: 
     # the watch window's automatic rollback moves traffic while the worker starts
     world.rpc.on_start["shop_worker"] = lambda: links.point(world.app, world.color("blue"))
     restart_workers(run, world.color("green"))
-    assert "did not come back: FATAL; traffic moved meanwhile: the rollback restarts them again" in world.log(run.job)
+    assert "did not come back: FATAL; traffic moved meanwhile: the rollback restarts them again" in world.log(
+        world.store.read_job(run.job.id) or {}
+    )
     assert world.store.read()["workers_restarting"] == "green"
 
 

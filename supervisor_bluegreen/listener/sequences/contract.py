@@ -53,7 +53,7 @@ def migrate_rest(run: Run, target: Color) -> None:
     except runner.StepError as exc:
         raise StepFailed(f"contract migrate failed: {exc}; the rollback target is kept") from None
     finally:
-        run.store.update_job(run.job["id"], uncut=None)
+        run.store.update_job(run.job.id, uncut=None)
 
 
 def clear_rollback_target(run: Run, pending: dict) -> str | None:
@@ -62,7 +62,7 @@ def clear_rollback_target(run: Run, pending: dict) -> str | None:
     run.store.update(
         previous=None,
         contract=None,
-        rollback_cleared={"job": pending.get("job"), "contract": run.job["id"], "at": time.time()},
+        rollback_cleared={"job": pending.get("job"), "contract": run.job.id, "at": time.time()},
     )
     if previous:
         try:

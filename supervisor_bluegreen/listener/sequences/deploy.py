@@ -28,9 +28,9 @@ from supervisor_bluegreen.listener.golive import (
     watching,
 )
 from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
-from supervisor_bluegreen.listener.watch import Window
 from supervisor_bluegreen.shared.config import App, Color, Deploy
 from supervisor_bluegreen.shared.jobargs import DeployArgs
+from supervisor_bluegreen.shared.model import Window
 from supervisor_bluegreen.shared.refs import ref_problem
 from supervisor_bluegreen.shared.store import check_private_dir, read_json, write_json_atomic
 
@@ -74,14 +74,14 @@ def resolve(run: Run, ref: str) -> str:
     except StepFailed:
         raise StepFailed(f"unknown ref {ref!r} in {repo}") from None
     run.log(f"{ref} is {commit}")
-    run.store.update_job(run.job["id"], ref=ref, commit=commit)
+    run.store.update_job(run.job.id, ref=ref, commit=commit)
     return commit
 
 
 def idle_color(run: Run, live: str | None) -> Color:
     """The color to build: the one that is not live (the first color before any go-live)."""
     target = run.app.other(live) if live else run.app.colors[0]
-    run.store.update_job(run.job["id"], color=target.name)
+    run.store.update_job(run.job.id, color=target.name)
     return target
 
 
@@ -169,7 +169,7 @@ def build(run: Run, target: Color, step: runner.BuildStep, commit: str) -> None:
         raise StepFailed(f"{step.name} failed: {exc}") from None
     finally:
         if step.uncut:
-            run.store.update_job(run.job["id"], uncut=None)
+            run.store.update_job(run.job.id, uncut=None)
     if stamp:
         write_json_atomic(stamp, {"sha256": digest, "commit": commit})
     return None
@@ -201,9 +201,9 @@ def gate_migrations(run: Run, target: Color, commit: str, env: dict[str, str]) -
     if refusal:
         raise StepFailed(refusal)
     if not report.passes:
-        who = run.job.get("who") or "?"
+        who = run.job.who or "?"
         run.log(f"migration gate: UNSAFE migrations allowed by {who} ({gate.ALLOW_FLAG})")
-        run.store.update_job(run.job["id"], unsafe_allowed=who)
+        run.store.update_job(run.job.id, unsafe_allowed=who)
     run.gate = report
 
 
@@ -224,7 +224,7 @@ def migrate_planned(run: Run, target: Color, step: runner.BuildStep, env: dict[s
         except runner.StepError as exc:
             raise StepFailed(f"migrate failed: {exc}; {migrated_so_far(run, target, env)}") from None
         finally:
-            run.store.update_job(run.job["id"], uncut=None)
+            run.store.update_job(run.job.id, uncut=None)
 
 
 def migrated_so_far(run: Run, target: Color, env: dict[str, str]) -> str:
@@ -245,10 +245,10 @@ def migrated_so_far(run: Run, target: Color, env: dict[str, str]) -> str:
 
 def uncut(run: Run, step: runner.BuildStep) -> runner.Uncut:
     """How ``step`` runs so that nothing cuts it in half; its pid is recorded for a restarted listener."""
-    output = run.store.output_path(run.job["id"])
+    output = run.store.output_path(run.job.id)
 
     def started(pid: int) -> None:
-        run.store.update_job(run.job["id"], uncut={"pid": pid, "step": step.name, "since": time.time()})
+        run.store.update_job(run.job.id, uncut={"pid": pid, "step": step.name, "since": time.time()})
 
     return runner.Uncut(output=output, started=started, forced=run.forced)
 
@@ -288,12 +288,12 @@ def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> No
         database = backup.django_database(python, target.checkout, env, config.user)
         plan = backup.plan_dump(database, backup_dir, run.app.name, commit, datetime.datetime.now(), python=python)
         path = backup.run_dump(plan, user=config.user, timeout=config.step_timeout, log=run.log)
-        run.store.update_job(run.job["id"], backup=path)  # a failed verify still names the file
+        run.store.update_job(run.job.id, backup=path)  # a failed verify still names the file
         if config.verify_backup:
             checked = backup.verify(
                 database, path, python=python, user=config.user, timeout=config.step_timeout, log=run.log
             )
-            run.store.update_job(run.job["id"], backup_verify=checked.as_dict())
+            run.store.update_job(run.job.id, backup_verify=checked.as_dict())
             if not checked.ok:
                 raise StepFailed(f"backup {path} does not restore as taken: {'; '.join(checked.mismatches)}")
     except (backup.BackupError, OSError) as exc:
@@ -321,7 +321,7 @@ def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Win
     colors[target.name] = {"version": commit[:7], "commit": commit}
     pending = None
     if run.gate is not None and run.gate.deferred:
-        pending = {"job": run.job["id"], "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
+        pending = {"job": run.job.id, "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
     return go_live(run, live, target, colors=colors, contract=pending)
 
 
@@ -353,7 +353,7 @@ def deploy(run: Run, args: DeployArgs) -> str:
         raise
     message = f"{run.app.name}: {target.name} live at {commit[:7]} in {run.elapsed():.1f} s"
     run.announce("success", message, commit=commit, color=target.name)
-    return message + watching(window, run.app, run.job["id"])
+    return message + watching(window, run.app, run.job.id)
 
 
 def stop_unless_live(run: Run, target: Color) -> None:

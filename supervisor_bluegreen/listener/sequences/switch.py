@@ -35,7 +35,7 @@ def switch_to(run: Run, args: SwitchArgs) -> str:
         run.step("workers", restart_workers, target)
     was = f" (was {live})" if live else ""
     message = f"{run.app.name}: {target.name} live{was} in {run.elapsed():.1f} s"
-    return message + watching(window, run.app, run.job["id"])
+    return message + watching(window, run.app, run.job.id)
 
 
 def rollback(run: Run, args: RollbackArgs) -> str:
