@@ -510,7 +510,7 @@ def check_versions(app: App) -> list[Finding]:
     for color in app.colors:
         exe = os.path.join(os.path.dirname(color.python), "gunicorn") if color.python else ""
         if exe and os.access(exe, os.X_OK):
-            code, out = _run([color.python, "-I", "-m", "gunicorn", "--version"], app.deploy.user)
+            code, out = _run([color.python, "-I", "-m", "gunicorn", "--version"], app.user)
             said = out.splitlines()[-1] if out else "gunicorn ?"
             if code == 0:
                 found.append(ok(f"{app.name}: {color.name} runs {said}"))

@@ -32,9 +32,8 @@ def checkout_version(app: App, color: Color) -> str:
     """
     if not color.checkout:
         return ""
-    user = app.deploy.user if app.deploy else ""
     try:
-        out = runner.capture(["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"], user=user, timeout=10)
+        out = runner.capture(["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"], user=app.user, timeout=10)
     except (OSError, KeyError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -308,6 +307,12 @@ def stop_failed(run: Run, color: Color) -> None:
     tail = stderr_summary(run.sup.stderr_tail(color.program))
     if tail:
         run.log(f"--- {color.program} stderr (errors, then the last lines) ---\n{tail}")
+    stop_color(run, color)
+
+
+def stop_color(run: Run, color: Color) -> None:
+    """Stop a color nobody is served by (a failed one, a build that never went live, a cleared rollback
+    target): a refusal of supervisord is logged, never fatal, since no traffic depends on it."""
     try:
         run.sup.stop(color.program)
     except SupervisorError as exc:

@@ -134,6 +134,12 @@ class App:
     client_max_body_size: str = "10m"
 
     @property
+    def user(self) -> str:
+        """Who runs the app's code, git on its repository and checkouts included ('' without a deploy section:
+        the listener's user); one rule, because git refuses a repository owned by someone else."""
+        return self.deploy.user if self.deploy else ""
+
+    @property
     def color_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.colors)
 

@@ -79,7 +79,7 @@ def test_a_rollback_target_that_cannot_be_stopped_is_logged(world: World) -> Non
     world.rpc.refuse[("stopProcess", "shop_blue")] = Faults.FAILED
     job = world.job("contract")
     assert job["status"] == "succeeded"
-    assert "could not stop blue: cannot stop shop_blue" in world.log(job)
+    assert "could not stop shop_blue: cannot stop shop_blue" in world.log(job)
     assert world.store.read()["previous"] is None
 
 

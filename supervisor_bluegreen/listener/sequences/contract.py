@@ -13,8 +13,7 @@ import time
 
 from supervisor_bluegreen.host import runner
 from supervisor_bluegreen.host.migrations import gate
-from supervisor_bluegreen.host.supervisor import SupervisorError
-from supervisor_bluegreen.listener.golive import reconcile
+from supervisor_bluegreen.listener.golive import reconcile, stop_color
 from supervisor_bluegreen.listener.run import Run, StepFailed
 from supervisor_bluegreen.listener.sequences.deploy import settings, uncut
 from supervisor_bluegreen.shared.config import Color
@@ -65,8 +64,5 @@ def clear_rollback_target(run: Run, pending: dict) -> str | None:
         rollback_cleared={"job": pending.get("job"), "contract": run.job.id, "at": time.time()},
     )
     if previous:
-        try:
-            run.sup.stop(run.app.color(previous).program)
-        except SupervisorError as exc:
-            run.log(f"could not stop {previous}: {exc}")
+        stop_color(run, run.app.color(previous))
     return previous

@@ -24,6 +24,7 @@ from supervisor_bluegreen.listener.golive import (
     health_gate,
     reconcile,
     restart_workers,
+    stop_color,
     verify_public,
     watching,
 )
@@ -43,7 +44,7 @@ def settings(app: App) -> Deploy:
 
 def git(run: Run, *args: str, cwd: str | None = None, timeout: float = 120) -> str:
     """git as the app's user (git refuses repositories owned by someone else), its stdout."""
-    user = settings(run.app).user
+    user = run.app.user
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERVISOR_", "GIT_"))}
     try:
         done = runner.capture(["git", *args], cwd=cwd, env=env, user=user, timeout=timeout)
@@ -60,7 +61,7 @@ def resolve(run: Run, ref: str) -> str:
     problem = ref_problem(ref)
     if problem:
         raise StepFailed(problem)
-    user = settings(run.app).user
+    user = run.app.user
     if user:
         try:
             pwd.getpwnam(user)
@@ -262,7 +263,7 @@ def changed_since_last_run(run: Run, target: Color, step: runner.BuildStep) -> t
         return "", ""
     stamp = os.path.join(run.store.dir, f"{step.name}.{target.name}.json")
     try:  # the checkout is the app user's: read as that user, bounded, never as root
-        data = runner.read_as_user(os.path.join(target.checkout, step.when_changed), settings(run.app).user)
+        data = runner.read_as_user(os.path.join(target.checkout, step.when_changed), run.app.user)
     except runner.ReadError as exc:
         raise StepFailed(f"{step.name}: {exc}") from None
     if data is None:
@@ -364,7 +365,4 @@ def stop_unless_live(run: Run, target: Color) -> None:
     except links.LiveLinkError:
         return  # the links are broken: touch nothing more
     run.log(f"stopping {target.program}")
-    try:
-        run.sup.stop(target.program)
-    except SupervisorError as stop_error:
-        run.log(f"could not stop {target.program}: {stop_error}")
+    stop_color(run, target)
