@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import os
 import stat
 import sys
 
-from supervisor_bluegreen.shared.config import Config, ConfigError, load
+from supervisor_bluegreen.shared.backuplist import backup_dir_of
+from supervisor_bluegreen.shared.config import DEFAULT_CONFIG, SUPERVISORD_CONFS, Config, ConfigError, load
 from supervisor_bluegreen.shared.store import private_dir_problem
 
 
@@ -23,7 +23,7 @@ def trust_warnings(config: Config, supervisord_conf: str = "") -> list[str]:
                     f"{app.name}: user is not set: build steps, git and backups run as the listener's user "
                     "(root, usually), so pushed code runs as root; set user = <the app's user>"
                 )
-            folders.append(("backup_dir", app.deploy.backup_dir or os.path.join(app.state_dir, app.name, "backups")))
+            folders.append(("backup_dir", backup_dir_of(app)))
         for key, folder in folders:
             problem = private_dir_problem(folder)
             if problem:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("app", nargs="?", default="")
     p.add_argument("color", nargs="?", default="")
     p = sub.add_parser("restore", help="restore a backup into the app's live database (fresh backup first)")
-    p.add_argument("--config", default="/etc/supervisor/bluegreen.ini")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("app")
     p.add_argument("backup", help="a file name listed by `supervisorctl bluegreen backups APP`")
     p.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pusher", help="the user who pushes (default: the app's user); gets sudo for `bluegreen push APP`")
     p.add_argument("--python", default="/usr/bin/python3", help="the python of the colors' virtualenvs")
     p.add_argument("--supervisord-conf", help="supervisord's main config (default: Debian's)")
-    p.add_argument("--config", default="/etc/supervisor/bluegreen.ini", help="the bluegreen config to write")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="the bluegreen config to write")
     p.add_argument("--build", default="django", help="build steps or preset (default: django)")
     p.add_argument("--ssl-certificate", metavar="FILE", help="HTTPS: certificate (port --listen then redirects)")
     p.add_argument("--ssl-certificate-key", metavar="FILE", help="HTTPS: its key")
@@ -170,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show-files", action="store_true", help="with --dry-run: print every file's content too")
     p = sub.add_parser("doctor", help="check the running system end to end; print each problem with its fix")
     p.add_argument("app", nargs="?", default="")
-    p.add_argument("--config", default="/etc/supervisor/bluegreen.ini")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument(
-        "--supervisord-conf", default="", metavar="FILE", help="default: Debian's, then /etc/supervisord.conf"
+        "--supervisord-conf",
+        default="",
+        metavar="FILE",
+        help=f"default: {SUPERVISORD_CONFS[0]}, then {SUPERVISORD_CONFS[1]}",
     )
     p = sub.add_parser("listener", help="the event listener; run by supervisord only")
     p.add_argument("--config", required=True)

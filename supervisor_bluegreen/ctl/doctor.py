@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisor_bluegreen.host import envfile, health, links, nginx, runner
-from supervisor_bluegreen.shared.config import App, Config, ConfigError, load
+from supervisor_bluegreen.shared.config import SUPERVISOR_LOG_DIR, App, Config, ConfigError, find_supervisord_conf, load
 from supervisor_bluegreen.shared.store import private_dir_problem, read_bounded
 
-SUPERVISORD_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
 TIMEOUT = 20.0  # seconds any one command, RPC or read of doctor may take
 SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")  # an environment value naming one of these is a database file
 
@@ -230,7 +229,7 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
         found.append(
             problem(
                 f"the event listener bluegreen is {state}",
-                "supervisorctl start bluegreen; its log: /var/log/supervisor/bluegreen.log",
+                f"supervisorctl start bluegreen; its log: {SUPERVISOR_LOG_DIR}/bluegreen.log",
             )
         )
     else:
@@ -619,7 +618,7 @@ def run_checks(config_path: str, app_name: str = "", supervisord_conf: str = "")
         apps = [config.app(app_name)] if app_name else list(config.apps.values())
     except KeyError as exc:
         return [problem(str(exc.args[0]), f"bluegreen check {config_path}")]
-    conf = supervisord_conf or next((c for c in SUPERVISORD_CONFS if os.path.exists(c)), SUPERVISORD_CONFS[0])
+    conf = find_supervisord_conf(supervisord_conf)
     found = [ok(f"{config_path} is valid")]
     found += check_supervisord(conf, apps)
     for app in apps:

@@ -11,10 +11,12 @@ import os
 import shutil
 import sys
 
+from supervisor_bluegreen.shared.config import DEFAULT_CONFIG
+
 PLACEHOLDER_EXE = "/usr/local/bin/bluegreen"
 EXAMPLES = {
     "include": ("supervisor/bluegreen.conf", "the supervisord include: rpcinterface, ctlplugin, event listener"),
-    "ini": ("bluegreen.ini", "an app config (socket switch): /etc/supervisor/bluegreen.ini"),
+    "ini": ("bluegreen.ini", f"an app config (socket switch): {DEFAULT_CONFIG}"),
     "nginx-mode-ini": ("bluegreen-nginx-mode.ini", "an app config in the seed's nginx switch mode"),
     "programs": ("supervisor/abiapp.conf", "the two colors and a Celery worker as supervisord programs"),
     "hook": (("hooks/pre-receive", "hooks/post-receive"), "the git hook of the bare repository"),

@@ -34,14 +34,20 @@ from typing import Any
 from supervisor_bluegreen.ctl.example_files import bluegreen_executable, example_text
 from supervisor_bluegreen.host import apptree, envfile, runner
 from supervisor_bluegreen.shared import store as state
+from supervisor_bluegreen.shared.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_STATE_DIR,
+    SUPERVISOR_LOG_DIR,
+    SUPERVISORD_CONFS,
+    find_supervisord_conf,
+)
 from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.textsafe import escape_controls
 
-STATE_DIR = "/var/lib/supervisor-bluegreen"
+STATE_DIR = DEFAULT_STATE_DIR  # the config init writes names it (tests point it elsewhere)
 BACKUP_DIR = "/var/backups/supervisor-bluegreen"
 ENV_DIR = "/etc/supervisor-bluegreen"
 COLORS = ("blue", "green")
-SUPERVISORD_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
 SYSTEMD_UNITS = tuple(
     f"{d}/{n}.service" for d in ("/etc/systemd/system", "/lib/systemd/system") for n in ("supervisor", "supervisord")
 )
@@ -62,7 +68,7 @@ class Options:
     pusher: str = ""  # who pushes to the bare repository (default: the app user)
     python: str = "/usr/bin/python3"
     supervisord_conf: str = ""
-    config: str = "/etc/supervisor/bluegreen.ini"
+    config: str = DEFAULT_CONFIG
     nginx_dir: str = "/etc/nginx"
     build: str = "django"
     gunicorn_workers: int = 2
@@ -85,7 +91,7 @@ class Facts:
     user_exists: bool = False
     bluegreen: str = "/usr/local/bin/bluegreen"  # the installed executable
     package_dir: str = ""  # where supervisor_bluegreen is installed
-    supervisord_conf: str = "/etc/supervisor/supervisord.conf"
+    supervisord_conf: str = SUPERVISORD_CONFS[0]
     include_dir: str = "/etc/supervisor/conf.d"
     ctlplugin_present: bool = False
     plugin_site_dir: str = ""  # set when supervisord's python cannot import supervisor_bluegreen: put a .pth here
@@ -222,8 +228,8 @@ def programs_conf(o: Options, f: Facts) -> str:
             "stopasgroup = true",
             "killasgroup = true",
             "umask = 022",
-            f"stdout_logfile = /var/log/supervisor/{o.app}_{c}.out.log",
-            f"stderr_logfile = /var/log/supervisor/{o.app}_{c}.err.log",
+            f"stdout_logfile = {SUPERVISOR_LOG_DIR}/{o.app}_{c}.out.log",
+            f"stderr_logfile = {SUPERVISOR_LOG_DIR}/{o.app}_{c}.err.log",
         ]
     for name, argv in worker_programs(o):
         lines += [
@@ -243,8 +249,8 @@ def programs_conf(o: Options, f: Facts) -> str:
             "stopasgroup = false",
             "killasgroup = true",
             "umask = 022",
-            f"stdout_logfile = /var/log/supervisor/{name}.out.log",
-            f"stderr_logfile = /var/log/supervisor/{name}.err.log",
+            f"stdout_logfile = {SUPERVISOR_LOG_DIR}/{name}.out.log",
+            f"stderr_logfile = {SUPERVISOR_LOG_DIR}/{name}.err.log",
         ]
     return "\n".join(lines) + "\n"
 
@@ -317,7 +323,7 @@ def app_config(o: Options, f: Facts) -> str:
 
 def include_conf(o: Options, f: Facts) -> str:
     text = example_text("include", f.bluegreen)
-    return text.replace("/etc/supervisor/bluegreen.ini", o.config)
+    return text.replace(DEFAULT_CONFIG, o.config)  # the shipped include names the default config
 
 
 CTLPLUGIN = (
@@ -733,7 +739,7 @@ def discover(o: Options) -> Facts:
         facts["user_exists"] = False
     facts["bluegreen"] = bluegreen_executable()
     facts["package_dir"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # above ctl/
-    conf = o.supervisord_conf or next((c for c in SUPERVISORD_CONFS if os.path.exists(c)), SUPERVISORD_CONFS[0])
+    conf = find_supervisord_conf(o.supervisord_conf)
     facts["supervisord_conf"] = conf
     facts["include_dir"] = _include_dir(conf)
     try:

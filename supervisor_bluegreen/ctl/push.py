@@ -34,12 +34,12 @@ from supervisor.supervisorctl import Controller, LSBInitExitStatuses
 from supervisor.xmlrpc import Faults
 
 from supervisor_bluegreen.ctl.controllerplugin import BlueGreenControllerPlugin
+from supervisor_bluegreen.shared.config import find_supervisord_conf
 from supervisor_bluegreen.shared.errors import BluegreenError
 
 USAGE = "usage: bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--wait]"
 APP_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 COMMIT_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-DEFAULT_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")
 NO_LOG = 2**31 - 1  # a log offset past any log (XML-RPC ints are 32-bit): the job without its log
 PATIENCE = 120.0  # how long the job's status may stay unreadable before the push says it cannot tell
 
@@ -157,8 +157,7 @@ def main(argv: list[str]) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # git relays lines as they come
     try:
         conf, app, commit, wait = parse(argv)
-        if not conf:
-            conf = next((c for c in DEFAULT_CONFS if os.path.exists(c)), DEFAULT_CONFS[0])
+        conf = find_supervisord_conf(conf)
         problem = conf_problem(conf)
         if problem:
             raise Refused(f"refusing supervisord config {conf}: {problem}")

@@ -29,8 +29,6 @@ from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.model import ACTIVE, Kind
 from supervisor_bluegreen.shared.store import Store, UnsafePath, check_private_dir
 
-DEFAULT_CONFIG = "/etc/supervisor/bluegreen.ini"
-
 
 class RestoreRefused(BluegreenError):
     """Nothing was changed; the message says why."""

@@ -24,7 +24,16 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SWITCH_MODES = ("socket", "nginx")
 UNSAFE_PATH_RE = re.compile(r"[\s;{}\"'`$\\\x00-\x1f\x7f]")  # what could end a directive of nginx or supervisord
 
+# default paths: each written here once, for every command and file that needs it
 DEFAULT_STATE_DIR = "/var/lib/supervisor-bluegreen"
+DEFAULT_CONFIG = "/etc/supervisor/bluegreen.ini"  # this file's own place
+SUPERVISORD_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")  # Debian's first
+SUPERVISOR_LOG_DIR = "/var/log/supervisor"  # where Debian's supervisord keeps its programs' logs
+
+
+def find_supervisord_conf(given: str = "") -> str:
+    """supervisord's main config: ``given``, else the first of SUPERVISORD_CONFS that exists, else Debian's."""
+    return given or next((c for c in SUPERVISORD_CONFS if os.path.exists(c)), SUPERVISORD_CONFS[0])
 
 
 class ConfigError(BluegreenError):

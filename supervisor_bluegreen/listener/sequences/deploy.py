@@ -282,7 +282,7 @@ def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> No
     With ``verify_backup`` it is restored into a scratch database and compared before migrate may run.
     """
     config = settings(run.app)
-    backup_dir = config.backup_dir or os.path.join(run.app.state_dir, run.app.name, "backups")
+    backup_dir = backup.backup_dir_of(run.app)
     python = runner.values(target)["python"]
     try:
         check_private_dir(backup_dir, "backup_dir")  # root writes dumps there: nobody else may
