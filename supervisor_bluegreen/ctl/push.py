@@ -34,11 +34,10 @@ from supervisor.supervisorctl import Controller, LSBInitExitStatuses
 from supervisor.xmlrpc import Faults
 
 from supervisor_bluegreen.ctl.controllerplugin import BlueGreenControllerPlugin
-from supervisor_bluegreen.shared.config import find_supervisord_conf
+from supervisor_bluegreen.shared.config import NAME_RE, find_supervisord_conf
 from supervisor_bluegreen.shared.errors import BluegreenError
 
 USAGE = "usage: bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--wait]"
-APP_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 COMMIT_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 NO_LOG = 2**31 - 1  # a log offset past any log (XML-RPC ints are 32-bit): the job without its log
 PATIENCE = 120.0  # how long the job's status may stay unreadable before the push says it cannot tell
@@ -62,7 +61,7 @@ def parse(argv: list[str]) -> tuple[str, str, str, bool]:
     if len(words) != 2:
         raise Refused(f"{USAGE} (got {len(argv)} words)")
     app, commit = words
-    if not APP_RE.match(app):
+    if not NAME_RE.match(app):  # the config's own rule: a name no app can have is refused here
         raise Refused(f"refusing app name {app!r}")
     if not COMMIT_RE.match(commit):
         raise Refused(f"refusing {commit!r}: a full commit id (40 or 64 lowercase hex digits) only")
