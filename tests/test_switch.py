@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import shop_config
 
-from supervisor_bluegreen.host import links, nginx
+from supervisor_bluegreen.host import links, nginx, runner
 from supervisor_bluegreen.shared import config
 from supervisor_bluegreen.shared.config import App
 
@@ -238,6 +238,6 @@ def test_flip_nginx_mode_without_running_nginx_restores(tmp_path: Path) -> None:
 
 
 def test_run_reports_a_missing_command() -> None:
-    code, out = links.run(("/nonexistent/nginx", "-t"))
+    code, out = runner.status_and_output(("/nonexistent/nginx", "-t"))
     assert code == 127
     assert "/nonexistent/nginx" in out

@@ -20,7 +20,6 @@ import pwd
 import re
 import socket
 import stat
-import subprocess
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
@@ -48,19 +47,11 @@ def problem(what: str, fix: str) -> Finding:
     return Finding(False, what, fix)
 
 
-def _run(argv: list[str], user: str = "", timeout: float = TIMEOUT) -> tuple[int, str]:
-    """Run ``argv`` from ``/`` with a plain environment, as ``user`` when given (the app's programs and files).
-
-    (status, output); 127 when it cannot start, 124 when it did not end within ``timeout`` (then killed).
-    """
+def _run(argv: list[str], user: str = "") -> tuple[int, str]:
+    """(status, output) of ``argv`` run by the one runner from ``/`` with a plain environment, as ``user`` when
+    given (the app's programs and files), within TIMEOUT (``runner.status_and_output``)."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", **(runner.user_env(user) if user else {})}
-    try:
-        done = runner.capture(argv, cwd="/", env=env, user=user, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return 124, f"{argv[0]} did not finish within {timeout:g} s"
-    except OSError as exc:
-        return 127, str(exc)
-    return done.returncode, (done.stdout + done.stderr).strip()
+    return runner.status_and_output(argv, cwd="/", env=env, user=user, timeout=TIMEOUT)
 
 
 def read_conf(path: str) -> str:

@@ -602,7 +602,7 @@ def _django_facts(o: Options, src: str, venv: str) -> dict[str, object]:
     argv = [f"{venv}/bin/python", "-c", code, o.server_name]
     env = _user_env(o, env_file_path(o))
     env.setdefault("DJANGO_SETTINGS_MODULE", _settings_module(src, o.user_name))
-    done = _as_user(argv, o.user_name, cwd=src, env=env)
+    done = _run(argv, user=o.user_name, cwd=src, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
     return facts_from_probe(o, src, json.loads(done.stdout.strip().splitlines()[-1]))
@@ -723,12 +723,6 @@ def _user_env(o: Options, env_file: str) -> dict[str, str]:
     return env
 
 
-def _as_user(
-    argv: list[str], user: str, *, cwd: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return _run(argv, cwd=cwd, env=env, user=user)
-
-
 def discover(o: Options) -> Facts:
     facts: dict[str, object] = {}
     notes: list[str] = []
@@ -768,7 +762,7 @@ def discover(o: Options) -> Facts:
             facts.update(_repo_facts(o, f"{tmp}/probe.git"))
     blue = _color_paths(o, COLORS[0])
     if os.path.exists(f"{blue['venv']}/bin/gunicorn") and os.path.exists(stamp_path(o, "migrated")):
-        helptext = _as_user([f"{blue['venv']}/bin/gunicorn", "--help"], o.user_name, cwd=blue["src"]).stdout
+        helptext = _run([f"{blue['venv']}/bin/gunicorn", "--help"], user=o.user_name, cwd=blue["src"]).stdout
         facts["control_socket"] = "--control-socket" in helptext
         django = _django_facts(o, blue["src"], blue["venv"])
         if "error" in django:
@@ -899,10 +893,10 @@ def _apply_run(a: Action, o: Options) -> str:
         return "done before"
     if a.done_when:
         env = _user_env(o, "") if a.run_as else None
-        if _as_user(list(a.done_when), a.run_as, env=env).stdout.strip() == a.done_output:
+        if _run(list(a.done_when), user=a.run_as, env=env).stdout.strip() == a.done_output:
             return "done before"
     env = _user_env(o, a.env_file) if a.run_as else None
-    _check(_as_user(list(a.argv), a.run_as, cwd=a.cwd or None, env=env), a)
+    _check(_run(list(a.argv), user=a.run_as, cwd=a.cwd or None, env=env), a)
     if a.stamp and a.creates:
         if apptree.parts_below(o.app_root, a.creates):
             raise InitError(f"refusing the stamp {a.creates}: root keeps its stamps in {STATE_DIR}, not the app's tree")

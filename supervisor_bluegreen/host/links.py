@@ -10,13 +10,14 @@ write is reconciled from the links.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from typing import Callable
 
 from supervisor_bluegreen.host import nginx, runner
 from supervisor_bluegreen.shared.config import App, Color
 from supervisor_bluegreen.shared.errors import BluegreenError
+
+COMMAND_TIMEOUT = 30.0  # seconds nginx's configured test or reload command may take
 
 
 class SwitchError(BluegreenError):
@@ -134,25 +135,16 @@ def write_sites(app: App) -> None:
         os.replace(tmp, path)
 
 
-def run(argv: tuple[str, ...], timeout: float = 30) -> tuple[int, str]:
-    """Run a configured command (argv, no shell); its exit status and output."""
-    try:
-        proc = runner.capture(argv, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 127, str(exc)
-    return proc.returncode, (proc.stdout + proc.stderr).strip()
-
-
 def reload_nginx(app: App, log: Callable[[str], None]) -> None:
     """``nginx -t`` then reload, and wait until a new worker shows the reload was applied."""
     assert app.nginx is not None
-    code, out = run(app.nginx.test_cmd)
+    code, out = runner.status_and_output(app.nginx.test_cmd, timeout=COMMAND_TIMEOUT)
     if code != 0:
         raise SwitchError(f"nginx config test failed ({' '.join(app.nginx.test_cmd)}): {out}")
     before = nginx.worker_pids(app.nginx.pidfile)
     if not before:
         raise SwitchError(f"nginx is not running (no workers of the master in {app.nginx.pidfile})")
-    code, out = run(app.nginx.reload_cmd)
+    code, out = runner.status_and_output(app.nginx.reload_cmd, timeout=COMMAND_TIMEOUT)
     if code != 0:
         raise SwitchError(f"nginx reload failed ({' '.join(app.nginx.reload_cmd)}): {out}")
     deadline = time.monotonic() + app.nginx.verify_timeout
@@ -177,5 +169,6 @@ def flip(app: App, color: Color, log: Callable[[str], None]) -> None:
     except (SwitchError, OSError) as exc:
         restore(app, before)
         if app.nginx is not None and nginx.worker_pids(app.nginx.pidfile):
-            run(app.nginx.reload_cmd)  # re-apply the old site; harmless when nginx never left it
+            # re-apply the old site; harmless when nginx never left it
+            runner.status_and_output(app.nginx.reload_cmd, timeout=COMMAND_TIMEOUT)
         raise SwitchError(str(exc)) from exc
