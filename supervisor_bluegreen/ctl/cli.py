@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import configparser
 import stat
 import sys
 
+from supervisor_bluegreen.ctl import supervisordconf
 from supervisor_bluegreen.shared.backuplist import backup_dir_of
 from supervisor_bluegreen.shared.config import DEFAULT_CONFIG, SUPERVISORD_CONFS, Config, ConfigError, load
 from supervisor_bluegreen.shared.store import private_dir_problem
@@ -35,31 +35,34 @@ def trust_warnings(config: Config, supervisord_conf: str = "") -> list[str]:
 
 def supervisord_warnings(path: str) -> list[str]:
     """An HTTP server of supervisord without a password lets anyone who reaches it deploy any branch."""
-    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
     try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f, source=path)
-    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
-        return [f"{path}: cannot read supervisord's config: {exc}"]
+        conf = supervisordconf.read(path)
+        return _open_servers(conf)
+    except supervisordconf.SupervisordConfError as exc:
+        return [f"{exc.path}: cannot read supervisord's config: {exc.why}"]
+
+
+def _open_servers(conf: supervisordconf.SupervisordConf) -> list[str]:
     found = []
-    for section in parser.sections():
+    for section in conf.sections():
         if section not in ("inet_http_server", "unix_http_server"):
             continue
-        auth = parser.has_option(section, "username") and parser.has_option(section, "password")
+        where = conf.file_of(section)
+        auth = conf.has(section, "username") and conf.has(section, "password")
         if section == "inet_http_server" and not auth:
-            port = parser.get(section, "port", fallback="?")
+            port = conf.get(section, "port", "?")
             found.append(
-                f"{path}: [inet_http_server] port = {port} has no username and password: whoever reaches it can "
+                f"{where}: [inet_http_server] port = {port} has no username and password: whoever reaches it can "
                 "stop programs and run any branch's deploy (and its migrations); set both, or remove it"
             )
         if section == "unix_http_server" and not auth:
             try:
-                mode = int(parser.get(section, "chmod", fallback="0700"), 8)
+                mode = int(conf.get(section, "chmod", "0700") or "0700", 8)
             except ValueError:
                 continue
             if mode & (stat.S_IWGRP | stat.S_IWOTH):
                 found.append(
-                    f"{path}: [unix_http_server] chmod = {mode:04o} without username and password: every "
+                    f"{where}: [unix_http_server] chmod = {mode:04o} without username and password: every "
                     f"{'user' if mode & stat.S_IWOTH else 'member of its group'} can control supervisord and deploy"
                 )
     return found

@@ -13,7 +13,6 @@ open to every local user: the app user's home, a SQLite database, supervisord's 
 
 from __future__ import annotations
 
-import configparser
 import glob
 import os
 import pwd
@@ -24,6 +23,8 @@ import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
 
+from supervisor_bluegreen.ctl.supervisordconf import SupervisordConfError, read_conf
+from supervisor_bluegreen.ctl.supervisordconf import read as read_supervisord_conf
 from supervisor_bluegreen.host import envfile, health, links, nginx, runner
 from supervisor_bluegreen.shared.config import SUPERVISOR_LOG_DIR, App, Config, ConfigError, find_supervisord_conf, load
 from supervisor_bluegreen.shared.store import private_dir_problem, read_bounded
@@ -52,11 +53,6 @@ def _run(argv: list[str], user: str = "") -> tuple[int, str]:
     given (the app's programs and files), within TIMEOUT (``runner.status_and_output``)."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", **(runner.user_env(user) if user else {})}
     return runner.status_and_output(argv, cwd="/", env=env, user=user, timeout=TIMEOUT)
-
-
-def read_conf(path: str) -> str:
-    """The text of one of root's config files: its links followed (root's folders), a plain file read bounded."""
-    return read_bounded(os.path.realpath(path), 1 << 20).decode("utf-8", "replace")
 
 
 def _open_to_others(path: str) -> int | None:
@@ -88,16 +84,15 @@ def supervisord_proxy(conf: str, timeout: float = TIMEOUT) -> tuple[xmlrpc.clien
 
     if not os.path.exists(conf):
         return None, f"no supervisord config at {conf} (apt-get install supervisor, or --supervisord-conf FILE)"
-    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
     try:
-        parser.read_string(read_conf(conf), conf)
-    except (OSError, configparser.Error) as exc:
-        return None, f"{conf}: {exc}"
-    path = parser.get("unix_http_server", "file", fallback="")
+        parsed = read_supervisord_conf(conf)
+        path = parsed.get("unix_http_server", "file", "") or ""
+        user = parsed.get("unix_http_server", "username")
+        password = parsed.get("unix_http_server", "password")
+    except SupervisordConfError as exc:
+        return None, str(exc)
     if not path:
         return None, f"{conf} has no [unix_http_server] file"
-    user = parser.get("unix_http_server", "username", fallback=None)
-    password = parser.get("unix_http_server", "password", fallback=None)
     transport = SupervisorTransport(user, password, f"unix://{path}")
 
     def connection() -> TimedConnection:
@@ -120,12 +115,11 @@ def foreground(pid: int, conf: str) -> bool:
         argv = []
     if "-n" in argv or "--nodaemon" in argv:
         return True
-    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
     try:
-        parser.read_string(read_conf(conf), conf)
-    except (OSError, configparser.Error):
+        nodaemon = read_supervisord_conf(conf).get("supervisord", "nodaemon", "false") or "false"
+    except SupervisordConfError:
         return False
-    return parser.get("supervisord", "nodaemon", fallback="false").strip().lower() in ("true", "yes", "on", "1")
+    return nodaemon.strip().lower() in ("true", "yes", "on", "1")
 
 
 def check_umask(pid: int, conf: str) -> list[Finding]:
@@ -202,11 +196,11 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
         return found
     found.append(ok("the bluegreen plugin is loaded"))
     try:
-        text = read_conf(conf)
-    except OSError as exc:
-        text = ""
-        found.append(problem(f"cannot read {conf}: {exc}", f"ls -l {conf}"))
-    if text and "[ctlplugin:bluegreen]" not in text:
+        ctlplugin = read_supervisord_conf(conf, includes=False).has("ctlplugin:bluegreen")  # supervisorctl's reading
+    except SupervisordConfError as exc:
+        ctlplugin = True  # said as a problem of its own
+        found.append(problem(f"cannot look for [ctlplugin:bluegreen] in {exc}", f"ls -l {conf}"))
+    if not ctlplugin:
         found.append(
             problem(
                 f"{conf} has no [ctlplugin:bluegreen]: `supervisorctl bluegreen` is unknown "

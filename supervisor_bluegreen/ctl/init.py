@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from supervisor_bluegreen.ctl import supervisordconf
 from supervisor_bluegreen.ctl.example_files import bluegreen_executable, example_text
 from supervisor_bluegreen.host import apptree, envfile, runner
 from supervisor_bluegreen.shared import store as state
@@ -536,13 +537,10 @@ def _site_dir(python: str) -> str:
 
 
 def _include_dir(conf: str) -> str:
-    import configparser
-
-    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
+    """The folder of the first ``*.conf`` pattern supervisord's ``[include]`` names, else ``conf.d`` beside it."""
     try:
-        parser.read(conf, encoding="utf-8")
-        files = parser.get("include", "files", fallback="").split()
-    except configparser.Error:
+        files = (supervisordconf.read(conf, includes=False).get("include", "files", "") or "").split()
+    except supervisordconf.SupervisordConfError:
         files = []
     for pattern in files:
         if pattern.endswith(".conf"):
@@ -736,11 +734,15 @@ def discover(o: Options) -> Facts:
     conf = find_supervisord_conf(o.supervisord_conf)
     facts["supervisord_conf"] = conf
     facts["include_dir"] = _include_dir(conf)
-    try:
-        with open(conf, encoding="utf-8") as fh:
-            facts["ctlplugin_present"] = "[ctlplugin:bluegreen]" in fh.read()
-    except OSError:
-        notes.append(f"{conf} not found: install supervisor (apt-get install supervisor) or pass --supervisord-conf")
+    try:  # supervisorctl reads the main file only: the section must be there
+        facts["ctlplugin_present"] = supervisordconf.read(conf, includes=False).has("ctlplugin:bluegreen")
+    except supervisordconf.SupervisordConfError as exc:
+        if os.path.exists(conf):
+            notes.append(f"{exc}: fix it, or pass --supervisord-conf")
+        else:
+            notes.append(
+                f"{conf} not found: install supervisor (apt-get install supervisor) or pass --supervisord-conf"
+            )
     exe = shutil.which("supervisord") or ""
     python = _supervisord_python(exe) if exe else ""
     # -I: isolated (no PYTHON* variables, no user site, no current folder on sys.path) since it runs as root
