@@ -70,6 +70,22 @@ def test_conf_must_be_absolute_regular_and_changeable_by_root_only(tmp_path: Pat
         assert conf_problem(str(conf)) == f"{conf} is owned by uid 65534, not root"
 
 
+def test_conf_follows_the_stores_private_rule_a_sticky_folder_above_roots_file_is_fine(tmp_path: Path) -> None:
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp: others cannot rename root's file in it
+    tmp_path.chmod(0o755)
+    conf = sticky / "supervisord.conf"
+    conf.write_text("[supervisorctl]\n")
+    conf.chmod(0o644)
+    assert conf_problem(str(conf)) is None
+    linked = tmp_path / "linked"
+    linked.symlink_to(sticky)  # a folder on the way that is a link: where it leads is checked too
+    assert conf_problem(str(linked / "supervisord.conf")) is None
+    sticky.chmod(0o777)
+    assert conf_problem(str(linked / "supervisord.conf")) == f"{linked} is writable by others"  # as written
+
+
 # --------------------------------------------------------------------------------------------
 # the exit status follows the deploy's outcome, never a failure to read its log (issue 13)
 

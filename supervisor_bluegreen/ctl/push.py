@@ -36,6 +36,7 @@ from supervisor.xmlrpc import Faults
 from supervisor_bluegreen.ctl.controllerplugin import BlueGreenControllerPlugin
 from supervisor_bluegreen.shared.config import NAME_RE, find_supervisord_conf
 from supervisor_bluegreen.shared.errors import BluegreenError
+from supervisor_bluegreen.shared.store import unsafe_entry
 
 USAGE = "usage: bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--wait]"
 COMMIT_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
@@ -72,21 +73,22 @@ def conf_problem(path: str) -> str | None:
     """Why root must not read supervisorctl settings from ``path`` (it names the server and its password)."""
     if not os.path.isabs(path):
         return "not an absolute path"
-    here = path
-    while True:
-        try:
-            st = os.lstat(here)
-        except OSError as exc:
-            return f"{here}: {exc.strerror}"
-        if here == path and not stat.S_ISREG(st.st_mode):
-            return "not a regular file"
-        if st.st_uid not in (0, os.geteuid()):
-            return f"{here} is owned by uid {st.st_uid}, not root"
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
-            return f"{here} is writable by others"
-        if here == "/":
-            return None
-        here = os.path.dirname(here)
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    found = unsafe_entry(path, file_ok=True)  # the store's rule: root's (or ours) up to /, a sticky folder above it
+    if found is None:
+        return None
+    if found.st is None:
+        return found.why
+    if found.why == "owner":
+        return f"{found.path} is owned by uid {found.st.st_uid}, not root"
+    if found.why == "writable":
+        return f"{found.path} is writable by others"
+    return f"{found.path} is {found.why}"
 
 
 class CannotTell(BluegreenError):

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.masking import mask_credentials
@@ -206,14 +206,24 @@ def _group(gid: int) -> str:
         return f"gid {gid}"
 
 
-def private_dir_problem(path: str, euid: int | None = None) -> str | None:
-    """Why root must not keep files under ``path`` (someone else could replace them), or None when it may.
+class Unsafe(NamedTuple):
+    """An entry someone but root could change: ``why`` is "owner", "writable", "not a directory", or why it
+    could not be checked (then ``st`` is None)."""
 
-    Every directory from ``path`` up to ``/``, both as written and with symlinks resolved, must be owned
-    by root or by us (``euid``) and writable by no group and no other user: whoever can write a folder
-    can rename what is in it and put a symlink in its place. A sticky folder (``/tmp``) is fine above
-    an existing folder of ours, since others cannot rename that; never as the folder itself, or as the
-    nearest existing one when ``path`` is still to be made (someone could make it first). Stat calls only.
+    path: str
+    why: str
+    st: os.stat_result | None
+
+
+def unsafe_entry(path: str, euid: int | None = None, file_ok: bool = False) -> Unsafe | None:
+    """The first entry someone but root could change on the way from ``path`` up to ``/``, or None.
+
+    The rule, for every caller: each entry from ``path`` up to ``/``, both as written and with symlinks
+    resolved, must be owned by root or by us (``euid``) and writable by no group and no other user: whoever
+    can write a folder can rename what is in it and put a symlink in its place. A sticky folder (``/tmp``) is
+    fine above an existing entry of ours, since others cannot rename that; never as the entry itself, or as
+    the nearest existing one when ``path`` is still to be made (someone could make it first). ``file_ok``:
+    ``path`` itself may be a file (one root reads), not only a folder. Stat calls only.
     """
     euid = os.geteuid() if euid is None else euid
     path = os.path.abspath(path)
@@ -228,23 +238,16 @@ def private_dir_problem(path: str, euid: int | None = None) -> str | None:
                 except FileNotFoundError:
                     st = None
                 except OSError as exc:
-                    return f"cannot check {d}: {exc.strerror}"
+                    return Unsafe(d, f"cannot check {d}: {exc.strerror}", None)
                 if st is not None:
                     mode = stat.S_IMODE(st.st_mode)
-                    if not stat.S_ISDIR(st.st_mode):
-                        return f"{d} is not a directory"
+                    if not stat.S_ISDIR(st.st_mode) and not (file_ok and d == start):
+                        return Unsafe(d, "not a directory", st)
                     if st.st_uid not in (0, euid):
-                        return (
-                            f"{d} is owned by {_owner(st.st_uid)}, mode {mode:04o}: that user could replace "
-                            "files root keeps there; use a folder only root can write"
-                        )
+                        return Unsafe(d, "owner", st)
                     sticky_ok = bool(mode & stat.S_ISVTX) and not nearest
                     if mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_ok:
-                        who = "everyone" if mode & stat.S_IWOTH else f"group {_group(st.st_gid)}"
-                        return (
-                            f"{d} (owner {_owner(st.st_uid)}, mode {mode:04o}) is writable by {who}: they could "
-                            "replace files root keeps there; use a folder only root can write"
-                        )
+                        return Unsafe(d, "writable", st)
                     nearest = False
             elif os.path.exists(d):
                 nearest = False
@@ -253,6 +256,33 @@ def private_dir_problem(path: str, euid: int | None = None) -> str | None:
                 break
             d = parent
     return None
+
+
+def private_dir_problem(path: str, euid: int | None = None) -> str | None:
+    """Why root must not keep files under ``path`` (someone else could replace them), or None when it may.
+
+    The rule is ``unsafe_entry``'s: every folder up to ``/`` root's (or ours) and writable by no one else,
+    a sticky one only above an existing folder of ours.
+    """
+    found = unsafe_entry(path, euid)
+    if found is None:
+        return None
+    d, why, st = found
+    if st is None:
+        return why
+    if why == "not a directory":
+        return f"{d} is not a directory"
+    mode = stat.S_IMODE(st.st_mode)
+    if why == "owner":
+        return (
+            f"{d} is owned by {_owner(st.st_uid)}, mode {mode:04o}: that user could replace "
+            "files root keeps there; use a folder only root can write"
+        )
+    who = "everyone" if mode & stat.S_IWOTH else f"group {_group(st.st_gid)}"
+    return (
+        f"{d} (owner {_owner(st.st_uid)}, mode {mode:04o}) is writable by {who}: they could "
+        "replace files root keeps there; use a folder only root can write"
+    )
 
 
 def check_private_dir(path: str, what: str = "") -> None:
