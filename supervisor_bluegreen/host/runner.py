@@ -348,21 +348,15 @@ def capture(
     return subprocess.CompletedProcess(list(argv), proc.returncode, out.text(), err.text())
 
 
-def status_and_output(
-    argv: tuple[str, ...] | list[str],
-    *,
-    cwd: str | None = None,
-    env: dict[str, str] | None = None,
-    user: str = "",
-    timeout: float = 60,
-) -> tuple[int, str]:
-    """Run a short command quietly (``capture``): its exit status and what it printed (stdout, then stderr, stripped).
+def status_and_output(argv: tuple[str, ...] | list[str], *, timeout: float = 60, **how: Any) -> tuple[int, str]:
+    """Run a short command quietly (``capture``, ``how`` its cwd, env and user): its exit status and what it
+    printed (stdout, then stderr, stripped).
 
     It never raises for the command: 127 when it cannot start (the reason as its output), 124 when it did not
     end within ``timeout`` (its process group is killed).
     """
     try:
-        done = capture(argv, cwd=cwd, env=env, user=user, timeout=timeout)
+        done = capture(argv, timeout=timeout, **how)
     except subprocess.TimeoutExpired:
         return 124, f"{argv[0]} did not finish within {timeout:g} s"
     except OSError as exc:
