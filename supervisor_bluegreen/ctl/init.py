@@ -38,6 +38,7 @@ from supervisor_bluegreen.shared import store as state
 from supervisor_bluegreen.shared.config import (
     DEFAULT_CONFIG,
     DEFAULT_STATE_DIR,
+    ENV_NAME_RE,
     SUPERVISOR_LOG_DIR,
     SUPERVISORD_CONFS,
     find_supervisord_conf,
@@ -961,7 +962,7 @@ def options_from_args(args: object) -> Options:
     env = []
     for pair in getattr(args, "env", None) or []:
         key, sep, value = pair.partition("=")
-        if not sep or not envfile.NAME.match(key):
+        if not sep or not ENV_NAME_RE.match(key):
             raise SystemExit(f"error: --env {pair!r} is not KEY=value")
         env.append((key, value))
     fields = {f.name for f in dataclasses.fields(Options)}

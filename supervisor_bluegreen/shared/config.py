@@ -21,6 +21,7 @@ from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable name sh and supervisord take
 SWITCH_MODES = ("socket", "nginx")
 UNSAFE_PATH_RE = re.compile(r"[\s;{}\"'`$\\\x00-\x1f\x7f]")  # what could end a directive of nginx or supervisord
 
@@ -219,7 +220,7 @@ def parse_environment(value: str, where: str, problems: list[str]) -> tuple[tupl
         return ()
     for n, token in enumerate(tokens, 1):
         key, sep, val = token.strip().partition("=")
-        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not sep or not ENV_NAME_RE.match(key):
             name = f"{key!r}" if sep else "it"
             problems.append(
                 f"{where}: entry {n} is not KEY=value ({name} is not a variable name; "
