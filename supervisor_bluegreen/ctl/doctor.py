@@ -23,7 +23,7 @@ import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor_bluegreen.ctl.supervisordconf import SupervisordConfError, read_conf
+from supervisor_bluegreen.ctl.supervisordconf import CTLPLUGIN, SupervisordConfError, has_ctlplugin, read_conf
 from supervisor_bluegreen.ctl.supervisordconf import read as read_supervisord_conf
 from supervisor_bluegreen.host import envfile, health, links, nginx, runner
 from supervisor_bluegreen.shared.config import SUPERVISOR_LOG_DIR, App, Config, ConfigError, find_supervisord_conf, load
@@ -196,7 +196,7 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
         return found
     found.append(ok("the bluegreen plugin is loaded"))
     try:
-        ctlplugin = read_supervisord_conf(conf, includes=False).has("ctlplugin:bluegreen")  # supervisorctl's reading
+        ctlplugin = has_ctlplugin(conf)
     except SupervisordConfError as exc:
         ctlplugin = True  # said as a problem of its own
         found.append(problem(f"cannot look for [ctlplugin:bluegreen] in {exc}", f"ls -l {conf}"))
@@ -205,8 +205,7 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
             problem(
                 f"{conf} has no [ctlplugin:bluegreen]: `supervisorctl bluegreen` is unknown "
                 "(supervisorctl reads only its main file)",
-                f"printf '\\n[ctlplugin:bluegreen]\\nsupervisor.ctl_factory = "
-                f"supervisor_bluegreen.controllerplugin:make_bluegreen_controllerplugin\\n' >> {conf}",
+                "printf '\\n" + CTLPLUGIN.replace("\n", "\\n") + f"' >> {conf}",
             )
         )
     if listener is None or listener["statename"] != "RUNNING":

@@ -33,6 +33,7 @@ from typing import Any
 
 from supervisor_bluegreen.ctl import supervisordconf
 from supervisor_bluegreen.ctl.example_files import bluegreen_executable, example_text
+from supervisor_bluegreen.ctl.supervisordconf import CTLPLUGIN
 from supervisor_bluegreen.host import apptree, envfile, runner
 from supervisor_bluegreen.shared import store as state
 from supervisor_bluegreen.shared.config import (
@@ -326,12 +327,6 @@ def app_config(o: Options, f: Facts) -> str:
 def include_conf(o: Options, f: Facts) -> str:
     text = example_text("include", f.bluegreen)
     return text.replace(DEFAULT_CONFIG, o.config)  # the shipped include names the default config
-
-
-CTLPLUGIN = (
-    "[ctlplugin:bluegreen]\n"
-    "supervisor.ctl_factory = supervisor_bluegreen.controllerplugin:make_bluegreen_controllerplugin\n"
-)
 
 
 def nginx_site_text(o: Options, f: Facts) -> str:
@@ -735,8 +730,8 @@ def discover(o: Options) -> Facts:
     conf = find_supervisord_conf(o.supervisord_conf)
     facts["supervisord_conf"] = conf
     facts["include_dir"] = _include_dir(conf)
-    try:  # supervisorctl reads the main file only: the section must be there
-        facts["ctlplugin_present"] = supervisordconf.read(conf, includes=False).has("ctlplugin:bluegreen")
+    try:
+        facts["ctlplugin_present"] = supervisordconf.has_ctlplugin(conf)
     except supervisordconf.SupervisordConfError as exc:
         if os.path.exists(conf):
             notes.append(f"{exc}: fix it, or pass --supervisord-conf")

@@ -23,6 +23,11 @@ from supervisor.options import UnhosedConfigParser
 from supervisor_bluegreen.shared.store import read_bounded
 
 LIMIT = 1 << 20  # the most bytes one file may hold
+CTLPLUGIN_SECTION = "ctlplugin:bluegreen"
+CTLPLUGIN = (  # what `supervisorctl bluegreen` needs in supervisord.conf itself
+    f"[{CTLPLUGIN_SECTION}]\n"
+    "supervisor.ctl_factory = supervisor_bluegreen.controllerplugin:make_bluegreen_controllerplugin\n"
+)
 
 
 class SupervisordConfError(Exception):
@@ -90,6 +95,11 @@ def _add(parser: UnhosedConfigParser, path: str, required: bool) -> None:
     for section in set(parser.sections()) - before:
         parser.section_to_file[section] = path
     parser.expand_here(os.path.dirname(os.path.abspath(path)))
+
+
+def has_ctlplugin(path: str) -> bool:
+    """Whether supervisorctl finds ``[ctlplugin:bluegreen]`` in ``path``: in the main file, it reads no include."""
+    return read(path, includes=False).has(CTLPLUGIN_SECTION)
 
 
 def read(path: str, includes: bool = True) -> SupervisordConf:
