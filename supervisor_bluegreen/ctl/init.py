@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisor_bluegreen.ctl import supervisordconf
-from supervisor_bluegreen.ctl.example_files import bluegreen_executable, example_text
+from supervisor_bluegreen.ctl.example_files import PLACEHOLDER_EXE, bluegreen_executable, example_text
 from supervisor_bluegreen.ctl.supervisordconf import CTLPLUGIN
 from supervisor_bluegreen.host import apptree, envfile, runner
 from supervisor_bluegreen.shared import store as state
@@ -92,7 +92,7 @@ class Facts:
     """What the machine and the app are like; everything ``plan`` needs beyond the options."""
 
     user_exists: bool = False
-    bluegreen: str = "/usr/local/bin/bluegreen"  # the installed executable
+    bluegreen: str = PLACEHOLDER_EXE  # the installed executable
     package_dir: str = ""  # where supervisor_bluegreen is installed
     supervisord_conf: str = SUPERVISORD_CONFS[0]
     include_dir: str = "/etc/supervisor/conf.d"
@@ -954,6 +954,7 @@ def main(o: Options, dry_run: bool = False, show_files: bool = False) -> int:
 
 
 def options_from_args(args: object) -> Options:
+    """Options from ``bluegreen init``'s arguments: what is not given keeps Options' own default (the one place)."""
     env = []
     for pair in getattr(args, "env", None) or []:
         key, sep, value = pair.partition("=")
