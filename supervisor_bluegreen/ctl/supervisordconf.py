@@ -20,6 +20,7 @@ import platform
 
 from supervisor.options import UnhosedConfigParser
 
+from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.store import read_bounded
 
 LIMIT = 1 << 20  # the most bytes one file may hold
@@ -30,7 +31,7 @@ CTLPLUGIN = (  # what `supervisorctl bluegreen` needs in supervisord.conf itself
 )
 
 
-class SupervisordConfError(Exception):
+class SupervisordConfError(BluegreenError):
     """supervisord's config cannot be read or parsed: ``path`` is the file, ``why`` says what is wrong."""
 
     def __init__(self, path: str, why: str):

@@ -21,13 +21,12 @@ Standard library only (and the config's rule for a variable name).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 
-from supervisor_bluegreen.shared.errors import BluegreenError
-
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 from supervisor_bluegreen.shared.config import ENV_NAME_RE
+from supervisor_bluegreen.shared.errors import BluegreenError
 
 SINGLE = r"'[^'\x00]*'"
 LINE = re.compile(
@@ -113,26 +112,13 @@ def parse(text: str, path: str = "<env>") -> dict[str, str]:
                 env[key] = found.group("plain")
         number += text.count("\n", pos, found.end())
         pos = found.end()
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError:
-            raise EnvFileError(f"{path} line {number}: unbalanced quotes (value not shown)") from None
-        if words[:1] == ["export"]:
-            words = words[1:]
-        if not words:
-            continue
-        key, sep, value = words[0].partition("=")
-        if len(words) != 1 or not sep or not ENV_NAME_RE.match(key):
-            raise EnvFileError(f"{path} line {number}: not KEY=value (quote values with spaces)")
-        env[key] = value
     return env
 
 
 def render(env: dict[str, str]) -> str:
     """``KEY=value`` lines, each value as ``shlex.quote`` writes it (which parse() reads back)."""
     for key in env:
-        if not NAME.match(key):
+        if not ENV_NAME_RE.match(key):
             raise EnvFileError(f"{key!r} is not a variable name")
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
 
