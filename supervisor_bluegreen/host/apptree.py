@@ -139,13 +139,28 @@ def private_file(anchor: str, path: str, uid: int, gid: int, mode: int) -> str:
 
 
 def chown_tree(anchor: str, path: str, uid: int, gid: int) -> None:
-    """``chown -R`` of folder ``path`` below ``anchor``: every entry itself, never what a link points to."""
+    """``chown -R`` of folder ``path`` below ``anchor``: every entry itself, never what a link points to.
+
+    Each folder is entered like the rest of this module (``_step``: no link followed, a FIFO swapped in is
+    refused at once), not by ``os.fwalk``, which opens what it listed as a folder with a plain open.
+    """
     parts = _below(anchor, path)
     with walk_to(anchor, parts) as top:
         os.fchown(top, uid, gid)
-        for _, dirs, files, dirfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
-            for name in dirs + files:
-                os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+        _chown_entries(top, path, uid, gid)
+
+
+def _chown_entries(dirfd: int, shown: str, uid: int, gid: int) -> None:
+    with os.scandir(dirfd) as entries:
+        listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    for name, is_dir in listed:
+        os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+        if is_dir:
+            sub = _step(dirfd, name, f"{shown}/{name}", None)
+            try:
+                _chown_entries(sub, f"{shown}/{name}", uid, gid)
+            finally:
+                os.close(sub)
 
 
 def _below(anchor: str, path: str) -> list[str]:
