@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import re
 
-import jinja2
 import psutil
-from jinja2.sandbox import SandboxedEnvironment
 
+from supervisor_bluegreen.host import templating
 from supervisor_bluegreen.shared.config import App, Color
 
 
@@ -31,12 +30,8 @@ def static_roots(app: App, color: Color | None) -> list[str]:
 
 def render_site(app: App, color: Color | None = None) -> str:
     """The site config: for the live symlink (socket mode) or pinned to ``color`` (nginx mode)."""
-    with open(app.nginx_template, encoding="utf-8") as f:
-        # sandboxed: a template is text, it never reaches Python (root renders it)
-        template = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
-            f.read()
-        )
-    return template.render(
+    return templating.render_file(
+        app.nginx_template,
         app=app,
         color=color,
         upstream_name=upstream_name(app),

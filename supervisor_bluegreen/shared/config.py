@@ -30,6 +30,8 @@ DEFAULT_STATE_DIR = "/var/lib/supervisor-bluegreen"
 DEFAULT_CONFIG = "/etc/supervisor/bluegreen.ini"  # this file's own place
 SUPERVISORD_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf")  # Debian's first
 SUPERVISOR_LOG_DIR = "/var/log/supervisor"  # where Debian's supervisord keeps its programs' logs
+# the jinja2 templates shipped in the package: the nginx site, init's programs file and app config
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
 
 
 def find_supervisord_conf(given: str = "") -> str:
@@ -368,7 +370,7 @@ GLOBAL_KEYS = APP_KEYS - {"colors", "program", "socket", "checkout", "static_roo
 
 def default_template() -> str:
     """The nginx site template shipped in the package."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates", "site.conf.j2")
+    return os.path.join(TEMPLATE_DIR, "site.conf.j2")
 
 
 def _http_url(url: str) -> bool:
