@@ -34,7 +34,7 @@ from typing import Any
 from supervisor_bluegreen.ctl import supervisordconf
 from supervisor_bluegreen.ctl.example_files import PLACEHOLDER_EXE, bluegreen_executable, example_text
 from supervisor_bluegreen.ctl.supervisordconf import CTLPLUGIN
-from supervisor_bluegreen.host import apptree, envfile, runner
+from supervisor_bluegreen.host import apptree, envfile, runner, templating
 from supervisor_bluegreen.shared import store as state
 from supervisor_bluegreen.shared.config import (
     DEFAULT_CONFIG,
@@ -201,14 +201,8 @@ def worker_programs(o: Options) -> list[tuple[str, list[str]]]:
 
 
 def programs_conf(o: Options, f: Facts) -> str:
-    lines = [
-        f"; {o.app}: the two colors (and workers) as supervisord programs, written by `bluegreen init`.",
-        "; stopwaitsecs 40 > gunicorn's --graceful-timeout 30; each color its own virtualenv and socket;",
-        f"; the environment comes from {env_file_path(o)} (the build reads the same file).",
-        f"; umask 022: nginx reads the static and media files they make (supervisord's own is {SUPERVISORD_UMASK}).",
-    ]
-    if not f.control_socket:
-        lines.append("; this app's gunicorn has no --control-socket (gunicorn < 25): nothing to keep apart there")
+    """supervisord's programs file: both colors' gunicorn, then every worker (templates/programs.conf.j2)."""
+    colors = []
     for c in COLORS:
         p = _color_paths(o, c)
         argv = [f"{p['venv']}/bin/gunicorn", "--bind", f"unix:{p['socket']}", "--workers", str(o.gunicorn_workers)]
@@ -216,46 +210,23 @@ def programs_conf(o: Options, f: Facts) -> str:
         if f.control_socket:
             argv += ["--control-socket", f"{o.app_root}/run/gunicorn.{c}.ctl"]
         argv.append(f.wsgi or "CHANGE_ME.wsgi:application")
-        lines += [
-            "",
-            f"[program:{o.app}_{c}]",
-            f"command = {_sh_with_env(o, argv)}",
-            f"directory = {p['src']}",
-            f"user = {o.user_name}",
-            f'environment = BLUEGREEN_COLOR="{c}",HOME="{o.app_root}/home"',
-            "autostart = true",
-            "autorestart = true",
-            "startsecs = 2",
-            "stopsignal = TERM",
-            "stopwaitsecs = 40",
-            "stopasgroup = true",
-            "killasgroup = true",
-            "umask = 022",
-            f"stdout_logfile = {SUPERVISOR_LOG_DIR}/{o.app}_{c}.out.log",
-            f"stderr_logfile = {SUPERVISOR_LOG_DIR}/{o.app}_{c}.err.log",
-        ]
-    for name, argv in worker_programs(o):
-        lines += [
-            "",
-            "; runs the LIVE color's code (live/ links to it; bluegreen restarts it after a switch). TERM is a warm",
-            "; shutdown: running tasks finish; never stop it as a group (prefork children reset SIGTERM).",
-            f"[program:{name}]",
-            f"command = {_sh_with_env(o, argv)}",
-            f"directory = {o.app_root}/live/src",
-            f"user = {o.user_name}",
-            f'environment = HOME="{o.app_root}/home"',
-            "autostart = true",
-            "autorestart = true",
-            "startsecs = 3",
-            "stopsignal = TERM",
-            "stopwaitsecs = 600",
-            "stopasgroup = false",
-            "killasgroup = true",
-            "umask = 022",
-            f"stdout_logfile = {SUPERVISOR_LOG_DIR}/{name}.out.log",
-            f"stderr_logfile = {SUPERVISOR_LOG_DIR}/{name}.err.log",
-        ]
-    return "\n".join(lines) + "\n"
+        colors.append({"name": f"{o.app}_{c}", "color": c, "command": _sh_with_env(o, argv), "directory": p["src"]})
+    workers = [
+        {"name": name, "command": _sh_with_env(o, argv), "directory": f"{o.app_root}/live/src"}
+        for name, argv in worker_programs(o)
+    ]
+    return templating.render(
+        "programs.conf.j2",
+        app=o.app,
+        env_file=env_file_path(o),
+        supervisord_umask=SUPERVISORD_UMASK,
+        control_socket=f.control_socket,
+        colors=colors,
+        workers=workers,
+        user=o.user_name,
+        home=f"{o.app_root}/home",
+        log_dir=SUPERVISOR_LOG_DIR,
+    )
 
 
 def _public_url(o: Options, path: str) -> str:
