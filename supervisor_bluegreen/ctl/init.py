@@ -238,61 +238,41 @@ def _public_url(o: Options, path: str) -> str:
 
 
 def app_config(o: Options, f: Facts) -> str:
+    """The app's bluegreen config (templates/app.ini.j2); an optional setting left empty is not written."""
     c = "%(color)s"
-    lines = [
-        f"[app:{o.app}]",
-        "; written by `bluegreen init`; every option is documented in README.md. Check: bluegreen check THIS_FILE",
-        "colors = blue green",
-        f"program = {o.app}_{c}",
-        f"socket = {o.app_root}/run/{o.app}.{c}.sock",
-        f"root = {o.app_root}/{c}",
-        f"checkout = {o.app_root}/{c}/src",
-    ]
-    if f.static_root:
-        static = f.static_root if os.path.isabs(f.static_root) else f"{o.app_root}/{c}/src/{f.static_root}"
-        lines += [f"static_root = {static}", f"live_static = {o.app_root}/run/{o.app}.live-static"]
-    lines += ["switch = socket", f"live_socket = {o.app_root}/run/{o.app}.live.sock"]
-    if o.workers:
-        lines.append(f"live_root = {o.app_root}/live")
-    lines += [
-        "",
-        "; the app sends no X-Bluegreen-Color header: nginx proxies to the live socket link, which the switch",
-        "; re-points; after it, this URL must answer through nginx (an app that sends a per-color header can",
-        "; set color_header so the check also names the color)",
-        f"public_url = {_public_url(o, f.health_path)}",
-        f"public_host = {o.server_name}",
-        "color_header =",
-        "",
-        f"; picked by init: {f.health_path} answered {f.health_status}. A URL that checks the database is better:",
-        "; set health_path, health_status and health_body (text the page must contain)",
-        f"health_path = {f.health_path}",
-        f"health_host = {o.server_name}",
-        f"health_status = {f.health_status}",
-        "health_passes = 3",
-        "health_deadline = 60",
-        "",
-        f"listen = {o.listen}",
-        f"server_name = {o.server_name}",
-    ]
-    if f.media_root:
-        lines += [f"media_root = {f.media_root}", f"media_url = {f.media_url}"]
-    if o.ssl_certificate:
-        lines += [f"ssl_certificate = {o.ssl_certificate}", f"ssl_certificate_key = {o.ssl_certificate_key}"]
-    lines += [
-        "",
-        f"repo = {o.app_root}/app.git",
-        f"branch = {o.branch or f.branch}",
-        f"user = {o.user_name}",
-        f"python = {o.app_root}/{c}/venv/bin/python",
-        f"environment_file = {env_file_path(o)}",
-        f'environment = BLUEGREEN_COLOR="{c}"',
-        f"build = {o.build}",
-        "step_timeout = 600",
-        f"backup_dir = {BACKUP_DIR}",
-        "drain_timeout = 30",
-        f"workers = {' '.join(name for name, _ in worker_programs(o))}",
-    ]
-    return "\n".join(lines) + "\n"
+    static = f.static_root
+    if static and not os.path.isabs(static):
+        static = f"{o.app_root}/{c}/src/{static}"  # relative: in each color's checkout
+    return templating.render(
+        "app.ini.j2",
+        app=o.app,
+        program=f"{o.app}_{c}",
+        socket=f"{o.app_root}/run/{o.app}.{c}.sock",
+        root=f"{o.app_root}/{c}",
+        checkout=f"{o.app_root}/{c}/src",
+        static_root=static,
+        live_static=f"{o.app_root}/run/{o.app}.live-static",
+        live_socket=f"{o.app_root}/run/{o.app}.live.sock",
+        live_root=f"{o.app_root}/live" if o.workers else "",
+        public_url=_public_url(o, f.health_path),
+        server_name=o.server_name,
+        health_path=f.health_path,
+        health_status=f.health_status,
+        listen=o.listen,
+        media_root=f.media_root,
+        media_url=f.media_url,
+        ssl_certificate=o.ssl_certificate,
+        ssl_certificate_key=o.ssl_certificate_key,
+        repo=f"{o.app_root}/app.git",
+        branch=o.branch or f.branch,
+        user=o.user_name,
+        python=f"{o.app_root}/{c}/venv/bin/python",
+        environment_file=env_file_path(o),
+        color=c,
+        build=o.build,
+        backup_dir=BACKUP_DIR,
+        workers=[name for name, _ in worker_programs(o)],
+    )
 
 
 def include_conf(o: Options, f: Facts) -> str:
