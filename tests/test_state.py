@@ -353,6 +353,23 @@ def test_history_entry_shows_who_what_and_the_first_line_of_the_outcome(tmp_path
     assert entry["steps"] == job["steps"] and entry["backup"] == "/b/x.sql.gz" and entry["commit"] == "3f2c1a9e"
 
 
+def test_a_job_records_when_it_was_queued_started_and_ended_and_history_shows_all_three(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "shop").ensure()
+    job = store.enqueue("deploy", {"ref": "main"}, "Alice <alice@example.org> (abiapp@vm via git push)")
+    assert job["created"] > 0 and job["started"] is None and job["finished"] is None
+    claimed = store.claim(job["id"]) or {}
+    assert claimed["started"] >= job["created"]
+    store.update_job(job["id"], status="succeeded", finished=claimed["started"] + 5.0)
+    entry = history_entry(store.read_job(job["id"]) or {})
+    assert (entry["created"], entry["started"], entry["finished"]) == (
+        job["created"], claimed["started"], claimed["started"] + 5.0,
+    )  # fmt: skip
+    assert entry["who"] == "Alice <alice@example.org> (abiapp@vm via git push)"
+    never = store.enqueue("deploy", {}, "someone")
+    store.update_job(never["id"], status="cancelled", finished=time.time())
+    assert history_entry(store.read_job(never["id"]) or {})["started"] == ""  # XML-RPC has no None
+
+
 def test_prune_keeps_the_newest_finished_jobs_and_every_active_one(tmp_path: Path) -> None:
     store = Store(str(tmp_path), "shop").ensure()
     ids = [store.create_job("health", {})["id"] for _ in range(6)]

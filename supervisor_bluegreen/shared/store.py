@@ -931,8 +931,9 @@ HISTORY_KEYS = (
     "commit",
     "color",
     "who",
-    "created",
-    "finished",
+    "created",  # queued
+    "started",  # claimed by the listener ("" when it never ran: cancelled or superseded in the queue)
+    "finished",  # ended
     "backup",
     "backup_verify",
     "unsafe_allowed",
@@ -941,7 +942,8 @@ HISTORY_KEYS = (
 
 
 def history_entry(job: dict[str, Any]) -> dict[str, Any]:
-    """What ``history`` shows of a finished job: who/what/when, the outcome's first line, step timings."""
+    """What ``history`` shows of a finished job: who/what, when it was queued, started and ended (``created``,
+    ``started``, ``finished``: epoch seconds), the outcome's first line, step timings."""
     entry = {k: job.get(k) or "" for k in HISTORY_KEYS}
     entry["message"] = (job.get("message") or "").split("\n", 1)[0]
     entry["steps"] = job.get("steps") or []
