@@ -549,6 +549,11 @@ def test_rpc_status_survives_xmlrpc_marshalling(tmp_path: Path) -> None:
     assert app["contract"]["migrations"] == ["shop.0007_drop"]
     assert app["running"]["kind"] == "deploy" and app["running"]["status"] == "running"
     assert set(app["colors"]) == {"blue", "green"} and app["colors"]["blue"]["role"] == "live"
+    assert app["running"]["waiting"] == 0  # a running job waits for no window
+    job = (store.jobs(("running",)) or [{}])[0]
+    store.update_job(job["id"], status="queued", waiting_for=3)  # a deploy the listener holds back for job 3's window
+    (app,) = api.status("shop")
+    assert app["running"]["status"] == "queued" and app["running"]["waiting"] == 3
 
 
 def test_every_rpc_answer_parses_in_supervisorctl_whatever_its_strings_hold() -> None:

@@ -214,6 +214,7 @@ class BlueGreenNamespaceRPCInterface:
                 "status": j["status"],
                 "step": j.get("step", ""),
                 "elapsed": round(time.time() - started, 1) if started else 0.0,
+                "waiting": int(j.get("waiting_for") or 0),  # a queued deploy: the job whose watch window it waits for
             }
         window = state.get("watch") or {}
         remaining = round(float(window.get("until", 0)) - time.time(), 1) if isinstance(window, dict) else 0.0
