@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+from datetime import datetime
 
 import pytest
 
@@ -10,8 +12,11 @@ from supervisor_bluegreen.ctl.controllerplugin import (
     COMMANDS,
     USAGE,
     BlueGreenControllerPlugin,
+    format_header,
     format_history,
     format_status,
+    format_times,
+    who_text,
 )
 
 
@@ -33,6 +38,16 @@ def test_status_shows_both_colors_health_and_jobs() -> None:
     assert "last health: green ok status 200" in lines[3]
     assert lines[4] == "  in progress: deploy job 9 running step test (12.3 s)"
     assert lines[5] == "  last job: deploy job 8 succeeded: abiapp: green live at 3f2c1a9"
+
+
+def test_status_says_a_queued_deploy_waits_for_a_watch_window() -> None:
+    text = format_status({
+        "app": "abiapp", "switch_mode": "socket", "live": "green", "switched_at": 0, "colors": {},
+        "running": {"id": 9, "kind": "deploy", "status": "queued", "step": "", "elapsed": 3.0, "waiting": 8},
+    })  # fmt: skip
+    assert text.splitlines()[1] == (
+        "  in progress: deploy job 9 queued step - (3.0 s), waiting for the watch window of job 8"
+    )
 
 
 def test_status_shows_the_watch_window_contract_migrations_lock_and_a_cleared_rollback() -> None:
@@ -60,11 +75,79 @@ def test_history_line_has_ref_commit_color_who_steps_and_backup() -> None:
         "color": "green", "who": "abi@vm via supervisorctl", "message": "abiapp: green live at 3f2c1a9 in 41.8 s",
         "steps": [{"name": "migrate", "seconds": 1.25}, {"name": "test", "seconds": 3.5}], "backup": "/b/a.sql.gz",
     })  # fmt: skip
-    head, message, timings, backup = text.splitlines()
+    head, times, message, timings, backup = text.splitlines()
+    assert times.strip() == "queued never, not started yet"
     assert head.split()[0] == "#12" and "ref=main commit=3f2c1a9 color=green by abi@vm via supervisorctl" in head
     assert message.strip() == "abiapp: green live at 3f2c1a9 in 41.8 s"
     assert timings.strip() == "steps: migrate=1.2s test=3.5s"
     assert backup.strip() == "backup: /b/a.sql.gz"
+
+
+QUEUED = datetime(2026, 12, 7, 2, 44, 1).timestamp()  # local time, as supervisorctl prints it
+
+
+def test_history_says_when_a_job_was_queued_started_and_ended() -> None:
+    done = {"created": QUEUED, "started": QUEUED + 4, "finished": QUEUED + 69}
+    assert format_times(done) == (
+        "queued 2026-12-07 02:44:01, started 02:44:05 (after 4.0 s), ended 02:45:10 (ran 65.0 s)"
+    )
+    assert format_times({"created": QUEUED, "started": "", "finished": QUEUED + 3}) == (
+        "queued 2026-12-07 02:44:01, never started, ended 02:44:04"  # cancelled or superseded in the queue
+    )
+    assert format_times({"created": QUEUED}) == "queued 2026-12-07 02:44:01, not started yet"
+    assert format_times({"created": QUEUED, "started": QUEUED + 1}).endswith("(after 1.0 s), not ended yet")
+    next_day = format_times({"created": QUEUED, "started": QUEUED + 1, "finished": QUEUED + 86400})
+    assert next_day.endswith("ended 2026-12-08 02:44:01 (ran 86399.0 s)")  # a date when the day changed
+    text = format_history({
+        "id": 3, "kind": "deploy", "status": "succeeded", "ref": "main", "commit": "3f2c1a9e0d", "color": "green",
+        "who": "Alice <alice@example.org> (abiapp@vm via git push)", "message": "abiapp: green live", **done,
+    })  # fmt: skip
+    head, times, message = text.splitlines()
+    assert head.endswith("by Alice <alice@example.org> (abiapp@vm via git push)")
+    assert times.strip() == format_times(done) and message.strip() == "abiapp: green live"
+
+
+def test_the_log_header_names_the_job_who_what_and_when() -> None:
+    job = {"id": 12, "kind": "deploy", "status": "succeeded",
+           "who": "Alice <alice@example.org> (abiapp@vm via git push)", "args": {"ref": "main"}, "ref": "main",
+           "commit": "3f2c1a9e0d4b5a6f", "created": QUEUED, "started": QUEUED + 4, "finished": QUEUED + 69}  # fmt: skip
+    assert format_header(job) == (
+        "job 12 deploy (succeeded) by Alice <alice@example.org> (abiapp@vm via git push), ref main, commit "
+        "3f2c1a9e0d4b: queued 2026-12-07 02:44:01, started 02:44:05 (after 4.0 s), ended 02:45:10 (ran 65.0 s)"
+    )
+    queued = {"id": 13, "kind": "deploy", "status": "queued", "who": "abi@vm via supervisorctl",
+              "args": {"ref": "v2"}, "created": QUEUED, "started": None, "finished": None}  # fmt: skip
+    assert format_header(queued) == (
+        "job 13 deploy (queued) by abi@vm via supervisorctl, ref v2: queued 2026-12-07 02:44:01, not started yet"
+    )
+
+
+def test_who_is_the_person_beside_the_unix_account() -> None:
+    host = socket.gethostname()
+    assert who_text("Alice <alice@example.org>", "abiapp", "git push") == (
+        f"Alice <alice@example.org> (abiapp@{host} via git push)"
+    )
+    assert who_text("", "abi", "supervisorctl") == f"abi@{host} via supervisorctl"
+    assert who_text("abi", "abi", "supervisorctl") == f"abi@{host} via supervisorctl"  # said once
+    assert who_text("alice", "root", "supervisorctl") == f"alice (root@{host} via supervisorctl)"  # through sudo
+    odd = who_text("Eve\x1b[2J\n  <e@x>" + "x" * 500, "git", "git push")
+    assert "\x1b" not in odd and "\n" not in odd and odd.startswith("Eve\\x1b[2J <e@x>")
+    assert len(odd) < 300  # cut to PERSON_MAX
+
+
+def test_a_supervisorctl_user_through_sudo_is_the_person_sudo_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUDO_USER", "alice")
+    monkeypatch.setenv("USER", "root")
+    monkeypatch.setenv("LOGNAME", "root")
+    ctl, _ = controller(tmp_path, "unix:///run/supervisor.sock")
+    (plugin,) = [p for p in ctl.options.plugins if isinstance(p, BlueGreenControllerPlugin)]
+    assert plugin.who == f"alice (root@{socket.gethostname()} via supervisorctl)"
+    monkeypatch.delenv("SUDO_USER")
+    ctl, _ = controller(tmp_path, "unix:///run/supervisor.sock")
+    (plugin,) = [p for p in ctl.options.plugins if isinstance(p, BlueGreenControllerPlugin)]
+    assert plugin.who == f"root@{socket.gethostname()} via supervisorctl"
 
 
 def test_help_names_every_command_the_plugin_dispatches() -> None:
@@ -80,7 +163,6 @@ def test_help_names_every_command_the_plugin_dispatches() -> None:
 
 import errno  # noqa: E402
 import io  # noqa: E402
-import socket  # noqa: E402
 import xmlrpc.client  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -239,6 +321,9 @@ def test_log_prints_the_whole_log_of_a_job_not_only_its_first_answer(tmp_path: P
     ctl.onecmd("bluegreen log abiapp 1")
     lines = out.getvalue().splitlines()
     assert len(out.getvalue()) > 3 * 65536
+    assert lines[0] == format_header(store.read_job(job["id"]) or {})  # the header first: who, what, when
+    assert lines[0].startswith("job 1 deploy (failed) by ?: queued ")
+    assert lines[1] == "[  1.00s]     | test output line 0000 " + "x" * 60
     assert [line for line in lines if "test output line" in line][-1].endswith("line 2999 " + "x" * 60)
     assert lines[-3:] == [
         "[  9.00s]     | RuntimeError: the last line",

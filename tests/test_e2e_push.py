@@ -97,7 +97,7 @@ def test_a_good_push_goes_live_and_moves_the_branch(stack: Stack) -> None:
     assert bare_ref(stack) == pushed
     assert served(stack) == ("green", "v-pushed")
     row = stack.ctl("bluegreen", "history", "-n", "1").stdout
-    assert f"commit={pushed[:7]} color=green by root@" in row and "via git push" in row
+    assert f"commit={pushed[:7]} color=green by Abi <a@b> (root@" in row and "via git push)" in row  # person, account
 
 
 def test_other_refs_are_accepted_without_a_deploy_and_the_deploy_branch_is_not_deleted(stack: Stack) -> None:

@@ -4,11 +4,16 @@ its exit status follows the deploy's outcome even when the log cannot be read (a
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
+from conftest import REPO
 
 from supervisor_bluegreen.ctl import push
 from supervisor_bluegreen.ctl.push import NO_LOG, Refused, conf_problem, main, parse
@@ -17,11 +22,16 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def test_parse_takes_exactly_app_and_a_full_commit_id() -> None:
-    assert parse(["abiapp", SHA]) == ("", "abiapp", SHA, False)
+    assert parse(["abiapp", SHA]) == ("", "abiapp", SHA, False, "")
     assert parse(["-c", "/etc/supervisor/supervisord.conf", "abiapp", SHA, "--wait"]) == (
-        "/etc/supervisor/supervisord.conf", "abiapp", SHA, True,
+        "/etc/supervisor/supervisord.conf", "abiapp", SHA, True, "",
     )  # fmt: skip
     assert parse(["abiapp", "a" * 64])[2] == "a" * 64  # sha256 repositories
+    assert parse(["abiapp", SHA, "--by", "Alice <alice@example.org>", "--wait"]) == (
+        "", "abiapp", SHA, True, "Alice <alice@example.org>",
+    )  # fmt: skip
+    assert parse(["abiapp", SHA, "--by", "-c /etc/evil"]).by == "-c /etc/evil"  # one word, whatever it holds
+    assert parse(["abiapp", SHA, "--by", ""]).by == ""
 
 
 @pytest.mark.parametrize(
@@ -42,6 +52,11 @@ def test_parse_takes_exactly_app_and_a_full_commit_id() -> None:
         ["stop", "all"],
         ["-c"],
         ["abiapp", "-c", "/tmp/evil.conf", SHA],
+        ["abiapp", SHA, "--by"],
+        ["abiapp", SHA, "--by", "Alice", "stop"],
+        ["abiapp", SHA, "--wait", "--by", "Alice"],
+        ["abiapp", "--by", "Alice", SHA],
+        ["abiapp", SHA, "--by", "Alice", "--allow-unsafe-migrations"],
     ],
 )
 def test_parse_refuses_every_other_word(words: list[str]) -> None:
@@ -100,12 +115,14 @@ class Supervisord:
 
     def __init__(self, outcome: str, broken_status: bool = False):
         self.outcome, self.broken_status, self.polls = outcome, broken_status, 0
+        self.who: list[str] = []
         self.server = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False, allow_none=False)
         self.server.register_function(self.deploy, "bluegreen.deploy")
         self.server.register_function(self.job, "bluegreen.job")
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def deploy(self, app: str, ref: str, who: str, allow_unsafe: bool) -> dict[str, object]:
+        self.who.append(who)
         return {"id": 7, "app": app, "kind": "deploy", "status": "queued"}
 
     def job(self, app: str, job_id: int, offset: int) -> dict[str, object]:
@@ -128,14 +145,14 @@ class Supervisord:
         self.thread.join(timeout=10)
 
 
-def push_to(server: Supervisord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """``bluegreen push -c CONF abiapp SHA`` against ``server``; its exit status."""
+def push_to(server: Supervisord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *more: str) -> int:
+    """``bluegreen push -c CONF abiapp SHA [MORE]`` against ``server``; its exit status."""
     monkeypatch.chdir(tmp_path)  # main() moves to /: back here after the test
     with server as url:
         conf = tmp_path / "supervisord.conf"
         conf.write_text(f"[supervisorctl]\nserverurl = {url}\n")
         conf.chmod(0o644)
-        return main(["-c", str(conf), "abiapp", SHA])
+        return main(["-c", str(conf), "abiapp", SHA, *more])
 
 
 @pytest.mark.parametrize(("outcome", "status"), [("succeeded", 0), ("failed", 1)])
@@ -160,3 +177,72 @@ def test_a_push_that_cannot_tell_says_so_and_names_the_job(
     out = capsys.readouterr().out
     assert "ERROR: bluegreen push: cannot tell how deploy job 7 of abiapp ended (ExpatError: " in out
     assert "it may still go live: supervisorctl bluegreen status abiapp; supervisorctl bluegreen log abiapp 7" in out
+
+
+def test_the_push_records_the_person_beside_the_account_sudo_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SUDO_USER", "abiapp")  # sudo's: the hook's Unix account, not root
+    by, older = Supervisord("succeeded"), Supervisord("succeeded")
+    assert push_to(by, tmp_path, monkeypatch, "--by", "Alice <alice@example.org>") == 0
+    assert push_to(older, tmp_path, monkeypatch) == 0  # an older hook: the account alone
+    host = socket.gethostname()
+    assert by.who == [f"Alice <alice@example.org> (abiapp@{host} via git push)"]
+    assert older.who == [f"abiapp@{host} via git push"]
+
+
+# --------------------------------------------------------------------------------------------
+# the shipped pre-receive hook names the person: real git and sh, a stand-in for `bluegreen push`
+
+HOSTED = ("GL_USERNAME", "GITHUB_USER", "REMOTE_USER", "SUDO_USER")
+
+
+def hooked_repo(tmp_path: Path, exit_status: int) -> tuple[Path, Path, Path]:
+    """A bare repository with the shipped pre-receive hook whose push command records its words; a clone."""
+    bare, work, words = tmp_path / "app.git", tmp_path / "work", tmp_path / "words"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    shutil.copy(REPO / "conf" / "hooks" / "pre-receive", bare / "hooks" / "pre-receive")
+    fake = tmp_path / "fake-push"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {words}\necho "fake deploy of $2"\nexit {exit_status}\n')
+    fake.chmod(0o755)
+    for key, value in (("app", "abiapp"), ("push", str(fake))):
+        subprocess.run(["git", "--git-dir", str(bare), "config", f"bluegreen.{key}", value], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    return bare, work, words
+
+
+def commit_and_push(
+    work: Path, env: dict[str, str], author: str = "Alice", email: str = "alice@example.org"
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    (work / "VERSION").write_text(f"{time.time()}\n")
+    ident = ["-c", f"user.name={author}", "-c", f"user.email={email}"]
+    subprocess.run(["git", "-C", str(work), "add", "VERSION"], check=True)
+    subprocess.run(["git", "-C", str(work), *ident, "commit", "-qm", "change"], check=True, env=env)
+    sha = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(["git", "-C", str(work), "push", "-q", "../app.git", "main"], capture_output=True,
+                         text=True, env=env, timeout=60)  # fmt: skip
+    return sha, out
+
+
+@pytest.mark.integration
+def test_the_hook_passes_the_pushed_commits_committer_or_the_hosting_layers_user(tmp_path: Path) -> None:
+    _, work, words = hooked_repo(tmp_path, 0)
+    env = {k: v for k, v in os.environ.items() if k not in HOSTED}
+    sha, out = commit_and_push(work, env)
+    assert out.returncode == 0, out.stderr
+    assert words.read_text().splitlines() == ["abiapp", sha, "--by", "Alice <alice@example.org>"]
+    sha, out = commit_and_push(work, {**env, "GL_USERNAME": "alice"})  # GitLab's shell names the pusher
+    assert out.returncode == 0, out.stderr
+    assert words.read_text().splitlines() == ["abiapp", sha, "--by", "alice"]
+
+
+@pytest.mark.integration
+def test_a_push_whose_deploy_fails_is_rejected_by_the_hook_and_the_branch_stays(tmp_path: Path) -> None:
+    bare, work, words = hooked_repo(tmp_path, 1)
+    env = {k: v for k, v in os.environ.items() if k not in HOSTED}
+    sha, out = commit_and_push(work, env)
+    assert out.returncode != 0 and "pre-receive hook declined" in out.stderr, out.stderr
+    assert words.read_text().splitlines()[:2] == ["abiapp", sha]
+    head = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "--verify", "-q", "refs/heads/main"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert head.returncode != 0  # main never moved (here: never made)

@@ -11,6 +11,7 @@ import difflib
 import errno
 import getpass
 import json
+import os
 import shlex
 import socket
 import time
@@ -24,6 +25,9 @@ from supervisor.xmlrpc import Faults
 
 from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.model import ACTIVE, Status
+from supervisor_bluegreen.shared.textsafe import escape_controls
+
+PERSON_MAX = 200  # characters of a person's name kept in "who" (a commit's "Name <email>", a hosting user name)
 
 
 class UsageError(BluegreenError):
@@ -215,13 +219,25 @@ def no_plugin(url: str) -> str:
     )
 
 
+def who_text(person: str, account: str, via: str) -> str:
+    """Who asked for a job, as history shows it: the person, then the Unix account, its host and the path taken.
+
+    ``"Alice <alice@example.org> (abiapp@vm via git push)"``; the account alone (``"abi@vm via supervisorctl"``)
+    when no person is known or the person is the account. The person is what the asking side says (a commit's
+    committer, a hosting layer's user name, sudo's SUDO_USER); the account is the one the command ran as.
+    """
+    person = escape_controls(" ".join(person.split()))[:PERSON_MAX]
+    where = f"{account}@{socket.gethostname()} via {via}"
+    return f"{person} ({where})" if person and person != account else where
+
+
 class BlueGreenControllerPlugin(ControllerPluginBase):
     name = "bluegreen"
     poll_interval = 0.2
 
     def __init__(self, controller: Any, **config: str):
         super().__init__(controller)
-        self.who = f"{getpass.getuser()}@{socket.gethostname()} via supervisorctl"
+        self.who = who_text(os.environ.get("SUDO_USER", ""), getpass.getuser(), "supervisorctl")
         # supervisorctl asks every plugin for `help bluegreen`, its own first: without this, the
         # default plugin answers "*** No help on bluegreen" before our text
         self.help_elsewhere = False
@@ -417,6 +433,7 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         if answer is None:
             return None
         job = answer["job"]
+        self.ctl.output(format_header(job))
         if options.follow:
             return self.follow(job["app"], job, announce=False, window=True)
         while answer and answer["log"]:  # the whole log, one chunk (64 KB) an answer
@@ -451,6 +468,41 @@ def ago(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "never"
 
 
+def _stamp(timestamp: float, day_of: float) -> str:
+    """The time of ``timestamp``, with its date only when it is not the day of ``day_of``."""
+    when, day = datetime.fromtimestamp(timestamp), datetime.fromtimestamp(day_of)
+    return when.strftime("%H:%M:%S" if when.date() == day.date() else "%Y-%m-%d %H:%M:%S")
+
+
+def format_times(e: dict[str, Any]) -> str:
+    """When a job was queued, started and ended (its ``created``, ``started``, ``finished``), with the wait and
+    the run time: ``queued 2026-12-07 02:44:01, started 02:44:05 (after 4.0 s), ended 02:45:10 (ran 65.0 s)``."""
+    queued, started, ended = (float(e.get(key) or 0) for key in ("created", "started", "finished"))
+    parts = [f"queued {ago(queued)}"]
+    if started:
+        parts.append(f"started {_stamp(started, queued)} (after {max(0.0, started - queued):.1f} s)")
+    else:
+        parts.append("never started" if ended else "not started yet")
+    if ended and started:
+        parts.append(f"ended {_stamp(ended, queued)} (ran {max(0.0, ended - started):.1f} s)")
+    elif ended:
+        parts.append(f"ended {_stamp(ended, queued)}")
+    elif started:
+        parts.append("not ended yet")
+    return ", ".join(parts)
+
+
+def format_header(job: dict[str, Any]) -> str:
+    """The first line of ``log``: the job, who asked for it, what it deploys, and when it was queued, started, ended."""
+    args = job.get("args") if isinstance(job.get("args"), dict) else {}
+    ref = job.get("ref") or args.get("ref") or ""
+    what = "".join(
+        f", {name} {value}" for name, value in (("ref", ref), ("commit", (job.get("commit") or "")[:12])) if value
+    )
+    kind, status, who = (job.get(key) or "?" for key in ("kind", "status", "who"))
+    return f"job {job['id']} {kind} ({status}) by {who}{what}: {format_times(job)}"
+
+
 # The optional lines of a status, in order: each renders its field when the field is set ("" to leave it out).
 _STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
     ("last_health", lambda h, _: f"  last health: {h['color']} {'ok' if h['ok'] else 'FAIL'} {h['detail']}"
@@ -464,7 +516,8 @@ _STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
         " rolling back past them is not safe"),
     ("locked", lambda _, __: "  lock: held by the listener (a job or a watch window)"),
     ("running", lambda r, _: f"  in progress: {r['kind']} job {r['id']} {r['status']} step {r['step'] or '-'}"
-                             f" ({r['elapsed']:.1f} s)"),
+                             f" ({r['elapsed']:.1f} s)" + (f", waiting for the watch window of job {r['waiting']}"
+                                                           if r.get("waiting") else "")),
     ("last_job", lambda j, _: f"  last job: {j['kind']} job {j['id']} {j['status']}: {j['message'].splitlines()[0]}"),
 )  # fmt: skip
 
@@ -511,7 +564,7 @@ def format_history(e: dict[str, Any]) -> str:
         f"commit={commit} color={e.get('color') or '-'} by {e.get('who') or '?'}"
     )
     steps = " ".join(f"{s['name']}={s['seconds']:.1f}s" for s in e.get("steps", []))
-    lines = [head, f"      {e['message']}"]
+    lines = [head, f"      {format_times(e)}", f"      {e['message']}"]
     if steps:
         lines.append(f"      steps: {steps}")
     watched = e.get("watch") or {}

@@ -1,4 +1,4 @@
-"""``bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--wait]``: the pusher's narrow path to a deploy.
+"""``bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--by PERSON] [--wait]``: the pusher's narrow path to a deploy.
 
 The pre-receive hook runs as the pushing user, who must not get supervisord's control socket (0700
 on Debian: whoever opens it can ``stop all``). Root lets that user run exactly this command for
@@ -12,6 +12,9 @@ or git reads as more), then follow that job, print its log and exit 0 only when 
 Its exit status follows the deploy's outcome, never a failure to read the log: when a chunk of the
 log cannot be read (a fault, an answer that does not parse), it says so and follows the job's status
 alone; when even that cannot be read for PATIENCE seconds it says it cannot tell and names the job.
+``--by PERSON`` names the person behind the push for history (the hook passes the pushed commit's
+committer, ``Name <email>``, or the user name a hosting layer set): recorded as said, beside the Unix account
+sudo vouches for (SUDO_USER), e.g. ``Alice <alice@example.org> (abiapp@vm via git push)``; it asks for nothing.
 Any other word count or order is refused before anything is read. A ``-c`` config must be an absolute
 path to a file only root can change (sudo keeps the words the rule fixes; a ``-c`` the pusher
 appends is refused as an extra word). It calls no other method: no stop, no switch, no other app.
@@ -22,23 +25,22 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import socket
 import stat
 import sys
 import time
 import xmlrpc.client
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisor.options import ClientOptions
 from supervisor.supervisorctl import Controller, LSBInitExitStatuses
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen.ctl.controllerplugin import BlueGreenControllerPlugin
+from supervisor_bluegreen.ctl.controllerplugin import BlueGreenControllerPlugin, who_text
 from supervisor_bluegreen.shared.config import NAME_RE, find_supervisord_conf
 from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.store import unsafe_entry
 
-USAGE = "usage: bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--wait]"
+USAGE = "usage: bluegreen push [-c SUPERVISORD_CONF] APP COMMIT [--by PERSON] [--wait]"
 COMMIT_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 NO_LOG = 2**31 - 1  # a log offset past any log (XML-RPC ints are 32-bit): the job without its log
 PATIENCE = 120.0  # how long the job's status may stay unreadable before the push says it cannot tell
@@ -48,8 +50,16 @@ class Refused(BluegreenError):
     """The words asked for something this path does not do."""
 
 
-def parse(argv: list[str]) -> tuple[str, str, str, bool]:
-    """(supervisord conf or '', app, commit, wait) from exactly ``[-c CONF] APP COMMIT [--wait]``."""
+class Push(NamedTuple):
+    conf: str  # the supervisord config ('' for the usual places)
+    app: str
+    commit: str
+    wait: bool
+    by: str = ""  # the person, as the hook said (history only)
+
+
+def parse(argv: list[str]) -> Push:
+    """The request in exactly ``[-c CONF] APP COMMIT [--by PERSON] [--wait]``."""
     words = list(argv)
     conf = ""
     if words[:1] == ["-c"]:
@@ -59,6 +69,9 @@ def parse(argv: list[str]) -> tuple[str, str, str, bool]:
     wait = words[-1:] == ["--wait"]
     if wait:
         words = words[:-1]
+    by = ""
+    if len(words) == 4 and words[2] == "--by":  # the person is one word, whatever it holds (it asks for nothing)
+        by, words = words[3], words[:2]
     if len(words) != 2:
         raise Refused(f"{USAGE} (got {len(argv)} words)")
     app, commit = words
@@ -66,7 +79,7 @@ def parse(argv: list[str]) -> tuple[str, str, str, bool]:
         raise Refused(f"refusing app name {app!r}")
     if not COMMIT_RE.match(commit):
         raise Refused(f"refusing {commit!r}: a full commit id (40 or 64 lowercase hex digits) only")
-    return conf, app, commit, wait
+    return Push(conf, app, commit, wait, by)
 
 
 def conf_problem(path: str) -> str | None:
@@ -157,7 +170,7 @@ class PushPlugin(BlueGreenControllerPlugin):
 def main(argv: list[str]) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # git relays lines as they come
     try:
-        conf, app, commit, wait = parse(argv)
+        conf, app, commit, wait, by = parse(argv)
         conf = find_supervisord_conf(conf)
         problem = conf_problem(conf)
         if problem:
@@ -172,7 +185,7 @@ def main(argv: list[str]) -> int:
     ctl = Controller(options)
     plugin = PushPlugin(ctl)
     pusher = os.environ.get("SUDO_USER") or getpass.getuser()  # sudo sets SUDO_USER: the pusher, not root
-    plugin.who = f"{pusher}@{socket.gethostname()} via git push"
+    plugin.who = who_text(by, pusher, "git push")
     try:
         plugin.do_bluegreen(f"deploy {app} {commit}" + (" --wait" if wait else ""))
     except Exception as exc:  # noqa: BLE001 (one line for the pusher, never a traceback)
