@@ -16,9 +16,15 @@ from pathlib import Path
 import psutil
 
 from example.stack import REPO, Stack, free_port
+from supervisor_bluegreen.ctl.example_files import example_text
 
 ROOT = Path(os.environ.get("BLUEGREEN_DEMO_ROOT", REPO / ".demo"))  # the tests run the demo elsewhere
 PORT = int(os.environ.get("BLUEGREEN_DEMO_PORT", "8080"))
+# a Django test that fails, as a printf argument (the demo prints it for the user to push)
+FAILING_TEST = (
+    "from django.test import SimpleTestCase\\n\\n\\nclass Broken(SimpleTestCase):\\n"
+    '    def test_fails(self):\\n        self.fail("this release is broken")\\n'
+)
 WATCH = 20.0  # the watch window after each go-live: long enough to try, short enough not to hold the next deploy
 
 
@@ -54,16 +60,23 @@ http://127.0.0.1:{PORT}/ (all state in {ROOT}).
   {ctl} bluegreen history
   {ctl} help bluegreen
 
-Push a change and watch it go live (the bare repository's post-receive hook deploys it):
+Push a change and watch it go live (the bare repository's pre-receive hook deploys it before git accepts
+the push; history and the log name you, as the commit's committer, beside the Unix account):
   git clone {ROOT}/app.git /tmp/abiapp-work && cd /tmp/abiapp-work
   echo "my first change" > VERSION && git add VERSION
   git -c user.name=You -c user.email=you@example.org commit -qm "my first change" && git push
   curl -s http://127.0.0.1:{PORT}/version
+  {ctl} bluegreen history -n 1
+Push a release whose tests fail: the push is rejected, main and the live color stay as they were:
+  printf '{FAILING_TEST}' > exampleapp/tests_broken.py
+  git add exampleapp/tests_broken.py && git -c user.name=You -c user.email=you@example.org commit -qm "broken"
+  git push                                 # ! [remote rejected] main -> main (pre-receive hook declined)
+  git reset -q --hard HEAD~1               # back to what is live
 Or deploy by hand, following every step:
   {ctl} bluegreen deploy abiapp main
   {ctl} bluegreen deploy abiapp main --wait   # and through the {WATCH:g} s watch window after go-live:
-      # kill -9 the new color's gunicorn meanwhile and traffic goes back by itself
-      # (kill -9 $({ctl} pid abiapp_green)), the command then fails with the reason
+      # kill -9 the new live color's gunicorn meanwhile (kill -9 $({ctl} pid abiapp_COLOR), COLOR
+      # as bluegreen status names it) and traffic goes back by itself; the command then fails with the reason
   {ctl} bluegreen log -f                  # reattach to a running deploy from another terminal
 
   make demo-stop                           # stops everything the demo started
@@ -71,13 +84,19 @@ Or deploy by hand, following every step:
 
 
 def install_hook(stack: Stack) -> None:
-    """The shipped post-receive hook in the demo's bare repository, configured for this supervisord."""
+    """The shipped pre-receive hook in the demo's bare repository, set up as ``bluegreen init`` does on a server
+    (``bluegreen example hook``, then bluegreen.app, .branch and .push), so a push whose deploy fails is rejected.
+
+    init's push command goes through the one sudo rule (``sudo -n bluegreen push -c CONF``); the demo's pusher is
+    the user who started supervisord, so it runs ``bluegreen push -c CONF`` itself.
+    """
+    bluegreen = f"{sys.prefix}/bin/bluegreen"
     bare = stack.root / "app.git"
-    hook = bare / "hooks" / "post-receive"
-    shutil.copyfile(REPO / "conf" / "hooks" / "post-receive", hook)
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(example_text("hook", bluegreen))
     hook.chmod(0o755)
-    ctl = f"{sys.prefix}/bin/supervisorctl -c {stack.conf}"
-    for key, value in (("app", "abiapp"), ("supervisorctl", ctl), ("branch", "main")):
+    push = f"{bluegreen} push -c {stack.conf}"
+    for key, value in (("app", "abiapp"), ("branch", "main"), ("push", push)):
         subprocess.run(["git", "--git-dir", str(bare), "config", f"bluegreen.{key}", value], check=True)
 
 
