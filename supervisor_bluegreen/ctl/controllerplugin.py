@@ -140,12 +140,14 @@ COMMANDS: dict[str, Command] = {
     ),
     "log": Command(
         "[APP] [ID] [-f]",
-        "the log of job ID (default: the newest); -f follows it and its window",
+        "the log of job ID (default: the newest) after a header line (who,\n"
+        "ref, commit, queued/started/ended); -f follows it and its window",
         both(app_and_word, flag("-f", "--follow", dest="follow")),
     ),
     "history": Command(
         "[APP] [-n N] [--all]",
-        "the last N jobs (default 10): ref, commit, color, who, outcome, steps;\nhealth probes only with --all",
+        "the last N jobs (default 10): ref, commit, color, who (the person and\n"
+        "the account), queued/started/ended, outcome, steps; health probes\nonly with --all",
         history_arguments,
     ),
     "backups": Command(
