@@ -113,6 +113,9 @@ def test_a_release_that_holds_passes_its_window_and_a_deploy_waits_for_it(stack:
     time.sleep(1.0)
     assert status(stack)["colors"][old]["state"] == "RUNNING"  # the rollback target is not drained meanwhile
     assert status(stack)["running"]["status"] == "queued"
+    waiting = f"waiting for the watch window of job {queued - 1}"  # said once, while it waits
+    assert stack.ctl("bluegreen", "log", "abiapp", str(queued)).stdout.count(f"{waiting} (until ") == 1
+    assert waiting in stack.ctl("bluegreen", "status").stdout
     job = wait_finished(stack, queued, timeout=60)
     assert job["status"] == "succeeded", job["message"]
     first_job = stack.rpc().bluegreen.log("abiapp", queued - 1, 0)
