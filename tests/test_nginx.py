@@ -106,7 +106,7 @@ def test_render_site_nginx_mode_pins_the_color(tmp_path: Path) -> None:
     assert "# nginx site for app shop, color green:" in site
     assert f"server unix:{tmp_path}/run/shop.green.sock fail_timeout=0;" in site
     assert "shop.blue.sock" not in site
-    assert site.count("add_header X-Bluegreen-Site green always;") == 3  # both static locations and proxied pages
+    assert site.count("add_header X-Bluegreen-Site green always;") == 4  # static locations, pages, maintenance page
     assert static_chain(site) == [
         (f"{tmp_path}/green/static", "@bluegreen_shop_static_1"),
         (f"{tmp_path}/blue/static", "=404"),
@@ -393,3 +393,68 @@ def test_real_nginx_https_site_serves_https_and_loopback_http(tmp_path: Path, se
         assert blue.requests[-1][1].get("X-Forwarded-Proto") == "https"
     finally:
         stop_nginx(proc)
+
+
+# --------------------------------------------------------------------------------------------
+# maintenance: root's page, checked by nginx on each request (no reload)
+
+
+def test_render_site_answers_503_with_the_maintenance_page(tmp_path: Path) -> None:
+    app = make_app(tmp_path, maintenance_dir=f"{tmp_path}/www", maintenance_retry_after="300")
+    site = nginx.render_site(app)
+    assert f"if (-f {tmp_path}/www/shop.html) {{\n            return 503;" in site
+    assert "error_page 503 @bluegreen_shop_maintenance;" in site
+    assert f"root {tmp_path}/www;\n        try_files /shop.html =503;\n        disable_symlinks on;" in site
+    assert "add_header Retry-After 300 always;" in site
+    static = site.split("location ~ ^/static/", 1)[1].split("}", 1)[0]
+    assert "return 503" not in static and "maintenance" not in static  # static files stay served
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx not installed")
+def test_real_nginx_serves_the_maintenance_page_without_reload(tmp_path: Path, colors: None) -> None:
+    from supervisor_bluegreen.shared import maintenance
+
+    port = free_port()
+    app = make_app(tmp_path, listen=f"127.0.0.1:{port}", maintenance_dir=f"{tmp_path}/www")
+    for color in app.colors:
+        Path(color.static_root).mkdir(parents=True)
+        Path(color.static_root, "app.css").write_text(f"/* {color.name} */\n")
+    links.point(app, app.color("blue"))
+    proc = start_nginx(tmp_path, nginx.render_site(app), port)
+    try:
+        workers = nginx.worker_pids(str(tmp_path / "nginx.pid"))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # one keep-alive client throughout
+        assert get(conn, "/") == (200, "blue", b"hello from blue\n")
+
+        maintenance.write_page(app, "Back at 10:00 <UTC>")
+        for path in ("/", "/health", "/some/page?x=1"):
+            conn.request("GET", path, headers={"Host": "shop.example.org"})
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            assert resp.status == 503, path
+            assert resp.getheader("Retry-After") == "60"
+            assert resp.getheader("Content-Type", "").startswith("text/html")
+            assert "Back at 10:00 &lt;UTC&gt;" in body
+        assert get(conn, "/static/app.css")[::2] == (200, b"/* blue */\n")  # static stays served
+        assert os.stat(app.maintenance_page).st_mode & 0o777 == 0o644
+
+        assert maintenance.remove_page(app) is True
+        assert get(conn, "/") == (200, "blue", b"hello from blue\n")
+        conn.close()
+        assert nginx.worker_pids(str(tmp_path / "nginx.pid")) == workers  # no reload
+    finally:
+        stop_nginx(proc)
+
+
+def test_the_maintenance_page_refuses_a_folder_others_can_write(tmp_path: Path) -> None:
+    from supervisor_bluegreen.shared import maintenance
+    from supervisor_bluegreen.shared.store import UnsafePath
+
+    www = tmp_path / "www"
+    www.mkdir(mode=0o777)
+    www.chmod(0o777)
+    app = make_app(tmp_path, maintenance_dir=str(www))
+    with pytest.raises(UnsafePath, match="writable by everyone"):
+        maintenance.write_page(app, "x")
+    assert not os.path.lexists(app.maintenance_page)

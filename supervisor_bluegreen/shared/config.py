@@ -32,6 +32,7 @@ SUPERVISORD_CONFS = ("/etc/supervisor/supervisord.conf", "/etc/supervisord.conf"
 SUPERVISOR_LOG_DIR = "/var/log/supervisor"  # where Debian's supervisord keeps its programs' logs
 # the jinja2 templates shipped in the package: the nginx site, init's programs file and app config
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
+DEFAULT_MAINTENANCE_DIR = "/var/www/bluegreen"  # root's, 0755: nginx reads <app>.html there (the state folder is 0750)
 
 
 def find_supervisord_conf(given: str = "") -> str:
@@ -144,6 +145,14 @@ class App:
     media_root: str = ""
     media_url: str = "/media/"
     client_max_body_size: str = "10m"
+    # `bluegreen maintenance on` writes <maintenance_dir>/<app>.html; the site answers 503 with it while it exists
+    maintenance_dir: str = DEFAULT_MAINTENANCE_DIR
+    maintenance_retry_after: int = 60
+
+    @property
+    def maintenance_page(self) -> str:
+        """The file whose existence puts the app's pages in maintenance (nginx answers 503 with it)."""
+        return os.path.join(self.maintenance_dir, f"{self.name}.html")
 
     @property
     def user(self) -> str:
@@ -349,6 +358,8 @@ APP_KEYS = {
     "media_root",
     "media_url",
     "client_max_body_size",
+    "maintenance_dir",
+    "maintenance_retry_after",
 }
 DEPLOY_KEYS = {
     "repo",
@@ -482,6 +493,8 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         "media_root": s.path("media_root", "").rstrip("/"),
         "media_url": s.text("media_url", "/media/"),
         "client_max_body_size": s.text("client_max_body_size", "10m"),
+        "maintenance_dir": s.path("maintenance_dir", DEFAULT_MAINTENANCE_DIR).rstrip("/") or "/",
+        "maintenance_retry_after": int(s.number("maintenance_retry_after", 60, int, 1)),
     }
     if bool(site["ssl_certificate"]) != bool(site["ssl_certificate_key"]):
         problems.append(f"{s.where('ssl_certificate')}: ssl_certificate and ssl_certificate_key go together")
