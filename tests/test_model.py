@@ -10,7 +10,7 @@ from pathlib import Path
 
 from supervisor_bluegreen.shared.errors import BluegreenError
 from supervisor_bluegreen.shared.jobargs import KINDS
-from supervisor_bluegreen.shared.model import ACTIVE, FINISHED, Job, Kind, Status
+from supervisor_bluegreen.shared.model import ACTIVE, FINISHED, RECORDS, Job, Kind, Status
 from supervisor_bluegreen.shared.store import UnsafePath
 from supervisor_bluegreen.supervisord.rpcinterface import xmlrpc_safe
 
@@ -34,8 +34,9 @@ def test_kinds_and_statuses_are_their_plain_strings_everywhere_they_go() -> None
 
 
 def test_every_status_is_active_or_finished_and_every_kind_takes_arguments() -> None:
+    """Every kind is run with typed arguments, or is a record only (never queued: Store.record finishes it)."""
     assert set(ACTIVE) | set(FINISHED) == set(Status) and not set(ACTIVE) & set(FINISHED)
-    assert set(KINDS) == set(Kind)
+    assert set(KINDS) | set(RECORDS) == set(Kind) and not set(KINDS) & set(RECORDS)
 
 
 def test_every_exception_of_ours_is_a_bluegreen_error() -> None:

@@ -17,6 +17,7 @@ from supervisor_bluegreen.host import health, links, runner, workers
 from supervisor_bluegreen.host.supervisor import SupervisorError
 from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
+from supervisor_bluegreen.shared import maintenance
 from supervisor_bluegreen.shared.config import App, Color
 from supervisor_bluegreen.shared.model import Kind, Window
 from supervisor_bluegreen.shared.store import Store
@@ -182,6 +183,12 @@ def verify_public(run: Run, target: Color, live: str | None) -> None:
         seen = marker(app, probe)
         if probe.ok and seen in ("", target.name):
             run.log(f"public {app.public_url}: {probe.describe()} from {seen or 'the live socket'}")
+            return
+        if probe.status == 503 and maintenance.page_exists(app):
+            run.log(
+                f"public {app.public_url}: 503, the maintenance page (bluegreen maintenance on): not checked through "
+                f"nginx; {target.name} passed its own health gate"
+            )
             return
         if time.monotonic() >= deadline:
             break

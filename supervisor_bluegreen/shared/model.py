@@ -36,6 +36,10 @@ class Kind(Word):
     HEALTH = "health"  # probe a color now
     RECOVER = "recover"  # after a listener restart: finish an interrupted go-live, restart the workers
     CONTRACT = "contract"  # contract migrations, once the old code no longer serves
+    # records only (never queued, never run): what a person did, for history
+    LOCK = "lock"  # deploys, switches, a person's rollbacks and pushes refused, with a reason
+    UNLOCK = "unlock"
+    MAINTENANCE = "maintenance"  # nginx's 503 page on or off
 
 
 class Status(Word):
@@ -48,6 +52,7 @@ class Status(Word):
 
 
 ACTIVE = (Status.QUEUED, Status.RUNNING)
+RECORDS = (Kind.LOCK, Kind.UNLOCK, Kind.MAINTENANCE)  # finished as they are made (Store.record)
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
 
 

@@ -768,6 +768,16 @@ class Store:
             self._put_job(db, job_id, job)
             return job
 
+    def record(self, kind: str, args: dict[str, Any], who: str, message: str, **state: Any) -> dict[str, Any]:
+        """A job that is done as it is made (a lock, a maintenance page: history rows), and ``state`` merged into
+        the app state, in one transaction: both, or neither."""
+        with self._transaction("the job queue"):
+            if state:
+                self.update(**state)
+            job = self.create_job(kind, args, who)
+            return self.update_job(job["id"], status=Status.SUCCEEDED, started=job["created"],
+                                   finished=job["created"], message=message)  # fmt: skip
+
     @staticmethod
     def _put_job(db: sqlite3.Connection, job_id: int, job: dict[str, Any]) -> None:
         db.execute(

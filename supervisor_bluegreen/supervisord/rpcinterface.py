@@ -26,6 +26,7 @@ from supervisor.states import getProcessStateDescription
 from supervisor.xmlrpc import Faults, RPCError
 
 from supervisor_bluegreen import __version__
+from supervisor_bluegreen.shared import maintenance
 from supervisor_bluegreen.shared.backuplist import backup_dir_of, list_backups
 from supervisor_bluegreen.shared.config import App, Config, ConfigError, load
 from supervisor_bluegreen.shared.jobargs import (
@@ -155,6 +156,24 @@ class BlueGreenNamespaceRPCInterface:
         except BadArguments as exc:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{app.name}: {exc}; nothing changed") from None
 
+    def _unlocked(self, app: App, what: str) -> None:
+        """Refuse ``what`` (a deploy, push, switch, a person's rollback) while the app is locked: the reason, who
+        and since when. The watch window's own rollback never comes here (the listener queues it itself)."""
+        lock = app_store(app).read().get("lock") or {}
+        if lock:
+            raise RPCError(
+                Faults.FAILED,
+                f"{app.name}: {what} refused: locked by {lock.get('who') or '?'} since {when(lock.get('since'))}: "
+                f"{lock.get('reason') or '(no reason)'} (supervisorctl bluegreen unlock {app.name}); nothing changed",
+            )
+
+    def _text(self, app: App, name: str, value: Any, required: bool = False) -> str:
+        """A person's words (a reason, a message): a string, bounded; BAD_ARGUMENTS otherwise."""
+        if not isinstance(value, str) or (required and not value.strip()):
+            got = "nothing" if isinstance(value, str) else type(value).__name__
+            raise RPCError(Faults.BAD_ARGUMENTS, f"{app.name}: {name} must be some text, got {got}; nothing changed")
+        return value.strip()[: maintenance.MESSAGE_MAX]
+
     def _queue(self, app: App, kind: Kind, args: JobArgs, who: str) -> dict[str, Any]:
         """Record the job and wake the listener.
 
@@ -228,17 +247,27 @@ class BlueGreenNamespaceRPCInterface:
             "switch_mode": app.switch_mode,
             "switched_at": state.get("switched_at") or 0,
             "locked": store.lock.held_elsewhere(),  # by a live listener running a job; never stale
+            "lock": state.get("lock") or {},  # a person's: deploys, switches, rollbacks and pushes refused
+            "maintenance": self._maintenance(app, state),
             "colors": colors,
             "last_health": state.get("last_health") or {},
             "last_job": state.get("last_job") or {},
             "running": current or {},
         }
 
+    @staticmethod
+    def _maintenance(app: App, state: dict[str, Any]) -> dict[str, Any]:
+        """The maintenance page as nginx sees it (the file is the truth; who, since and the message are the state's)."""
+        if not maintenance.page_exists(app):
+            return {}
+        return {"page": app.maintenance_page, **(state.get("maintenance") or {"who": "", "since": 0, "message": ""})}
+
     @answers
     def switch(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:
         """Queue a health-gated switch to ``color`` (default: the idle color); returns the job."""
         a = self._app(app)
         args = self._args(a, SwitchArgs, wanted=color)
+        self._unlocked(a, "switch")
         target = self._color(a, args.wanted)
         live = app_store(a).read().get("live")
         name = target or (a.other(live).name if live else "")
@@ -252,6 +281,7 @@ class BlueGreenNamespaceRPCInterface:
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
         """Queue a switch back to the previous color (warm, health-gated, no rebuild); returns the job."""
         a = self._app(app)
+        self._unlocked(a, "rollback")
         state = app_store(a).read()
         if not state.get("previous"):
             cleared = state.get("rollback_cleared") or {}
@@ -284,7 +314,72 @@ class BlueGreenNamespaceRPCInterface:
         problem = ref_problem(args.ref) if args.ref else None
         if problem:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
+        self._unlocked(a, "deploy")
         return self._queue(a, Kind.DEPLOY, args, who)
+
+    @answers
+    def lock(self, app: str = "", reason: str = "", who: str = "") -> dict[str, Any]:
+        """Lock the app: deploys, pushes, switches and a person's rollbacks are refused with ``reason``, who and
+        since when, until ``unlock``. The watch window's automatic rollback is never refused. Returns the record."""
+        a = self._app(app)
+        why = self._text(a, "reason", reason, required=True)
+        self._private(a)
+        store = app_store(a)
+        with store.queue_lock():
+            held = store.read().get("lock") or {}
+            if held:
+                raise RPCError(
+                    Faults.FAILED,
+                    f"{a.name}: already locked by {held.get('who') or '?'} since {when(held.get('since'))}: "
+                    f"{held.get('reason')}; nothing changed",
+                )
+            lock = {"who": who, "since": time.time(), "reason": why}
+            job = store.record(Kind.LOCK, {"reason": why}, who, f"{a.name}: locked: {why}", lock=lock)
+        return xmlrpc_safe(job)
+
+    @answers
+    def unlock(self, app: str = "", who: str = "") -> dict[str, Any]:
+        """Unlock the app (whoever locked it); returns the record."""
+        a = self._app(app)
+        self._private(a)
+        store = app_store(a)
+        with store.queue_lock():
+            held = store.read().get("lock") or {}
+            if not held:
+                raise RPCError(Faults.FAILED, f"{a.name}: not locked; nothing changed")
+            message = f"{a.name}: unlocked (locked by {held.get('who') or '?'} since {when(held.get('since'))})"
+            job = store.record(Kind.UNLOCK, {"reason": str(held.get("reason") or "")}, who, message, lock=None)
+        return xmlrpc_safe(job)
+
+    @answers
+    def maintenance(self, app: str = "", on: bool = True, message: str = "", who: str = "") -> dict[str, Any]:
+        """Put the app's pages in maintenance (nginx answers 503 with ``message`` and Retry-After) or take them
+        out (``on`` False). The page is a file nginx checks on every request: no reload. Returns the record."""
+        a = self._app(app)
+        if not isinstance(on, bool):
+            raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: on must be bool, got {type(on).__name__}; nothing changed")
+        text = self._text(a, "message", message) or maintenance.DEFAULT_MESSAGE
+        self._private(a)
+        store = app_store(a)
+        was = maintenance.page_exists(a)
+        with store.queue_lock():
+            if on:
+                maintenance.write_page(a, text)
+                record = {"who": who, "since": time.time(), "message": text}
+                try:
+                    job = store.record(Kind.MAINTENANCE, {"on": True, "message": text}, who,
+                                       f"{a.name}: maintenance on: {text}", maintenance=record)  # fmt: skip
+                except BaseException:
+                    if not was:
+                        maintenance.remove_page(a)
+                    raise
+            else:
+                if not was:
+                    raise RPCError(Faults.FAILED, f"{a.name}: not in maintenance; nothing changed")
+                maintenance.remove_page(a)
+                job = store.record(Kind.MAINTENANCE, {"on": False, "message": ""}, who,
+                                   f"{a.name}: maintenance off", maintenance=None)  # fmt: skip
+        return xmlrpc_safe(job)
 
     @answers
     def cancel(self, app: str = "", force: bool = False) -> dict[str, Any]:
@@ -354,6 +449,14 @@ class BlueGreenNamespaceRPCInterface:
             )
         text, new_offset = store.read_log(int(job_id), int(offset))
         return xmlrpc_safe({"job": job, "log": text, "offset": new_offset})
+
+
+def when(timestamp: Any) -> str:
+    """A recorded time as a person reads it (local time of the server)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(timestamp)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
 
 
 def make_bluegreen_rpcinterface(supervisord: Any, **config: str) -> BlueGreenNamespaceRPCInterface:
