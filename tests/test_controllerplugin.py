@@ -69,6 +69,20 @@ def test_status_shows_the_watch_window_contract_migrations_lock_and_a_cleared_ro
     assert again.splitlines()[1:] == []
 
 
+def test_status_shows_a_persons_lock_and_the_maintenance_page() -> None:
+    base = {"app": "abiapp", "switch_mode": "socket", "live": "green", "switched_at": 0, "colors": {}}
+    text = format_status({
+        **base, "lock": {"who": "abi@vm via supervisorctl", "since": 0, "reason": "db upgrade"},
+        "maintenance": {"page": "/var/www/bluegreen/abiapp.html", "who": "abi@vm", "since": 0, "message": "soon"},
+    })  # fmt: skip
+    assert text.splitlines()[1:] == [
+        "  LOCKED by abi@vm via supervisorctl since never: db upgrade (deploys, pushes, switches and rollbacks"
+        " refused; bluegreen unlock)",
+        "  MAINTENANCE since never by abi@vm: nginx answers 503 with 'soon'",
+    ]
+    assert format_status({**base, "lock": {}, "maintenance": {}}).splitlines()[1:] == []
+
+
 def test_history_line_has_ref_commit_color_who_steps_and_backup() -> None:
     text = format_history({
         "id": 12, "created": 0, "kind": "deploy", "status": "succeeded", "ref": "main", "commit": "3f2c1a9e0d",
@@ -250,6 +264,13 @@ def test_plugin_not_loaded_in_supervisord_says_which_include_and_that_a_restart_
     assert ctl.exitstatus == LSBInitExitStatuses.UNIMPLEMENTED_FEATURE
 
 
+def test_a_locked_apps_refusal_is_said_and_fails_the_command(tmp_path: Path) -> None:
+    refusal = "FAILED: abiapp: deploy refused: locked by abi@vm since 2026-12-07 02:50:00: db upgrade; nothing changed"
+    ctl, text = run_with(tmp_path, xmlrpc.client.Fault(30, refusal), "bluegreen deploy abiapp main")
+    assert text.splitlines() == [f"ERROR: {refusal}"]
+    assert ctl.exitstatus == LSBInitExitStatuses.GENERIC
+
+
 def test_other_faults_keep_their_message(tmp_path: Path) -> None:
     ctl, text = run_with(tmp_path, xmlrpc.client.Fault(10, "BAD_NAME: no app 'shop'"))
     assert text.splitlines() == ["ERROR: BAD_NAME: no app 'shop'"]
@@ -379,6 +400,12 @@ def run_line(tmp_path: Path, line: str) -> tuple[Controller, Recorder, str]:
         ("log 3", ("log", "", 3, 0)),
         ("cancel --force abiapp", ("cancel", "abiapp", True)),
         ("backups abiapp", ("backups", "abiapp")),
+        ("maintenance on abiapp --message 'back at 10:00'", ("maintenance", "abiapp", True, "back at 10:00", "WHO")),
+        ("maintenance --message=soon on", ("maintenance", "", True, "soon", "WHO")),
+        ("maintenance off abiapp", ("maintenance", "abiapp", False, "", "WHO")),
+        ("lock --reason 'db upgrade' abiapp", ("lock", "abiapp", "db upgrade", "WHO")),
+        ("lock abiapp --reason=x", ("lock", "abiapp", "x", "WHO")),
+        ("unlock", ("unlock", "", "WHO")),
     ],
 )
 def test_arguments_parse_in_any_order(tmp_path: Path, line: str, call: tuple[Any, ...]) -> None:
@@ -402,6 +429,11 @@ def test_arguments_parse_in_any_order(tmp_path: Path, line: str, call: tuple[Any
         ("switch a b c", "unrecognized arguments: c"),
         ("log abiapp x", "job id must be a number, got 'x'"),
         ("log 3 abiapp", "job id must be a number, got 'abiapp'"),
+        ("maintenance abiapp", "argument state: invalid choice: 'abiapp' (choose from 'on', 'off')"),
+        ("maintenance", "the following arguments are required: state"),
+        ("maintenance on abiapp extra", "unrecognized arguments: extra"),
+        ("lock abiapp", "the following arguments are required: --reason"),
+        ("unlock abiapp --reason x", "unrecognized arguments: --reason x"),
     ],
 )
 def test_arguments_a_command_does_not_take_are_refused_with_its_usage(tmp_path: Path, line: str, error: str) -> None:

@@ -106,6 +106,17 @@ def history_arguments(parser: Parser) -> None:
     parser.add_argument("--all", action="store_true")
 
 
+def maintenance_arguments(parser: Parser) -> None:
+    parser.add_argument("state", choices=("on", "off"))
+    app_only(parser)
+    parser.add_argument("--message", default="")
+
+
+def lock_arguments(parser: Parser) -> None:
+    app_only(parser)
+    parser.add_argument("--reason", required=True)
+
+
 # every command, in the order help shows them; do_bluegreen dispatches to cmd_<name>
 COMMANDS: dict[str, Command] = {
     "status": Command(
@@ -150,6 +161,21 @@ COMMANDS: dict[str, Command] = {
         "the account), queued/started/ended, outcome, steps; health probes\nonly with --all",
         history_arguments,
     ),
+    "maintenance": Command(
+        "on|off [APP] [--message TEXT]",
+        "nginx answers the app's pages (health checks through nginx too)\n"
+        "with 503, the message and Retry-After; static files stay served;\n"
+        "no nginx reload; off serves the app again",
+        maintenance_arguments,
+    ),
+    "lock": Command(
+        "[APP] --reason TEXT",
+        "refuse deploys, pushes, switches and rollbacks, saying the reason,\n"
+        "who and since when, until unlock; the watch window's own rollback\n"
+        "is never refused",
+        lock_arguments,
+    ),
+    "unlock": Command("[APP]", "end a lock (whoever took it)", app_only),
     "backups": Command(
         "[APP]",
         "the app's database backups, newest first: name, size, time, commit,\n"
@@ -452,6 +478,21 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             self.ctl.output(format_history(e))
         return None
 
+    def record(self, method: str, *args: Any) -> None:
+        """Call a method that does its change at once (lock, unlock, maintenance) and print what it did."""
+        job = self.call(getattr(self.api, method), *args, self.who)
+        if job:
+            self.ctl.output(job["message"])
+
+    def cmd_maintenance(self, options: argparse.Namespace) -> None:
+        self.record("maintenance", options.app, options.state == "on", options.message)
+
+    def cmd_lock(self, options: argparse.Namespace) -> None:
+        self.record("lock", options.app, options.reason)
+
+    def cmd_unlock(self, options: argparse.Namespace) -> None:
+        self.record("unlock", options.app)
+
     def cmd_backups(self, options: argparse.Namespace) -> None:
         entries = self.call(self.api.backups, options.app)
         if entries is None:
@@ -517,6 +558,10 @@ _STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
         f"  rollback: none; contract migrations of deploy job {r.get('job')} ran (job {r.get('contract')}), and"
         " rolling back past them is not safe"),
     ("locked", lambda _, __: "  lock: held by the listener (a job or a watch window)"),
+    ("lock", lambda k, _: f"  LOCKED by {k['who'] or '?'} since {ago(k['since'])}: {k['reason']} (deploys, pushes,"
+                          " switches and rollbacks refused; bluegreen unlock)"),
+    ("maintenance", lambda m, _: f"  MAINTENANCE since {ago(m['since'])} by {m['who'] or '?'}: nginx answers 503"
+                                 f" with {m['message'] or m['page']!r}"),
     ("running", lambda r, _: f"  in progress: {r['kind']} job {r['id']} {r['status']} step {r['step'] or '-'}"
                              f" ({r['elapsed']:.1f} s)" + (f", waiting for the watch window of job {r['waiting']}"
                                                            if r.get("waiting") else "")),
