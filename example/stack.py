@@ -104,6 +104,7 @@ class Stack:
             ("http://127.0.0.1:80/", f"http://127.0.0.1:{self.port}/"),
             ("listen = 80", f"listen = 127.0.0.1:{self.port}"),
             ("/var/lib/supervisor-bluegreen", f"{self.root}/state"),
+            ("/var/www/bluegreen", f"{self.root}/www"),
             ("/var/backups/supervisor-bluegreen", f"{self.root}/backups"),
             ("/srv/abiapp", str(self.root)),
             ("\nuser = abiapp\n", "\n"),
