@@ -403,7 +403,10 @@ def run_line(tmp_path: Path, line: str) -> tuple[Controller, Recorder, str]:
         ("maintenance on abiapp --message 'back at 10:00'", ("maintenance", "abiapp", True, "back at 10:00", "WHO")),
         ("maintenance --message=soon on", ("maintenance", "", True, "soon", "WHO")),
         ("maintenance off abiapp", ("maintenance", "abiapp", False, "", "WHO")),
-        ("lock --reason 'db upgrade' abiapp", ("lock", "abiapp", "db upgrade", "WHO")),
+        ("lock abiapp --reason 'db upgrade'", ("lock", "abiapp", "db upgrade", "WHO")),
+        ("lock abiapp --reason db upgrade, back Monday", ("lock", "abiapp", "db upgrade, back Monday", "WHO")),
+        ("lock --reason db upgrade", ("lock", "", "db upgrade", "WHO")),
+        ("maintenance on abiapp --message back at 10:00", ("maintenance", "abiapp", True, "back at 10:00", "WHO")),
         ("lock abiapp --reason=x", ("lock", "abiapp", "x", "WHO")),
         ("unlock", ("unlock", "", "WHO")),
     ],
@@ -434,6 +437,7 @@ def test_arguments_parse_in_any_order(tmp_path: Path, line: str, call: tuple[Any
         ("maintenance on abiapp extra", "unrecognized arguments: extra"),
         ("lock abiapp", "the following arguments are required: --reason"),
         ("unlock abiapp --reason x", "unrecognized arguments: --reason x"),
+        ("lock abiapp --reason", "argument --reason: expected at least one argument"),
     ],
 )
 def test_arguments_a_command_does_not_take_are_refused_with_its_usage(tmp_path: Path, line: str, error: str) -> None:

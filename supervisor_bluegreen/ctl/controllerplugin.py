@@ -106,15 +106,21 @@ def history_arguments(parser: Parser) -> None:
     parser.add_argument("--all", action="store_true")
 
 
+def words_option(parser: Parser, name: str, required: bool = False) -> None:
+    """``--NAME TEXT...``: the words up to the next option are the text, quoted or not (supervisorctl joins its
+    arguments with spaces before the plugin sees them: a shell's quotes are gone by then)."""
+    parser.add_argument(f"--{name}", nargs="+", required=required, default=[])
+
+
 def maintenance_arguments(parser: Parser) -> None:
     parser.add_argument("state", choices=("on", "off"))
     app_only(parser)
-    parser.add_argument("--message", default="")
+    words_option(parser, "message")
 
 
 def lock_arguments(parser: Parser) -> None:
     app_only(parser)
-    parser.add_argument("--reason", required=True)
+    words_option(parser, "reason", required=True)
 
 
 # every command, in the order help shows them; do_bluegreen dispatches to cmd_<name>
@@ -165,14 +171,15 @@ COMMANDS: dict[str, Command] = {
         "on|off [APP] [--message TEXT]",
         "nginx answers the app's pages (health checks through nginx too)\n"
         "with 503, the message and Retry-After; static files stay served;\n"
-        "no nginx reload; off serves the app again",
+        "no nginx reload; off serves the app again. TEXT: the words after\n"
+        "--message (put APP before it)",
         maintenance_arguments,
     ),
     "lock": Command(
         "[APP] --reason TEXT",
         "refuse deploys, pushes, switches and rollbacks, saying the reason,\n"
         "who and since when, until unlock; the watch window's own rollback\n"
-        "is never refused",
+        "is never refused. TEXT: the words after --reason (APP before it)",
         lock_arguments,
     ),
     "unlock": Command("[APP]", "end a lock (whoever took it)", app_only),
@@ -485,10 +492,10 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             self.ctl.output(job["message"])
 
     def cmd_maintenance(self, options: argparse.Namespace) -> None:
-        self.record("maintenance", options.app, options.state == "on", options.message)
+        self.record("maintenance", options.app, options.state == "on", " ".join(options.message))
 
     def cmd_lock(self, options: argparse.Namespace) -> None:
-        self.record("lock", options.app, options.reason)
+        self.record("lock", options.app, " ".join(options.reason))
 
     def cmd_unlock(self, options: argparse.Namespace) -> None:
         self.record("unlock", options.app)
