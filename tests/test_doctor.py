@@ -111,6 +111,18 @@ def test_an_enabled_site_from_before_disable_symlinks_is_a_problem_with_its_fix(
     assert doctor.check_site_links(app, {"/etc/nginx/sites-enabled/blog.conf": other}, "x") == []
 
 
+def test_a_site_that_predates_the_maintenance_page_is_a_problem_with_its_fix(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    current = nginx.render_site(app)
+    old = current.replace(f"if (-f {app.maintenance_page})", "if (-f /nowhere)")
+    [f] = doctor.check_site_maintenance(app, {"/etc/nginx/sites-enabled/shop.conf": old}, "/etc/bg.ini")
+    assert not f.ok and f"does not look for {app.maintenance_page}" in f.what
+    assert f.fix.startswith("bluegreen nginx-site /etc/bg.ini shop > ") and f.fix.endswith("nginx -s reload")
+    assert doctor.check_site_maintenance(app, {"/etc/nginx/sites-enabled/shop.conf": current}, "x") == []
+    other = old.replace("bluegreen_shop", "bluegreen_blog")  # another app's site is that app's business
+    assert doctor.check_site_maintenance(app, {"/etc/nginx/sites-enabled/blog.conf": other}, "x") == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
 def test_a_live_static_link_nginx_will_not_follow_is_a_problem(tmp_path: Path) -> None:
     app = make_app(tmp_path, static_root=f"{tmp_path}/%(color)s/static", live_static=f"{tmp_path}/run/shop.live-static")

@@ -529,6 +529,25 @@ def check_site_links(app: App, enabled: dict[str, str], config_path: str) -> lis
     return found
 
 
+def check_site_maintenance(app: App, enabled: dict[str, str], config_path: str) -> list[Finding]:
+    """An enabled site of the app rendered before ``bluegreen maintenance`` never looks for the page: maintenance
+    on would change nothing nginx answers."""
+    marker = f"upstream {nginx.upstream_name(app)} {{"
+    found = []
+    for path, text in enabled.items():
+        if marker in text and app.maintenance_page not in text:
+            color = re.search(r"^# nginx site for app .*, color (\S+):", text, re.MULTILINE)
+            found.append(
+                problem(
+                    f"{app.name}: the nginx site {path} does not look for {app.maintenance_page}: `bluegreen "
+                    "maintenance on` would not show the 503 page (the site predates it, or maintenance_dir changed)",
+                    f"bluegreen nginx-site {config_path} {app.name}{' ' + color.group(1) if color else ''} > "
+                    f"{os.path.realpath(path)} && nginx -t && nginx -s reload",
+                )
+            )
+    return found
+
+
 def check_nginx(apps: list[App], config_path: str, nginx_dir: str = "/etc/nginx") -> list[Finding]:
     code, out = _run(["nginx", "-v"])
     if code == 127:
@@ -557,6 +576,7 @@ def check_nginx(apps: list[App], config_path: str, nginx_dir: str = "/etc/nginx"
     default = os.path.join(nginx_dir, "sites-enabled", "default")
     for app in apps:
         found += check_site_links(app, enabled, config_path)
+        found += check_site_maintenance(app, enabled, config_path)
         needle = f"server unix:{app.live_socket}" if app.switch_mode == "socket" else ""
         if needle and not any(needle in text for text in enabled.values()):
             found.append(
