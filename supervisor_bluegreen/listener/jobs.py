@@ -17,7 +17,7 @@ from supervisor_bluegreen.listener.sequences.contract import contract
 from supervisor_bluegreen.listener.sequences.deploy import deploy
 from supervisor_bluegreen.listener.sequences.switch import check_health, recover, rollback, switch_to
 from supervisor_bluegreen.shared import jobargs
-from supervisor_bluegreen.shared.model import Kind, Status
+from supervisor_bluegreen.shared.model import Kind, Status, lock_refusal
 
 # each takes (run, its kind's typed arguments: jobargs.KINDS)
 SEQUENCES: dict[Kind, Callable[[Run, Any], str]] = {
@@ -54,6 +54,9 @@ def execute(run: Run) -> None:
         run.live_before = links.live_color(run.app)
     try:
         args = jobargs.parse(job.kind, job.args)
+        refused = lock_refusal(run.app.name, store.read(), job.kind, job.args)
+        if refused:  # queued before the lock was taken: it does not run while the lock holds
+            raise StepFailed(refused.split(" refused: ", 1)[1] + "; it was queued before the lock")
         message = SEQUENCES[job.kind](run, args)
         status = Status.SUCCEEDED
     except jobargs.BadArguments as exc:  # queued by something that skipped the RPC's check: refused, not a crash

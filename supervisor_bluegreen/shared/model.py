@@ -80,6 +80,27 @@ class Job:
 
 
 OPENED_BY = (Kind.DEPLOY, Kind.SWITCH)
+LOCKED_OUT = (Kind.DEPLOY, Kind.SWITCH, Kind.ROLLBACK)  # refused while a person's lock holds (a push is a deploy)
+
+
+def when(timestamp: Any) -> str:
+    """A recorded time (epoch) as a person reads it, in the server's local time."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(timestamp)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def lock_refusal(app: str, state: dict[str, Any], kind: str, args: dict[str, Any]) -> str:
+    """Why a job of ``kind`` may not run now ('' when it may): the app's lock (``state["lock"]``), its reason, who
+    took it and since when. The watch window's own rollback (it has a ``reason``) is never refused."""
+    lock = state.get("lock") or {}
+    if not lock or kind not in LOCKED_OUT or (kind == Kind.ROLLBACK and args.get("reason")):
+        return ""
+    return (
+        f"{app}: {kind} refused: locked by {lock.get('who') or '?'} since {when(lock.get('since'))}: "
+        f"{lock.get('reason') or '(no reason)'} (supervisorctl bluegreen unlock {app})"
+    )
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from supervisor_bluegreen.shared.jobargs import (
     build,
     stored,
 )
-from supervisor_bluegreen.shared.model import ACTIVE, FINISHED, Kind, Status
+from supervisor_bluegreen.shared.model import ACTIVE, FINISHED, Kind, Status, lock_refusal, when
 from supervisor_bluegreen.shared.refs import WAKE_TYPE, ref_problem
 from supervisor_bluegreen.shared.store import Busy, Store, history_entry, private_dir_problem
 from supervisor_bluegreen.shared.textsafe import clean
@@ -156,16 +156,12 @@ class BlueGreenNamespaceRPCInterface:
         except BadArguments as exc:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{app.name}: {exc}; nothing changed") from None
 
-    def _unlocked(self, app: App, what: str) -> None:
-        """Refuse ``what`` (a deploy, push, switch, a person's rollback) while the app is locked: the reason, who
+    def _unlocked(self, app: App, kind: Kind) -> None:
+        """Refuse a deploy (a push's too), a switch or a person's rollback while the app is locked: the reason, who
         and since when. The watch window's own rollback never comes here (the listener queues it itself)."""
-        lock = app_store(app).read().get("lock") or {}
-        if lock:
-            raise RPCError(
-                Faults.FAILED,
-                f"{app.name}: {what} refused: locked by {lock.get('who') or '?'} since {when(lock.get('since'))}: "
-                f"{lock.get('reason') or '(no reason)'} (supervisorctl bluegreen unlock {app.name}); nothing changed",
-            )
+        why = lock_refusal(app.name, app_store(app).read(), kind, {})
+        if why:
+            raise RPCError(Faults.FAILED, f"{why}; nothing changed")
 
     def _text(self, app: App, name: str, value: Any, required: bool = False) -> str:
         """A person's words (a reason, a message): a string, bounded; BAD_ARGUMENTS otherwise."""
@@ -267,7 +263,7 @@ class BlueGreenNamespaceRPCInterface:
         """Queue a health-gated switch to ``color`` (default: the idle color); returns the job."""
         a = self._app(app)
         args = self._args(a, SwitchArgs, wanted=color)
-        self._unlocked(a, "switch")
+        self._unlocked(a, Kind.SWITCH)
         target = self._color(a, args.wanted)
         live = app_store(a).read().get("live")
         name = target or (a.other(live).name if live else "")
@@ -281,7 +277,7 @@ class BlueGreenNamespaceRPCInterface:
     def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
         """Queue a switch back to the previous color (warm, health-gated, no rebuild); returns the job."""
         a = self._app(app)
-        self._unlocked(a, "rollback")
+        self._unlocked(a, Kind.ROLLBACK)
         state = app_store(a).read()
         if not state.get("previous"):
             cleared = state.get("rollback_cleared") or {}
@@ -314,7 +310,7 @@ class BlueGreenNamespaceRPCInterface:
         problem = ref_problem(args.ref) if args.ref else None
         if problem:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
-        self._unlocked(a, "deploy")
+        self._unlocked(a, Kind.DEPLOY)
         return self._queue(a, Kind.DEPLOY, args, who)
 
     @answers
@@ -449,14 +445,6 @@ class BlueGreenNamespaceRPCInterface:
             )
         text, new_offset = store.read_log(int(job_id), int(offset))
         return xmlrpc_safe({"job": job, "log": text, "offset": new_offset})
-
-
-def when(timestamp: Any) -> str:
-    """A recorded time as a person reads it (local time of the server)."""
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(timestamp)))
-    except (TypeError, ValueError, OverflowError, OSError):
-        return "?"
 
 
 def make_bluegreen_rpcinterface(supervisord: Any, **config: str) -> BlueGreenNamespaceRPCInterface:

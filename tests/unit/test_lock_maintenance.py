@@ -20,6 +20,7 @@ from test_trust import FakeProcess
 
 from supervisor_bluegreen.host import health
 from supervisor_bluegreen.shared import maintenance
+from supervisor_bluegreen.shared.model import when
 from supervisor_bluegreen.shared.store import Store
 from supervisor_bluegreen.supervisord import rpcinterface
 
@@ -67,7 +68,7 @@ def test_a_lock_refuses_deploy_switch_and_rollback_with_the_reason_who_and_since
     lock = api.status("shop")[0]["lock"]
     assert lock["who"] == "alice@host via supervisorctl" and lock["reason"] == "database upgrade tonight"
     assert before <= lock["since"] <= time.time()
-    since = rpcinterface.when(lock["since"])
+    since = when(lock["since"])
     for what, call in (
         ("deploy", lambda: api.deploy("shop", "main", "bob")),
         ("switch", lambda: api.switch("shop", "", "bob")),
@@ -117,7 +118,7 @@ def test_lock_unlock_and_maintenance_are_history_rows_with_who_and_when(api: Any
         "shop: locked: freeze",
         "shop: maintenance on: back soon",
         "shop: maintenance off",
-        f"shop: unlocked (locked by alice since {rpcinterface.when(rows[0]['created'])})",
+        f"shop: unlocked (locked by alice since {when(rows[0]['created'])})",
     ]
     assert all(r["created"] and r["finished"] for r in rows)
 
@@ -189,6 +190,18 @@ def test_the_watch_windows_rollback_is_never_refused_by_a_lock(world: World) -> 
     assert (rollback["kind"], rollback["status"], rollback["who"]) == ("rollback", "succeeded", "bluegreen watch")
     assert world.store.read()["live"] == "blue"
     assert world.store.read()["lock"]["reason"] == "freeze"  # the lock stays
+
+
+@pytest.mark.parametrize(("kind", "args"), [("deploy", {}), ("switch", {}), ("rollback", {})])
+def test_a_job_queued_before_the_lock_does_not_run_while_it_holds(world: World, kind: str, args: dict) -> None:
+    world.store.update(lock={"who": "alice", "since": 0, "reason": "freeze"})
+    job = world.job(kind, args)
+    assert job["status"] == "failed" and job["steps"] == []
+    assert job["message"] == (
+        f"shop: {kind} failed: locked by alice since {when(0)}: freeze (supervisorctl bluegreen unlock shop);"
+        " it was queued before the lock\ngreen live, unchanged"
+    )
+    assert world.links() == world.color("green").socket and world.rpc.calls == []
 
 
 def test_a_switch_during_maintenance_takes_the_503_page_through_nginx_for_an_answer(
