@@ -40,15 +40,23 @@ def page(message: str) -> str:
 
 
 def _folder(app: App) -> None:
-    """Make the page's folder (0755) when missing; refuse one someone but root could write (UnsafePath)."""
+    """Make the page's folder, and any missing one above it, 0755 whatever the umask (supervisord runs with 027:
+    nginx's workers could not enter a 0750 folder); refuse one someone but root could write (UnsafePath)."""
     folder = app.maintenance_dir
     problem = private_dir_problem(folder)
     if problem:
         raise UnsafePath(errno.EPERM, f"maintenance_dir {folder}: {problem}; nothing changed")
-    try:
-        os.mkdir(folder, DIR_MODE)
-    except FileExistsError:
-        pass
+    missing = []
+    d = folder
+    while not os.path.lexists(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, DIR_MODE)
     st = os.lstat(folder)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(errno.ENOTDIR, f"maintenance_dir {folder} is not a folder; nothing changed")

@@ -142,6 +142,20 @@ def test_maintenance_on_writes_roots_page_and_off_removes_it(api: Any, tmp_path:
     assert sorted(os.listdir(tmp_path / "www")) == []  # no temporary file left behind
 
 
+def test_the_pages_folders_are_made_for_nginx_to_enter_whatever_supervisords_umask(tmp_path: Path) -> None:
+    ini = tmp_path / "bluegreen.ini"
+    ini.write_text(shop_config(tmp_path, maintenance_dir=f"{tmp_path}/var/www/bluegreen"))
+    api = rpcinterface.make_bluegreen_rpcinterface(fake_supervisord(), config=str(ini))
+    old = os.umask(0o027)  # what supervisord runs with (bluegreen.conf's [supervisord] umask)
+    try:
+        api.maintenance("shop", True, "down", "alice")
+    finally:
+        os.umask(old)
+    for d in ("var", "var/www", "var/www/bluegreen"):
+        assert os.stat(tmp_path / d).st_mode & 0o777 == 0o755, d
+    assert os.stat(tmp_path / "var/www/bluegreen/shop.html").st_mode & 0o777 == 0o644
+
+
 def test_maintenance_and_lock_need_no_listener(tmp_path: Path) -> None:
     api = make_api(tmp_path, listener=ProcessStates.FATAL)
     api.maintenance("shop", True, "down", "alice")
