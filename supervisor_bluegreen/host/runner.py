@@ -1,4 +1,7 @@
-"""Build steps of a deploy: argv templates, the Django preset, and running one as the app's user.
+"""The one process runner (``spawn``, ``run``, ``capture``, ``read_as_user``), and build steps' argv.
+
+Every child of the listener and of the admin's commands starts in ``spawn``: as the app's user when it
+runs the app's code, tied to the listener's life, in its folder entered as that user.
 
 A step is an argv (never a shell string) expanded per color with ``%(python)s``, ``%(color)s``,
 ``%(checkout)s`` and ``%(static_root)s``. An empty argv is a step built into the deploy itself
