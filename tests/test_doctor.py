@@ -140,3 +140,26 @@ def test_a_live_static_link_nginx_will_not_follow_is_a_problem(tmp_path: Path) -
     os.symlink("/", blue)
     os.lchown(blue, 65534, 65534)
     assert doctor.check_live_static(app) == []  # never the advice to give the link to root (nginx would follow it)
+
+
+class Programs:
+    """supervisord's ``supervisor`` namespace answering getAllProcessInfo with each of ``answers`` in turn."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def getAllProcessInfo(self) -> list[dict[str, str]]:
+        state = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        return [{"group": "shop_blue", "name": "shop_blue", "statename": state}]
+
+
+def test_a_color_supervisord_is_still_starting_is_waited_for_before_it_is_judged() -> None:
+    """Right after the first deploy the live color answers its gate while supervisord still says STARTING
+    (its startsecs): doctor waits for that to settle instead of calling the live color down."""
+    proxy = type("Proxy", (), {"supervisor": Programs("STARTING", "STARTING", "RUNNING")})()
+    infos = doctor.settled_programs(proxy, patience=5, pause=0)
+    assert infos["shop_blue"]["statename"] == "RUNNING" and proxy.supervisor.calls == 3
+    stuck = type("Proxy", (), {"supervisor": Programs("STARTING")})()
+    assert doctor.settled_programs(stuck, patience=0.05, pause=0.01)["shop_blue"]["statename"] == "STARTING"

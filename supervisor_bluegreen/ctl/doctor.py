@@ -19,6 +19,7 @@ import pwd
 import re
 import socket
 import stat
+import time
 import xmlrpc.client
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from supervisor_bluegreen.shared.config import SUPERVISOR_LOG_DIR, App, Config, 
 from supervisor_bluegreen.shared.store import private_dir_problem, read_bounded
 
 TIMEOUT = 20.0  # seconds any one command, RPC or read of doctor may take
+SETTLE = 10.0  # seconds doctor waits for a program supervisord is STARTING (its startsecs) to settle
 SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")  # an environment value naming one of these is a database file
 
 
@@ -165,6 +167,23 @@ def check_logs(info: dict[str, Any]) -> list[Finding]:
     return found
 
 
+def settled_programs(proxy: Any, patience: float = SETTLE, pause: float = 0.25) -> dict[str, dict[str, Any]]:
+    """supervisord's programs by name, once none is STARTING (or ``patience`` has passed).
+
+    A color a deploy just started answers its health gate before supervisord's ``startsecs`` pass and
+    calls it RUNNING: doctor run right after the first deploy is no reason to call the live color down.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        infos = {
+            f"{i['group']}:{i['name']}" if i["group"] != i["name"] else i["name"]: i
+            for i in proxy.supervisor.getAllProcessInfo()
+        }
+        if time.monotonic() >= deadline or all(i["statename"] != "STARTING" for i in infos.values()):
+            return infos
+        time.sleep(pause)
+
+
 def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
     proxy, where = supervisord_proxy(conf)
     if proxy is None:
@@ -177,10 +196,7 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
     found = [ok(f"supervisord answers on {where}")]
     try:
         found += check_umask(proxy.supervisor.getPID(), conf)
-        infos = {
-            f"{i['group']}:{i['name']}" if i["group"] != i["name"] else i["name"]: i
-            for i in proxy.supervisor.getAllProcessInfo()
-        }
+        infos = settled_programs(proxy)
     except (OSError, xmlrpc.client.Error) as exc:
         return [*found, problem(f"cannot list supervisord's programs: {exc}", "supervisorctl status")]
     listener = infos.get("bluegreen")
