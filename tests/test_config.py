@@ -101,6 +101,7 @@ def test_color_expansion_of_every_per_color_path() -> None:
         socket="/srv/shop/run/shop.right.sock",
         checkout="/srv/shop/right/src",
         static_root="/srv/shop/right/static",
+        root="/srv/shop/right",  # none configured: the folder of its own above the checkout
     )
 
 

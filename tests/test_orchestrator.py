@@ -206,7 +206,8 @@ def deploy_api(tmp_path: Path) -> rpcinterface.BlueGreenNamespaceRPCInterface:
     """The real RPC extension over a shop with a repo (that does not exist: resolve fails, after the args bind)."""
     ini = tmp_path / "bluegreen.ini"
     ini.write_text(
-        shop_config(tmp_path, repo=str(tmp_path / "nope.git"), build="migrate") + f"checkout = {tmp_path}/%(color)s\n"
+        shop_config(tmp_path, repo=str(tmp_path / "nope.git"), build="migrate")
+        + f"root = {tmp_path}/%(color)s\ncheckout = {tmp_path}/%(color)s/src\n"
     )
     return rpcinterface.make_bluegreen_rpcinterface(fake_supervisord([]), config=str(ini))
 
@@ -253,7 +254,7 @@ def test_mistyped_job_arguments_are_refused_at_the_rpc_and_nothing_is_queued(
         ("recover", {"ref": "main"}, "recover: unknown argument(s) ref (it takes: none)"),
         ("rollback", {"reason": 3}, "rollback: reason must be str, got int"),
         ("deploy", ["main"], "deploy: arguments must be a mapping, got list"),
-        ("reboot", {}, "unknown job kind 'reboot' (kinds: switch, rollback, health, deploy, recover, contract)"),
+        ("reboot", {}, "unknown job kind 'reboot' (kinds: switch, rollback, health, deploy, recover, contract, restart)"),
     ],
 )  # fmt: skip
 def test_job_arguments_a_sequence_does_not_take_are_named(kind: str, raw: Any, problem: str) -> None:

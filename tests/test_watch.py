@@ -10,7 +10,7 @@ from conftest import FakeClock
 from supervisor_bluegreen.host.health import Probe
 from supervisor_bluegreen.listener.watch import Outcome, Verdict, observe
 from supervisor_bluegreen.shared.config import Watch
-from supervisor_bluegreen.shared.model import Window
+from supervisor_bluegreen.shared.model import OPENED_BY, Window
 
 GOOD = Probe(True, 200, "status 200", 1.0, {})
 BAD = Probe(False, 500, "status 500, expected 200", 1.0, {})
@@ -103,7 +103,7 @@ def test_waits_never_overshoot_the_window() -> None:
     ],
 )
 def test_which_go_lives_open_a_window(kind: str, previous: str, seconds: float, opens: bool) -> None:
-    window = Window.opened("green", previous, 3, Watch(seconds=seconds), kind, now=50.0)
+    window = Window.opened("green", previous, 3, Watch(seconds=seconds), kind in OPENED_BY, now=50.0)
     assert (window is not None) is opens
     if opens:
         assert window == Window("green", previous, 50.0, 50.0 + seconds, 3)

@@ -100,6 +100,11 @@ def count(text: str) -> int:
     return int(text)
 
 
+def rollback_arguments(parser: Parser) -> None:
+    app_only(parser)
+    parser.add_argument("--to", default="")
+
+
 def history_arguments(parser: Parser) -> None:
     app_only(parser)
     parser.add_argument("-n", dest="count", type=count, default=10)
@@ -135,12 +140,35 @@ COMMANDS: dict[str, Command] = {
         "health-gated switch to the idle color (or COLOR); it must be RUNNING",
         both(app_and_color, flag("--wait")),
     ),
-    "rollback": Command("[APP]", "back to the previous color (still running, warm), health-gated", app_only),
+    "rollback": Command(
+        "[APP] [--to COMMIT|-N]",
+        "back to the previous color (still running, warm), health-gated;\n"
+        "--to: a kept release (its commit, or -N: N releases before the live\n"
+        "one) started again in the idle color, gated, switched, watched;\n"
+        "never migrates, refused after a later release's contract migration",
+        rollback_arguments,
+    ),
+    "restart": Command(
+        "[APP]",
+        "apply a changed environment with zero downtime: the live release\n"
+        "started in the idle color, gated, switched, watched (a value that\n"
+        "breaks the app rolls back by itself); workers follow",
+        app_only,
+    ),
+    "releases": Command(
+        "[APP]",
+        "the kept releases, newest first: id, commit, built at, job, which\ncolor runs it (rollback --to one of them)",
+        app_only,
+    ),
     "health": Command("[APP] [COLOR]", "probe COLOR (default: the live one) over its own socket now", app_and_color),
     "deploy": Command(
         "[APP] [REF] [--detach | --wait] [--allow-unsafe-migrations]",
-        "git to live: resolve, drain, checkout, build, start, health gate,\n"
-        "switch, record, workers; REF defaults to the configured branch.\n"
+        "git to live: build a release of its own beside the live site\n"
+        "(checkout, deps, tests, gate, backup, migrate), then drain the idle\n"
+        "color, point it at the release, start, health gate, switch, record,\n"
+        "workers; REF defaults to the configured branch. A refused build\n"
+        "leaves both colors as they were. During a watch window it builds at\n"
+        "once and only its start waits.\n"
         "Returns at go-live while the watch window runs (a crash or failed\n"
         "probes of the new color roll back by themselves); --wait waits the\n"
         "window out and fails if it rolled back. The migration gate refuses\n"
@@ -407,7 +435,21 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
         self.start_and_follow("switch", options.app, options.color, window=options.wait)
 
     def cmd_rollback(self, options: argparse.Namespace) -> None:
-        self.start_and_follow("rollback", options.app)
+        job = self.call(self.api.rollback, options.app, self.who, options.to)
+        if job:
+            self.follow(job["app"], job)
+
+    def cmd_restart(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("restart", options.app)
+
+    def cmd_releases(self, options: argparse.Namespace) -> None:
+        entries = self.call(self.api.releases, options.app)
+        if entries is None:
+            return
+        if not entries:
+            self.ctl.output("no releases kept yet (each deploy builds one)")
+        for e in entries:
+            self.ctl.output(format_release(e))
 
     def cmd_health(self, options: argparse.Namespace) -> None:
         self.start_and_follow("health", options.app, options.color)
@@ -553,6 +595,15 @@ def format_header(job: dict[str, Any]) -> str:
     return f"job {job['id']} {kind} ({status}) by {who}{what}: {format_times(job)}"
 
 
+def behind_branch(h: dict[str, Any], app: dict[str, Any]) -> str:
+    """A status line when the live commit is not the head the branch had at the last deploy ('' when it is)."""
+    live = (app.get("colors") or {}).get(app.get("live") or "", {})
+    commit = str(h.get("commit") or "")
+    if not live or not commit or str(live.get("version") or "") == commit[:7]:
+        return ""
+    return f"  NOT the branch head: {h.get('branch')} is at {commit[:7]}, live runs {live.get('version') or '?'}"
+
+
 # The optional lines of a status, in order: each renders its field when the field is set ("" to leave it out).
 _STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
     ("last_health", lambda h, _: f"  last health: {h['color']} {'ok' if h['ok'] else 'FAIL'} {h['detail']}"
@@ -564,6 +615,9 @@ _STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
     ("rollback_cleared", lambda r, app: "" if app.get("previous") else
         f"  rollback: none; contract migrations of deploy job {r.get('job')} ran (job {r.get('contract')}), and"
         " rolling back past them is not safe"),
+    ("branch_head", behind_branch),
+    ("releases", lambda rs, _: f"  releases: {len(rs)} kept, newest {rs[0]['commit'][:7]} built {ago(rs[0]['built'])}"
+                               " (bluegreen releases)"),
     ("locked", lambda _, __: "  lock: held by the listener (a job or a watch window)"),
     ("lock", lambda k, _: f"  LOCKED by {k['who'] or '?'} since {ago(k['since'])}: {k['reason']} (deploys, pushes,"
                           " switches and rollbacks refused; bluegreen unlock)"),
@@ -583,12 +637,20 @@ def format_status(app: dict[str, Any]) -> str:
     ]
     for name, c in app["colors"].items():
         version = f" {c['version']}" if c.get("version") else ""
+        version += f" release {c['release']}" if c.get("release") else ""
         lines.append(f"  {name:<8} {c['role']:<5} {c['program']:<24} {c['state']:<9}{version}")
     for key, render in _STATUS_EXTRAS:
         line = render(app[key], app) if app.get(key) else ""
         if line:
             lines.append(line)
     return "\n".join(lines)
+
+
+def format_release(e: dict[str, Any]) -> str:
+    """One line per kept release: its id, commit, when built, by which job, the colors that run it."""
+    runs = f"  run by {', '.join(e['colors'])}" if e.get("colors") else ""
+    live = "  LIVE" if e.get("live") else ""
+    return f"{e['id']}  commit {e['commit'][:12]}  built {ago(e['built'])}  job {e['job']}{runs}{live}"
 
 
 def format_backup(e: dict[str, Any]) -> str:
@@ -625,6 +687,8 @@ def format_history(e: dict[str, Any]) -> str:
     if watched.get("state") and watched["state"] != "running":
         reason = f": {watched['reason']}" if watched.get("reason") else ""
         lines.append(f"      watch window: {watched['state']}{reason}")
+    if e.get("release"):
+        lines.append(f"      release: {e['release']}")
     if e.get("unsafe_allowed"):
         lines.append(f"      UNSAFE migrations allowed by {e['unsafe_allowed']} (--allow-unsafe-migrations)")
     if e.get("backup"):

@@ -19,7 +19,7 @@ from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
 from supervisor_bluegreen.shared import maintenance
 from supervisor_bluegreen.shared.config import App, Color
-from supervisor_bluegreen.shared.model import Kind, Window
+from supervisor_bluegreen.shared.model import OPENED_BY, Kind, Window
 from supervisor_bluegreen.shared.store import Store
 
 _WORKERS_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per app, across its threads
@@ -63,7 +63,11 @@ def reconcile_links(app: App, store: Store, log: Callable[[str], None]) -> str |
             previous = pending.get("previous") or None
             changes.update(previous=previous, switched_at=time.time(), workers_restarting=live)
             window = Window.opened(
-                live, previous or "", int(pending.get("job") or 0), app.watch, str(pending.get("kind"))
+                live,
+                previous or "",
+                int(pending.get("job") or 0),
+                app.watch,
+                bool(pending.get("watched", pending.get("kind") in OPENED_BY)),  # a record from before "watched"
             )
             changes["watch"] = window.record() if window else None
         changes["switching"] = None
@@ -156,6 +160,7 @@ def flip(run: Run, target: Color) -> None:
             "from": run.live_before,
             "to": target.name,
             "previous": None if automatic else run.live_before,
+            "watched": run.watched,
         }
     )
     try:
@@ -262,7 +267,7 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
         run.store.update_job(
             run.job.id, color=target.name, commit=recorded.get("commit") or recorded.get("version") or ""
         )
-    window = Window.opened(target.name, previous or "", run.job.id, run.app.watch, run.job.kind)
+    window = Window.opened(target.name, previous or "", run.job.id, run.app.watch, run.watched)
     run.store.update(
         live=target.name,
         previous=previous,

@@ -15,6 +15,7 @@ from supervisor_bluegreen.host.supervisor import ShuttingDown, SupervisorError
 from supervisor_bluegreen.listener.run import Cancelled, Interrupted, Run, StepFailed
 from supervisor_bluegreen.listener.sequences.contract import contract
 from supervisor_bluegreen.listener.sequences.deploy import deploy
+from supervisor_bluegreen.listener.sequences.release import restart
 from supervisor_bluegreen.listener.sequences.switch import check_health, recover, rollback, switch_to
 from supervisor_bluegreen.shared import jobargs
 from supervisor_bluegreen.shared.model import Kind, Status, lock_refusal
@@ -27,6 +28,7 @@ SEQUENCES: dict[Kind, Callable[[Run, Any], str]] = {
     Kind.DEPLOY: deploy,
     Kind.RECOVER: recover,
     Kind.CONTRACT: contract,
+    Kind.RESTART: restart,
 }
 
 

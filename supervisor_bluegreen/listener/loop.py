@@ -96,27 +96,15 @@ class AppWorker(threading.Thread):
     def next_job(self, store: Store) -> dict | None:
         """The oldest queued job that needs the lock (health checks run beside, at once).
 
-        A deploy waits while a watch window runs: the previous color, its rollback target, is never
-        drained then. A switch or rollback does not wait (it ends the window: a person took over).
+        A deploy runs at once, in a watch window too: it builds beside the live site and only its start
+        waits for the window (deploy.wait_for_window). A switch or rollback ends the window (a person took over).
         """
-        window = Window.from_state(store.read().get("watch"))
         for job in store.jobs((Status.QUEUED,)):
             if job["kind"] == Kind.HEALTH:
                 self.run_beside(job)
-            elif window is None or job["kind"] != Kind.DEPLOY:
-                return job
             else:
-                self.say_waiting(store, job, window)
+                return job
         return None
-
-    @staticmethod
-    def say_waiting(store: Store, job: dict, window: Window) -> None:
-        """A deploy held back by a watch window says so in its log, once a window (``waiting_for``: whose)."""
-        if job.get("waiting_for") == window.job:
-            return
-        until = time.strftime("%H:%M:%S", time.localtime(window.until))
-        store.append_log(job["id"], f"waiting for the watch window of job {window.job} (until {until})")
-        store.update_job(job["id"], waiting_for=window.job)
 
     def recover(self, store: Store) -> None:
         """After a crash or restart: end what was running, finish an interrupted go-live, restart workers.

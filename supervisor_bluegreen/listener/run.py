@@ -17,7 +17,7 @@ from supervisor_bluegreen.host.supervisor import ProcessWatch, ShuttingDown, Sup
 from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.shared.config import App
 from supervisor_bluegreen.shared.errors import BluegreenError
-from supervisor_bluegreen.shared.model import Job
+from supervisor_bluegreen.shared.model import OPENED_BY, Job
 from supervisor_bluegreen.shared.store import Store
 from supervisor_bluegreen.shared.textsafe import escape_controls
 
@@ -64,6 +64,7 @@ class Run:
         self.db_changed: list[str] = []  # migrations a failed migrate applied: the database is not "unchanged"
         self.cancellable = True  # until traffic moves: then a deploy finishes what it started
         self.allow_unsafe = False  # deploy --allow-unsafe-migrations: the gate's refusal is overridden
+        self.watched = job.kind in OPENED_BY  # its go-live opens a watch window (rollback --to sets it too)
 
     def forced(self) -> bool:
         """True once someone asked to cancel this job with --force: even a migrate is killed."""

@@ -115,6 +115,8 @@ class Deploy:
     worker_timeout: float
     webhooks: tuple[str, ...]
     verify_backup: bool = False  # restore each new backup into a scratch database and compare before migrate
+    releases: str = ""  # where each deploy builds its release (host/releases.py); a color's root links to one
+    keep_releases: int = 5  # built releases kept for rollback; one a color runs is never removed
 
 
 @dataclass(frozen=True)
@@ -374,6 +376,8 @@ DEPLOY_KEYS = {
     "workers",
     "worker_timeout",
     "webhooks",
+    "releases",
+    "keep_releases",
 }
 APP_KEYS |= DEPLOY_KEYS
 GLOBAL_KEYS = APP_KEYS - {"colors", "program", "socket", "checkout", "static_root", "root", "repo", "build"}
@@ -426,6 +430,8 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         )
         for c in color_names
     )
+    if all(c.checkout and not c.root for c in colors):
+        colors = tuple(dataclasses.replace(c, root=r) for c, r in zip(colors, default_roots(colors)))
     program, sock = raw["program"], raw["socket"]
     if program and colors[0].program == colors[1].program:
         problems.append(f"{s.where('program')}: both colors map to program {colors[0].program!r}; use %(color)s")
@@ -525,6 +531,9 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         return None
     if not all(c.checkout for c in colors):
         s.problems.append(f"{s.where('repo')}: deploying needs checkout for every color")
+    releases = s.path("releases", "") or release_home(colors)
+    for problem in release_problems(colors, releases):
+        s.problems.append(f"{s.where('root')}: {problem}")
     names = s.text("build", "").split()
     if names == ["django"] or (len(names) == 1 and names[0] in PRESETS):
         names = list(PRESETS[names[0]])
@@ -565,7 +574,43 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         workers=tuple(s.text("workers", "").split()),
         worker_timeout=s.number("worker_timeout", 120.0, float, 1),
         webhooks=tuple(s.text("webhooks", "").split()),
+        releases=releases,
+        keep_releases=int(s.number("keep_releases", 5, int, 1)),
     )
+
+
+def default_roots(colors: tuple[Color, ...]) -> list[str]:
+    """Each color's root when none is configured: the folder of its own (its checkout or the nearest folder above
+    it that the other color does not share) that a deploy re-points at each release."""
+    roots = [c.checkout.rstrip("/") for c in colors]
+    while len({os.path.dirname(r) for r in roots}) > 1 and all(r.count("/") > 1 for r in roots):
+        roots = [os.path.dirname(r) for r in roots]
+    return roots
+
+
+def release_home(colors: tuple[Color, ...]) -> str:
+    """The default releases folder: beside the colors' roots (``/srv/APP/releases`` for ``/srv/APP/blue``)."""
+    parents = {os.path.dirname(c.root.rstrip("/")) for c in colors if c.root}
+    return os.path.join(parents.pop(), "releases") if len(parents) == 1 else ""
+
+
+def release_problems(colors: tuple[Color, ...], releases: str) -> list[str]:
+    """What keeps a color from being a slot that points at a release (one problem per line, all at once).
+
+    A deploy builds into ``releases/<id>/`` and re-points the color's root at it, so the root must be its own
+    folder (a link the switch re-points) holding the checkout, and the releases folder must lie outside both.
+    """
+    problems = []
+    if not all(c.root for c in colors):
+        return ["deploying needs root for every color (a deploy builds a release and points the color's root at it)"]
+    if len({os.path.dirname(c.root.rstrip("/")) for c in colors}) != 1:
+        problems.append("the colors' roots must be in one folder (where the releases folder goes by default)")
+    for c in colors:
+        if c.checkout and not (c.checkout + "/").startswith(c.root.rstrip("/") + "/"):
+            problems.append(f"{c.name}: checkout {c.checkout} must be inside its root {c.root}")
+        if releases and (releases + "/").startswith(c.root.rstrip("/") + "/"):
+            problems.append(f"{c.name}: releases {releases} must not be inside the root {c.root}")
+    return problems
 
 
 def parse(text: str, path: str = "<string>") -> Config:

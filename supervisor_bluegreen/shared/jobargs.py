@@ -26,6 +26,7 @@ class SwitchArgs:
 class RollbackArgs:
     reason: str = ""  # set only by the watch window: why the live color is rolled back by itself
     failed: str = ""  # the color it rolls back from (refused when that is no longer live)
+    to: str = ""  # rollback --to: a kept release by its commit, or -N (N releases before the live one)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class DeployArgs:
 
 @dataclass(frozen=True)
 class NoArgs:
-    """recover and contract: everything they need is in the app's state."""
+    """recover, contract and restart: everything they need is in the app's state."""
 
 
 JobArgs = Union[SwitchArgs, RollbackArgs, HealthArgs, DeployArgs, NoArgs]
@@ -52,6 +53,7 @@ KINDS: dict[Kind, type[JobArgs]] = {
     Kind.DEPLOY: DeployArgs,
     Kind.RECOVER: NoArgs,
     Kind.CONTRACT: NoArgs,
+    Kind.RESTART: NoArgs,
 }
 
 

@@ -36,6 +36,7 @@ class Kind(Word):
     HEALTH = "health"  # probe a color now
     RECOVER = "recover"  # after a listener restart: finish an interrupted go-live, restart the workers
     CONTRACT = "contract"  # contract migrations, once the old code no longer serves
+    RESTART = "restart"  # the live release started again in the idle color (a changed environment), watched
     # records only (never queued, never run): what a person did, for history
     LOCK = "lock"  # deploys, switches, a person's rollbacks and pushes refused, with a reason
     UNLOCK = "unlock"
@@ -79,8 +80,13 @@ class Job:
         )
 
 
-OPENED_BY = (Kind.DEPLOY, Kind.SWITCH)
-LOCKED_OUT = (Kind.DEPLOY, Kind.SWITCH, Kind.ROLLBACK)  # refused while a person's lock holds (a push is a deploy)
+OPENED_BY = (Kind.DEPLOY, Kind.SWITCH, Kind.RESTART)
+LOCKED_OUT = (
+    Kind.DEPLOY,
+    Kind.SWITCH,
+    Kind.ROLLBACK,
+    Kind.RESTART,
+)  # refused while a person's lock holds (a push is a deploy)
 
 
 def when(timestamp: Any) -> str:
@@ -115,14 +121,14 @@ class Window:
 
     @classmethod
     def opened(
-        cls, color: str, previous: str, job: int, config: Watch, kind: str, now: float | None = None
+        cls, color: str, previous: str, job: int, config: Watch, watched: bool, now: float | None = None
     ) -> Window | None:
-        """The window a go-live by a job of ``kind`` opens.
+        """The window a go-live opens when it is ``watched`` (kinds in OPENED_BY, and ``rollback --to``).
 
-        None when there is none: watch = 0, nothing to go back to, or a rollback (it goes back to
+        None when there is none: watch = 0, nothing to go back to, or a plain rollback (it goes back to
         what served before; watching it would roll forward to the release just left).
         """
-        if kind not in OPENED_BY or config.seconds <= 0 or not previous or previous == color:
+        if not watched or config.seconds <= 0 or not previous or previous == color:
             return None
         start = time.time() if now is None else now
         return cls(color, previous, start, start + config.seconds, job)

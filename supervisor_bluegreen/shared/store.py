@@ -948,6 +948,7 @@ HISTORY_KEYS = (
     "backup_verify",
     "unsafe_allowed",
     "watch",
+    "release",  # the release folder a deploy built, or a rollback or restart started
 )
 
 

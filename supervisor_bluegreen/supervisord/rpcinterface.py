@@ -26,7 +26,7 @@ from supervisor.states import getProcessStateDescription
 from supervisor.xmlrpc import Faults, RPCError
 
 from supervisor_bluegreen import __version__
-from supervisor_bluegreen.shared import maintenance
+from supervisor_bluegreen.shared import maintenance, releaselist
 from supervisor_bluegreen.shared.backuplist import backup_dir_of, list_backups
 from supervisor_bluegreen.shared.config import App, Config, ConfigError, load
 from supervisor_bluegreen.shared.jobargs import (
@@ -34,6 +34,7 @@ from supervisor_bluegreen.shared.jobargs import (
     DeployArgs,
     HealthArgs,
     JobArgs,
+    NoArgs,
     RollbackArgs,
     SwitchArgs,
     T,
@@ -46,7 +47,7 @@ from supervisor_bluegreen.shared.store import Busy, Store, history_entry, privat
 from supervisor_bluegreen.shared.textsafe import clean
 
 API_VERSION = "1.0"
-EXCLUSIVE = (Kind.SWITCH, Kind.ROLLBACK)
+EXCLUSIVE = (Kind.SWITCH, Kind.ROLLBACK, Kind.RESTART)
 _cache: dict[str, tuple[float, Config | ConfigError]] = {}
 _logged: set[str] = set()
 LOCK_WAIT = 0.05  # the longest supervisord's loop waits for the job queue's lock before answering "busy"
@@ -215,6 +216,7 @@ class BlueGreenNamespaceRPCInterface:
                 "state": self._process_state(c.program),
                 "role": "live" if c.name == live else "idle",
                 "version": state.get("colors", {}).get(c.name, {}).get("version", ""),
+                "release": state.get("colors", {}).get(c.name, {}).get("release", ""),
             }
             for c in app.colors
         }
@@ -246,6 +248,8 @@ class BlueGreenNamespaceRPCInterface:
             "lock": state.get("lock") or {},  # a person's: deploys, switches, rollbacks and pushes refused
             "maintenance": self._maintenance(app, state),
             "colors": colors,
+            "releases": releaselist.listing(state),
+            "branch_head": state.get("branch_head") or {},  # the branch's commit when a deploy last resolved it
             "last_health": state.get("last_health") or {},
             "last_job": state.get("last_job") or {},
             "running": current or {},
@@ -274,12 +278,16 @@ class BlueGreenNamespaceRPCInterface:
         return self._queue(a, Kind.SWITCH, args, who)
 
     @answers
-    def rollback(self, app: str = "", who: str = "") -> dict[str, Any]:
-        """Queue a switch back to the previous color (warm, health-gated, no rebuild); returns the job."""
+    def rollback(self, app: str = "", who: str = "", to: str = "") -> dict[str, Any]:
+        """Queue a rollback: to the previous color (warm, health-gated, no rebuild), or with ``to`` (a commit, or
+        -N: N releases before the live one) a kept release started again in the idle color; returns the job."""
         a = self._app(app)
+        problem = releaselist.to_problem(to) if to else ""
+        if problem:
+            raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
         self._unlocked(a, Kind.ROLLBACK)
         state = app_store(a).read()
-        if not state.get("previous"):
+        if not to and not state.get("previous") and len(releaselist.recorded(state)) < 2:
             cleared = state.get("rollback_cleared") or {}
             why = (
                 f"contract migrations of deploy job {cleared.get('job')} ran, and rolling back past them is not safe"
@@ -287,7 +295,23 @@ class BlueGreenNamespaceRPCInterface:
                 else "no previous color recorded"
             )
             raise RPCError(Faults.FAILED, f"{a.name}: nothing to roll back to ({why}); nothing changed")
-        return self._queue(a, Kind.ROLLBACK, RollbackArgs(), who)
+        return self._queue(a, Kind.ROLLBACK, self._args(a, RollbackArgs, to=to), who)
+
+    @answers
+    def restart(self, app: str = "", who: str = "") -> dict[str, Any]:
+        """Queue a restart: the live release started again in the idle color with the current environment,
+        health-gated, switched and watched (a value that breaks the app rolls back by itself); returns the job."""
+        a = self._app(app)
+        if a.deploy is None:
+            raise RPCError(Faults.FAILED, f"{a.name}: no repo configured, so no release to restart; nothing changed")
+        self._unlocked(a, Kind.RESTART)
+        return self._queue(a, Kind.RESTART, NoArgs(), who)
+
+    @answers
+    def releases(self, app: str = "") -> list[dict[str, Any]]:
+        """The app's kept releases, newest first: id, commit, built at, job, the colors that run it, live or not."""
+        a = self._app(app)
+        return xmlrpc_safe(releaselist.listing(app_store(a).read()))
 
     @answers
     def health(self, app: str = "", color: str = "", who: str = "") -> dict[str, Any]:

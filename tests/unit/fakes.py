@@ -131,8 +131,9 @@ class FakeRunner:
 
     ``refs``: the repository's refs and their commits; ``heads``: each checkout's HEAD; ``fail``: a build
     command (by its first word after ``manage.py``, or ``pip``) that exits 1 with that message; ``stuck``:
-    a checkout whose ``checkout`` does not take; ``tools``: optional tools present (``compress``);
-    ``files``: files of the checkouts (``requirements.txt``) by path, or the ReadError reading it raises;
+    checkouts (by a part of their path) whose ``checkout`` does not take; ``tools``: optional tools present
+    (``compress``); ``files``: files of the checkouts (``requirements.txt``) by path or by name (in every
+    checkout), or the ReadError reading it raises;
     ``report``: what the probe prints (``report_after`` once a migrate ran); ``git_error``: what every git
     command raises; ``on_run[word]``: called when that build command starts (what happens meanwhile).
     """
@@ -171,15 +172,18 @@ class FakeRunner:
             ref = args[-1].removesuffix("^{commit}")
             return (0, self.refs[ref]) if ref in self.refs else (1, "")
         if args[0] == "-C":  # golive.checkout_version
-            head = self.heads.get(args[1], "")
+            head = self.heads.get(os.path.realpath(args[1]), "")
             return (0, head[:7]) if head else (128, "")
         verb = args[0]
+        if verb == "clone":  # a release's clone: its folder appears
+            os.makedirs(args[-1], exist_ok=True)
+            return 0, ""
         if verb == "checkout":
-            if cwd not in self.stuck:
-                self.heads[cwd] = args[-1]
+            if not any(part in cwd for part in self.stuck):
+                self.heads[os.path.realpath(cwd)] = args[-1]
             return 0, ""
         if verb == "rev-parse":
-            return 0, self.heads.get(cwd, "0" * 40)
+            return 0, self.heads.get(os.path.realpath(cwd), "0" * 40)
         return 0, ""  # fetch, clean
 
     def run(self, argv: tuple[str, ...], *, cwd: str, env: Any, user: str, timeout: float, log: Any,
@@ -196,7 +200,7 @@ class FakeRunner:
             raise runner.StepError(f"exit status 1: {self.fail[word]}")
 
     def read_as_user(self, path: str, user: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes | None:
-        found = self.files.get(path)
+        found = self.files.get(path, self.files.get(os.path.basename(path)))  # a name: in every checkout
         if isinstance(found, Exception):
             raise found
         return found
@@ -280,8 +284,9 @@ class World:
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
         monkeypatch.chdir(tmp_path)  # a worker's start enters its directory: the test's own is restored after
         for color in ("blue", "green"):
-            (tmp_path / color).mkdir()
-        settings = {"repo": f"{tmp_path}/repo.git", "checkout": f"{tmp_path}/%(color)s", **DEFAULTS, **extra}
+            (tmp_path / color / "src").mkdir(parents=True)
+        settings = {"repo": f"{tmp_path}/repo.git", "root": f"{tmp_path}/%(color)s",
+                    "checkout": f"{tmp_path}/%(color)s/src", **DEFAULTS, **extra}  # fmt: skip
         self.app = config.parse(shop_config(tmp_path, **{k: v for k, v in settings.items() if v is not None})).app()
         self.tmp = tmp_path
         self.store = Store(self.app.state_dir, self.app.name, sync=False).ensure()  # fsync: slow, and no crash here
@@ -308,7 +313,7 @@ class World:
         """``color`` live (links and state), both colors' checkouts at COMMIT, as after a deploy and its window."""
         links.point(self.app, self.color(color))
         for c in self.app.colors:
-            self.runner.heads[c.checkout] = COMMIT
+            self.runner.heads[os.path.realpath(c.checkout)] = COMMIT
         self.rpc.states[self.color(color).program] = "RUNNING"
         if previous:
             self.rpc.states[self.color(previous).program] = "RUNNING"
@@ -341,12 +346,16 @@ class World:
 
 def with_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: str, previous: str, **extra: str) -> World:
     """``live`` live, ``previous`` RUNNING, and a worker program (Celery) RUNNING from the live_root link."""
-    world = World(tmp_path, monkeypatch, workers="shop_worker", live_root=f"{tmp_path}/live",
-                  root=f"{tmp_path}/%(color)s", **extra)  # fmt: skip
+    world = World(tmp_path, monkeypatch, workers="shop_worker", live_root=f"{tmp_path}/live", **extra)
     world.live(live, previous=previous)
     world.rpc.states["shop_worker"] = "RUNNING"
-    world.rpc.dirs["shop_worker"] = world.app.live_root  # supervisord's directory= for the worker
+    world.rpc.dirs["shop_worker"] = f"{world.app.live_root}/src"  # supervisord's directory= for the worker
     return world
+
+
+def release_checkout(world: World, job: dict[str, Any]) -> str:
+    """Where the deploy ``job`` checked its release out."""
+    return os.path.join(world.app.deploy.releases, job["release"], "src")  # type: ignore[union-attr]
 
 
 def step_names(job: dict[str, Any]) -> list[str]:

@@ -21,6 +21,7 @@ from fakes import (
     contract_report,
     failed_step,
     gate_report,
+    release_checkout,
     step_names,
     unsafe_report,
     with_worker,
@@ -33,7 +34,7 @@ from supervisor_bluegreen.listener import golive, jobs
 from supervisor_bluegreen.listener.sequences import deploy
 
 BUILD = ["deps", "collectstatic", "compress", "test", "migrate"]
-AFTER = ["start", "health gate", "switch", "verify", "record", "workers"]
+AFTER = ["built", "window", "drain", "point", "start", "health gate", "switch", "verify", "record", "workers"]
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     w.live("blue", previous="green")
     for color in w.app.colors:
         w.runner.heads[color.checkout] = OTHER
-    w.runner.files[f"{tmp_path}/green/requirements.txt"] = b"django\n"
+    w.runner.files["requirements.txt"] = b"django\n"
     return w
 
 
@@ -60,14 +61,17 @@ def test_a_deploy_builds_the_idle_color_starts_it_switches_and_records_it(world:
     assert job["status"] == "succeeded", job["message"]
     assert job["message"].startswith(f"shop: green live at {COMMIT[:7]} in ")
     assert "watching green for 60 s" in job["message"] and "switch back to blue" in job["message"]
-    assert step_names(job) == ["resolve", "reconcile", "drain", "checkout", *BUILD, *AFTER]
+    assert step_names(job) == ["resolve", "reconcile", "release", "checkout", *BUILD, *AFTER]
     assert (job["ref"], job["commit"], job["color"]) == ("main", COMMIT, "green")
-    # the idle color: no longer a rollback target, stopped, rebuilt at the commit, started
+    # built in a release folder of its own; only then the idle color stopped, pointed at it, started
+    src = release_checkout(world, job)
     assert world.rpc.calls == [("stop", "shop_green"), ("start", "shop_green")]
-    assert world.runner.heads[green.checkout] == COMMIT
-    git = [argv[1] for argv, cwd in world.runner.commands if argv[0] == "git" and cwd == green.checkout]
+    assert os.path.realpath(green.root) == os.path.dirname(src)
+    assert not os.path.islink(world.color("blue").root)  # the live color's folder is untouched
+    assert world.runner.heads[src] == COMMIT
+    git = [argv[1] for argv, cwd in world.runner.commands if argv[0] == "git" and cwd == src]
     assert git == ["fetch", "checkout", "clean", "rev-parse"]
-    built = [argv for argv, cwd in world.runner.commands if cwd == green.checkout and argv[0] == "python3"]
+    built = [argv for argv, cwd in world.runner.commands if cwd == src and argv[0] == "python3"]
     assert built == [
         ("python3", "-m", "pip", "install", "--requirement", "requirements.txt"),
         ("python3", "manage.py", "collectstatic", "--noinput"),
@@ -75,13 +79,14 @@ def test_a_deploy_builds_the_idle_color_starts_it_switches_and_records_it(world:
         ("python3", "manage.py", "test", "--noinput"),
         ("python3", "manage.py", "migrate", "--noinput"),
     ]
+    assert [(r["id"], r["commit"]) for r in world.store.read()["releases"]] == [(job["release"], COMMIT)]
     # live moved, recorded with the old color as the rollback target and a watch window
     assert world.links() == green.socket
     state = world.store.read()
     assert (state["live"], state["previous"], state["switching"]) == ("green", "blue", None)
     assert state["watch"]["color"] == "green" and state["watch"]["previous"] == "blue"
     assert state["watch"]["job"] == job["id"]
-    assert state["colors"]["green"] == {"version": COMMIT[:7], "commit": COMMIT}
+    assert state["colors"]["green"] == {"version": COMMIT[:7], "commit": COMMIT, "release": job["release"]}
     assert state["last_health"]["color"] == "green" and state["last_health"]["ok"]
     assert job["watch"]["state"] == "running"
     log = world.log(job)
@@ -124,9 +129,12 @@ def test_a_failing_build_step_leaves_live_unchanged_and_starts_nothing(world: Wo
         job["message"] == "shop: deploy failed: test failed: exit status 1: FAILED (failures=1)\nblue live, unchanged"
     )
     assert failed_step(job) == "test" and "migrate" not in step_names(job)
-    assert world.rpc.started() == []
+    # both colors as they were: green still runs, still the rollback target; nothing recorded as built
+    assert world.rpc.calls == []
     assert world.links() == world.color("blue").socket
-    assert world.store.read()["live"] == "blue" and world.store.read()["previous"] is None
+    state = world.store.read()
+    assert (state["live"], state["previous"], state.get("releases")) == ("blue", "green", None)
+    assert not os.path.islink(world.color("green").root)
     assert "    | FAILED (failures=1)" in world.log(job)
     assert world.events()[-1][0] == "failure"
 
@@ -229,12 +237,12 @@ def test_a_user_that_does_not_exist_is_refused(tmp_path: Path, monkeypatch: pyte
 
 def test_a_drain_that_times_out_stops_the_color_anyway(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(drain, "wait_drained", lambda path, timeout: DrainResult(False, 2, 0.0))
-    world.runner.fail["test"] = "FAILED"
+    world.rpc.refuse[("startProcess", "shop_green")] = Faults.SPAWN_ERROR
     job = world.job("deploy")
     log = world.log(job)
     assert f"nothing listens on {world.color('green').socket}" in log
     assert "green still holds 2 connection(s) after 0 s: stopping anyway" in log
-    assert world.rpc.calls == [("stop", "shop_green")]
+    assert world.rpc.calls[0] == ("stop", "shop_green")
 
 
 def test_a_refused_stop_fails_the_drain(world: World) -> None:
@@ -259,24 +267,26 @@ def test_a_refused_start_fails_and_stops_nothing_live(world: World) -> None:
 
 
 def test_a_checkout_that_does_not_move_to_the_commit_fails(world: World) -> None:
-    world.runner.stuck.add(world.color("green").checkout)
+    world.runner.stuck.add("/releases/")
     job = world.job("deploy")
     assert failed_step(job) == "checkout"
-    assert f"{world.color('green').checkout} is at {OTHER}, not {COMMIT}" in job["message"]
-    assert world.store.read()["colors"]["green"]["commit"] == OTHER  # status shows what the checkout holds
+    assert (
+        f"{release_checkout(world, job)} is at 0000000000000000000000000000000000000000, not {COMMIT}" in job["message"]
+    )
+    assert world.rpc.calls == []
 
 
 def test_steps_that_run_only_on_change_or_with_a_tool_skip_and_run(world: World) -> None:
     world.runner.tools.add("compress")
     world.runner.fail["test"] = "stop here"
     first = world.job("deploy")
-    stamp = Path(world.store.dir) / "deps.green.json"
+    stamp = Path(world.store.dir) / "deps.shared.json"  # python3 is outside the roots: one stamp for both
     assert json.loads(stamp.read_text())["commit"] == COMMIT
     second = world.job("deploy")
-    assert "deps: skipped, requirements.txt unchanged since green last ran it" in world.log(second)
+    assert "deps: skipped, requirements.txt unchanged since its virtualenv last ran it" in world.log(second)
     assert "compress: skipped" not in world.log(first) + world.log(second)
     assert len(world.runner.ran("compress")) == 4  # probe and run, twice
-    del world.runner.files[f"{world.tmp}/green/requirements.txt"]
+    del world.runner.files["requirements.txt"]
     assert "deps: skipped, the checkout has no requirements.txt" in world.log(world.job("deploy"))
 
 
@@ -424,7 +434,7 @@ def test_an_environment_file_sh_would_read_otherwise_fails_the_step_with_the_lin
 
 
 def test_a_changed_file_that_cannot_be_read_fails_the_step(world: World) -> None:
-    world.runner.files[f"{world.tmp}/green/requirements.txt"] = runner.ReadError(22, "refusing it: not a regular file")
+    world.runner.files["requirements.txt"] = runner.ReadError(22, "refusing it: not a regular file")
     job = world.job("deploy")
     assert failed_step(job) == "deps" and "deps: refusing it: not a regular file" in job["message"]
 

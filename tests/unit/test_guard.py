@@ -61,7 +61,7 @@ def test_a_crash_of_the_new_color_rolls_back_at_once(world: World) -> None:
     assert g.kinds() == ["deploy", "rollback"]
     rollback = world.store.jobs()[1]
     assert (rollback["status"], rollback["who"]) == ("succeeded", "bluegreen watch")
-    assert rollback["args"] == {"reason": "shop_green went EXITED", "failed": "green"}
+    assert rollback["args"] == {"reason": "shop_green went EXITED", "failed": "green", "to": ""}
     assert step_names(rollback) == ["live color", "check target", "switch", "record", "probe", "stop failed color"]
     assert world.links() == world.color("blue").socket
     state = world.store.read()

@@ -39,7 +39,7 @@ def make_api(tmp_path: Path, listener: int = ProcessStates.RUNNING) -> rpcinterf
     ini = tmp_path / "bluegreen.ini"
     ini.write_text(
         shop_config(tmp_path, repo=str(tmp_path / "repo.git"), maintenance_dir=f"{tmp_path}/www")
-        + f"checkout = {tmp_path}/%(color)s\n"
+        + f"root = {tmp_path}/%(color)s\ncheckout = {tmp_path}/%(color)s/src\n"
     )
     return rpcinterface.make_bluegreen_rpcinterface(fake_supervisord(listener), config=str(ini))
 

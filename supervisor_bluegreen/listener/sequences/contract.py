@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from supervisor_bluegreen.host import runner
+from supervisor_bluegreen.host import releases, runner
 from supervisor_bluegreen.host.migrations import gate
 from supervisor_bluegreen.listener.golive import reconcile, stop_color
 from supervisor_bluegreen.listener.run import Run, StepFailed
@@ -57,11 +57,19 @@ def migrate_rest(run: Run, target: Color) -> None:
 
 def clear_rollback_target(run: Run, pending: dict) -> str | None:
     """No way back past a contract migration: forget the previous color and stop it."""
-    previous = run.store.read().get("previous")
+    state = run.store.read()
+    previous = state.get("previous")
+    applied = {
+        "at": time.time(),
+        "job": run.job.id,
+        "release": releases.running(run.app).get(str(state.get("live") or ""), ""),
+        "migrations": list(pending.get("migrations") or ()),
+    }  # rollback --to a release older than this one is refused (release.contract_refusal)
     run.store.update(
         previous=None,
         contract=None,
         rollback_cleared={"job": pending.get("job"), "contract": run.job.id, "at": time.time()},
+        contracts=[*list(state.get("contracts") or ())[-49:], applied],
     )
     if previous:
         stop_color(run, run.app.color(previous))

@@ -1,21 +1,24 @@
 """The deploy sequence: a commit from git to live, the seed's post-receive hook made safe.
 
 ``deploy()`` reads like the hook, one named step per line. What the hook lacked is in the steps:
-the idle color is drained before it is touched, the build runs in its own checkout (the live color
-never sees new templates or static files), the new color must answer its health check before any
-traffic moves, and the switch is atomic. Any failure before the switch leaves the live color as it was.
+the build runs in a release folder of its own (host/releases.py) while both colors keep running, so
+a refused build leaves the live color and the rollback target exactly as they were; only then is the
+idle color drained, stopped and pointed at the release, and it must answer its health check before
+any traffic moves; the switch is atomic. Any failure before the switch leaves the live color as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
 import pwd
 import subprocess
 import time
+from collections.abc import Collection
 
-from supervisor_bluegreen.host import backup, drain, links, runner
+from supervisor_bluegreen.host import backup, drain, links, releases, runner
 from supervisor_bluegreen.host.migrations import gate
 from supervisor_bluegreen.host.supervisor import SupervisorError
 from supervisor_bluegreen.listener.golive import (
@@ -28,12 +31,15 @@ from supervisor_bluegreen.listener.golive import (
     verify_public,
     watching,
 )
-from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
+from supervisor_bluegreen.listener.run import Cancelled, Interrupted, Run, StepFailed, supervisor_failed
+from supervisor_bluegreen.shared import releaselist
 from supervisor_bluegreen.shared.config import App, Color, Deploy
 from supervisor_bluegreen.shared.jobargs import DeployArgs
 from supervisor_bluegreen.shared.model import Window
 from supervisor_bluegreen.shared.refs import ref_problem
 from supervisor_bluegreen.shared.store import check_private_dir, read_json, write_json_atomic
+
+BASE_PYTHON = "/usr/bin/python3"  # a release's first virtualenv, when no release or color has one to copy
 
 
 def settings(app: App) -> Deploy:
@@ -76,6 +82,8 @@ def resolve(run: Run, ref: str) -> str:
         raise StepFailed(f"unknown ref {ref!r} in {repo}") from None
     run.log(f"{ref} is {commit}")
     run.store.update_job(run.job.id, ref=ref, commit=commit)
+    if ref == settings(run.app).branch:  # status says when the live commit is not the branch's head
+        run.store.update(branch_head={"branch": ref, "commit": commit, "at": time.time()})
     return commit
 
 
@@ -113,8 +121,66 @@ def drain_idle(run: Run, target: Color) -> None:
         raise supervisor_failed(exc) from None
 
 
+def new_release(run: Run, target: Color, commit: str) -> Color:
+    """A release folder of its own for this build, with a clone of the repository and a virtualenv.
+
+    Returns ``target`` as it will be when it runs the release (its paths moved into the folder): every
+    build step runs there, and nothing either color runs is touched.
+    """
+    app = run.app
+    try:
+        releases.ensure_home(app)
+        taken = set(os.listdir(settings(app).releases))
+    except (releaselist.ReleaseError, OSError) as exc:
+        raise StepFailed(str(exc)) from None
+    release_id = releases.new_id(commit, time.time(), taken)
+    build_at = releases.view(target, releases.folder(app, release_id))
+    run.log(f"release {release_id} in {build_at.root}")
+    run.store.update_job(run.job.id, release=release_id)
+    git(run, "clone", "--quiet", "--no-checkout", settings(app).repo, build_at.checkout, cwd=settings(app).releases)
+    make_venv(run, target, build_at)
+    return build_at
+
+
+def plain_env() -> dict[str, str]:
+    """The environment of file commands (cp, rm, a virtualenv made): a PATH, none of the app's settings."""
+    return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C.UTF-8"}
+
+
+def make_venv(run: Run, target: Color, build_at: Color) -> None:
+    """The release's own virtualenv (when the color has one): a hard-link copy of the live one, else new.
+
+    A copy of an environment whose requirements did not change needs no install: the deps stamp of the
+    release it came from comes with it, so ``deps`` is skipped.
+    """
+    dest = releases.own_venv(build_at)
+    if not dest:
+        return
+    live = run.live_before
+    sources = [run.app.color(live)] if live else []
+    sources.append(target)
+    source = next((c for c in sources if os.path.exists(os.path.join(releases.own_venv(c), "bin", "pip"))), None)
+    if source is None:
+        argvs = releases.fresh_venv_argvs(BASE_PYTHON, dest)
+    else:
+        argvs = releases.copy_venv_argvs(releases.own_venv(source), dest)
+    for argv in argvs:
+        run.log("$ " + " ".join(argv[:3]) + (" ..." if len(argv) > 3 else ""))
+        try:
+            runner.run(argv, cwd=settings(run.app).releases, env=plain_env(), user=run.app.user,
+                       timeout=settings(run.app).step_timeout, log=run.log, cancelled=run.cancelled)  # fmt: skip
+        except runner.StepError as exc:
+            raise StepFailed(f"virtualenv: {exc}") from None
+    if source is not None:
+        for step in settings(run.app).steps:
+            if step.when_changed:
+                old = read_json(stamp_path(run, source, step), None)
+                if old:
+                    write_json_atomic(stamp_path(run, build_at, step), old)
+
+
 def update_checkout(run: Run, target: Color, commit: str) -> None:
-    """The idle checkout at exactly ``commit``: fetched from the repo, forced, no stray file left."""
+    """The release's checkout at exactly ``commit``: fetched from the repo, forced, no stray file left."""
     repo, cwd = settings(run.app).repo, target.checkout
     # refs/bluegreen/incoming/<commit>: where the pre-receive hook stages a push not yet accepted (git quarantine)
     refspecs = (
@@ -126,9 +192,6 @@ def update_checkout(run: Run, target: Color, commit: str) -> None:
     git(run, "checkout", "--quiet", "--force", "--detach", commit, cwd=cwd)
     git(run, "clean", "-ffdxq", cwd=cwd)
     head = git(run, "rev-parse", "HEAD", cwd=cwd)
-    colors = dict(run.store.read().get("colors", {}))  # status shows what the checkout now holds, built or not
-    colors[target.name] = {"version": head[:7], "commit": head}
-    run.store.update(colors=colors)
     if head != commit:
         raise StepFailed(f"{cwd} is at {head}, not {commit}")
 
@@ -261,7 +324,7 @@ def changed_since_last_run(run: Run, target: Color, step: runner.BuildStep) -> t
     """
     if not step.when_changed:
         return "", ""
-    stamp = os.path.join(run.store.dir, f"{step.name}.{target.name}.json")
+    stamp = stamp_path(run, target, step)
     try:  # the checkout is the app user's: read as that user, bounded, never as root
         data = runner.read_as_user(os.path.join(target.checkout, step.when_changed), run.app.user)
     except runner.ReadError as exc:
@@ -271,9 +334,20 @@ def changed_since_last_run(run: Run, target: Color, step: runner.BuildStep) -> t
         return stamp, ""
     digest = hashlib.sha256(data).hexdigest()
     if (read_json(stamp, {}) or {}).get("sha256") == digest:
-        run.log(f"{step.name}: skipped, {step.when_changed} unchanged since {target.name} last ran it")
+        run.log(f"{step.name}: skipped, {step.when_changed} unchanged since its virtualenv last ran it")
         return stamp, ""
     return stamp, digest
+
+
+def stamp_path(run: Run, at: Color, step: runner.BuildStep) -> str:
+    """Where a run-on-change step keeps its last input digest: one per virtualenv it installs into.
+
+    A release's own virtualenv is named by the release; a color's (before its first release) by the color;
+    one shared by both colors (a python outside the roots) has one stamp.
+    """
+    venv = releases.own_venv(at)
+    key = os.path.basename(at.root.rstrip("/")) if venv else "shared"
+    return os.path.join(run.store.dir, f"{step.name}.{key}.json")
 
 
 def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
@@ -303,6 +377,77 @@ def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> No
         run.log(f"backup: removed old {old}")
 
 
+def record_built(run: Run, build_at: Color, commit: str) -> None:
+    """The release built and passed its tests and the gate: kept for rollbacks; old ones pruned."""
+    release_id = os.path.basename(build_at.root)
+    built = releaselist.Release(release_id, commit, time.time(), run.job.id)
+    kept = [r.record() for r in releaselist.recorded(run.store.read()) if r.id != release_id]
+    run.store.update(releases=[*kept, built.record()])
+    prune(run, protected={release_id})
+
+
+def prune(run: Run, protected: Collection[str] = ()) -> None:
+    """Remove release folders beyond ``keep_releases`` (never one a color points at), as the app user."""
+    config = settings(run.app)
+    built = releaselist.recorded(run.store.read())
+    try:
+        names = os.listdir(config.releases)
+    except OSError as exc:
+        run.log(f"releases: cannot list {config.releases}: {exc}")
+        return
+    gone = releases.to_prune(names, built, config.keep_releases, {*releases.running(run.app).values(), *protected})
+    if not gone:
+        return
+    try:
+        runner.run(releases.remove_argv(run.app, gone), cwd=config.releases, env=plain_env(),
+                   user=run.app.user, timeout=config.step_timeout, log=run.log)  # fmt: skip
+    except runner.StepError as exc:
+        run.log(f"releases: could not remove {', '.join(gone)}: {exc}")
+        return
+    run.store.update(releases=[r.record() for r in built if r.id not in gone])
+    for name in gone:
+        for step in config.steps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(run.store.dir, f"{step.name}.{name}.json"))
+    run.log(f"releases: removed {', '.join(gone)}")
+
+
+def wait_for_window(run: Run) -> str | None:
+    """The build ran beside a watch window; the start waits for it: the color it stops is the window's way back.
+
+    Returns the live color after the window (it may have rolled back meanwhile).
+    """
+    said = 0
+    while True:
+        window = Window.from_state(run.store.read().get("watch"))
+        if window is None:
+            break
+        if said != window.job:
+            until = time.strftime("%H:%M:%S", time.localtime(window.until))
+            run.log(f"built; waiting for the watch window of job {window.job} (until {until}) before the start")
+            run.store.update_job(run.job.id, waiting_for=window.job)
+            said = window.job
+        if run.cancelled():
+            raise Cancelled("cancelled while waiting for the watch window")
+        if run.stopping.is_set():
+            raise Interrupted("interrupted while waiting for the watch window: the listener is stopping")
+        time.sleep(0.2)
+    return reconcile(run) if said else run.live_before
+
+
+def point_color(run: Run, target: Color, build_at: Color, commit: str) -> None:
+    """The stopped idle color re-pointed at the release; status shows what it holds from now on."""
+    release_id = os.path.basename(build_at.root)
+    try:
+        releases.point(run.app, target, release_id)
+    except releaselist.ReleaseError as exc:
+        raise StepFailed(str(exc)) from None
+    colors = dict(run.store.read().get("colors", {}))
+    colors[target.name] = {"version": commit[:7], "commit": commit, "release": release_id}
+    run.store.update(colors=colors)
+    run.log(f"{target.name} now runs release {release_id}")
+
+
 def start_color(run: Run, target: Color) -> float:
     """Ask supervisor to start the idle color; returns the instant from which its crashes count."""
     since = time.monotonic()
@@ -319,7 +464,7 @@ def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Win
     Contract migrations the gate held back are recorded to run after the window (contract.py).
     """
     colors = dict(run.store.read().get("colors", {}))
-    colors[target.name] = {"version": commit[:7], "commit": commit}
+    colors[target.name] = {**colors.get(target.name, {}), "version": commit[:7], "commit": commit}
     pending = None
     if run.gate is not None and run.gate.deferred:
         pending = {"job": run.job.id, "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
@@ -328,7 +473,7 @@ def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Win
 
 # -- the sequence ----------------------------------------------------------------------------
 def deploy(run: Run, args: DeployArgs) -> str:
-    """git -> live for one app: resolve, drain, checkout, build, start, gate, switch, record, workers."""
+    """git -> live for one app: resolve, build a release beside the live site, then start, gate, switch, watch."""
     config = settings(run.app)
     run.allow_unsafe = args.allow_unsafe
     commit = run.step("resolve", resolve, args.ref or config.branch)
@@ -337,10 +482,15 @@ def deploy(run: Run, args: DeployArgs) -> str:
     run.announce("start", f"{run.app.name}: deploying {commit[:7]} to {target.name}", commit=commit)
     started = False
     try:
-        run.step("drain", drain_idle, target)
-        run.step("checkout", update_checkout, target, commit)
+        build_at = run.step("release", new_release, target, commit)
+        run.step("checkout", update_checkout, build_at, commit)
         for step in config.steps:
-            run.step(step.name, build, target, step, commit)
+            run.step(step.name, build, build_at, step, commit)
+        run.step("built", record_built, build_at, commit)
+        live = run.step("window", wait_for_window)
+        target = idle_color(run, live)
+        run.step("drain", drain_idle, target)
+        run.step("point", point_color, target, build_at, commit)
         since = run.step("start", start_color, target)
         started = True
         run.step("health gate", health_gate, target, since)

@@ -19,6 +19,8 @@ from supervisor_bluegreen.listener.golive import (
     watching,
 )
 from supervisor_bluegreen.listener.run import Run, StepFailed
+from supervisor_bluegreen.listener.sequences.release import cold_rollback, rollback_to
+from supervisor_bluegreen.shared import releaselist
 from supervisor_bluegreen.shared.jobargs import HealthArgs, NoArgs, RollbackArgs, SwitchArgs
 
 
@@ -41,13 +43,20 @@ def switch_to(run: Run, args: SwitchArgs) -> str:
 def rollback(run: Run, args: RollbackArgs) -> str:
     """Back to the previous color, still running and warm: the same gate, no rebuild.
 
+    With ``to`` (or when no previous color runs but releases are kept): a kept release started again
+    in the idle color (release.py).
+
     With ``reason`` it is the watch window's automatic rollback: the live color is dying and
     every moment costs requests, so traffic moves as soon as supervisor says the previous color
     runs (it served a minute ago, and its health is checked right after); the color that failed
     is stopped and is no rollback target.
     """
     reason, failed = args.reason, args.failed
+    if args.to:
+        return rollback_to(run, args)
     previous = run.store.read().get("previous")
+    if not previous and not reason and releaselist.recorded(run.store.read()):
+        return cold_rollback(run, args)
     if not previous:
         raise StepFailed("nothing to roll back to: no previous color recorded")
     if not reason:
