@@ -254,7 +254,8 @@ def test_mistyped_job_arguments_are_refused_at_the_rpc_and_nothing_is_queued(
         ("recover", {"ref": "main"}, "recover: unknown argument(s) ref (it takes: none)"),
         ("rollback", {"reason": 3}, "rollback: reason must be str, got int"),
         ("deploy", ["main"], "deploy: arguments must be a mapping, got list"),
-        ("reboot", {}, "unknown job kind 'reboot' (kinds: switch, rollback, health, deploy, recover, contract, restart)"),
+        ("reboot", {}, "unknown job kind 'reboot' (kinds: switch, rollback, health, deploy, recover, contract, "
+                       "restart)"),
     ],
 )  # fmt: skip
 def test_job_arguments_a_sequence_does_not_take_are_named(kind: str, raw: Any, problem: str) -> None:
