@@ -82,7 +82,7 @@ def assert_consistent(stack: Stack) -> None:
     assert now["colors"][live]["state"] == "RUNNING"
     celery = stack.rpc().supervisor.getProcessInfo("abiapp_celery")
     assert celery["statename"] == "RUNNING", celery
-    assert psutil.Process(celery["pid"]).cwd() == str(checkout)
+    assert psutil.Process(celery["pid"]).cwd() == os.path.realpath(checkout)  # its color's release
     if now["previous"]:
         assert now["previous"] != live and now["colors"][now["previous"]]["state"] == "RUNNING"
 

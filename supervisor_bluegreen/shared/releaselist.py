@@ -54,9 +54,13 @@ def recorded(state: dict[str, Any]) -> list[Release]:
 
 
 def pick(built: list[Release], live_id: str, to: str) -> Release:
-    """The release ``rollback --to`` means: a commit (or its prefix), or ``-N``: N releases before the live one."""
+    """The release ``rollback --to`` means: a commit (or its prefix), or ``-N``: N releases before the live one.
+
+    ``built`` is in build order (``recorded``).
+    """
     if re.fullmatch(r"-[1-9][0-9]*", to):
-        older = [r for r in built if r.id < live_id] if live_id else built
+        ids = [r.id for r in built]
+        older = built[: ids.index(live_id)] if live_id in ids else built
         n = int(to[1:])
         if n > len(older):
             raise ReleaseError(f"only {len(older)} kept release(s) before the live one: {to} goes too far back")

@@ -35,8 +35,9 @@ from supervisor_bluegreen.shared.model import Window
 
 
 def contract_refusal(contracts: list[dict], release: releaselist.Release) -> str:
-    """Why ``release`` may not serve again ('' when it may): a contract migration of a later release ran."""
-    later = [c for c in contracts if str(c.get("release") or "") > release.id]
+    """Why ``release`` may not serve again ('' when it may): another release's contract migrations ran after it
+    was built (its own contract, dropping what its code no longer reads, does not stop it)."""
+    later = [c for c in contracts if c.get("release") != release.id and float(c.get("at") or 0) > release.built]
     if not later:
         return ""
     names = ", ".join(m for c in later for m in c.get("migrations") or ())
