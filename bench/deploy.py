@@ -8,7 +8,12 @@ asks nginx for /health on fresh connections as fast as it can. Reported per depl
 - ``workers_s``: Celery's graceful restart (warm shutdown + start);
 - ``overhead_s``: total - build - boot - workers: resolve, drain, checkout, switch, verify, record,
   and the queueing between them: what bluegreen itself adds;
-- ``pass_to_live_ms``: from the health gate passing to the first new-version response through nginx.
+- ``pass_to_live_ms``: from the health gate passing to the first new-version response through nginx;
+- ``release_s``, ``deps_s``: the release's folder (clone, its virtualenv) and the deps step of a code-only
+  deploy (requirements unchanged).
+Run twice: the demo's layout (one virtualenv outside the colors) and, as ``bluegreen init`` lays an app out,
+each color with a virtualenv of its own (``own_venvs``): there each release gets a hard-link copy of the live
+one, and the deps step finds its requirements already installed.
 Results: a table and ``bench/results/deploy.json``.
 """
 
@@ -69,7 +74,7 @@ def one_deploy(stack: Stack, poller: Poller, version: str) -> dict[str, Any]:
     steps = {s["name"]: s for s in job["steps"]}
     seconds = {name: s["seconds"] for name, s in steps.items()}
     total = job["finished"] - job["started"]
-    build = sum(seconds.get(n, 0.0) for n in BUILD)
+    build = sum(seconds.get(n, 0.0) for n in BUILD)  # deps and the release folder count as overhead
     boot = seconds["start"] + seconds["health gate"]
     workers = seconds.get("workers", 0.0)
     deadline = time.time() + 10
@@ -83,20 +88,24 @@ def one_deploy(stack: Stack, poller: Poller, version: str) -> dict[str, Any]:
         "drain_s": seconds.get("drain", 0.0),
         "overhead_s": round(total - build - boot - workers, 3),
         "pass_to_live_ms": round((poller.first_seen[version] - steps["health gate"]["ended"]) * 1000, 1),
+        "release_s": seconds.get("release", 0.0),
+        "deps_s": seconds.get("deps", 0.0),
     }
 
 
-def run(deploys: int) -> dict[str, Any]:
+def run(deploys: int, own_venvs: bool = False) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bg-bench-"))
-    stack = Stack(root).layout().start()
+    stack = Stack(root, own_venvs=own_venvs).layout().start()
     poller = Poller(stack.url("/health"))
     try:
         assert stack.ctl("bluegreen", "switch", "abiapp", "blue").returncode == 0
         subprocess.run(["git", "clone", "-q", str(root / "app.git"), str(root / "work")], check=True)
         poller.start()
         runs = []
+        if own_venvs:  # the first deploy installs into the colors' own virtualenvs: not code-only
+            one_deploy(stack, poller, "bench-0")
         for i in range(deploys):
-            print(f"deploy {i + 1}/{deploys} ...", flush=True)
+            print(f"deploy {i + 1}/{deploys}{' (own virtualenvs)' if own_venvs else ''} ...", flush=True)
             runs.append(one_deploy(stack, poller, f"bench-{i + 1}"))
     finally:
         poller.stop.set()
@@ -110,14 +119,18 @@ def run(deploys: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deploys", type=int, default=3)
-    results = run(parser.parse_args().deploys)
+    deploys = parser.parse_args().deploys
+    results = run(deploys)
+    results["own_venvs"] = run(deploys, own_venvs=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "deploy.json").write_text(json.dumps(results, indent=2) + "\n")
-    keys = list(results["median"])
-    print("  ".join(["deploy".ljust(8), *(k.rjust(15) for k in keys)]))
-    for i, r in enumerate(results["deploys"], 1):
-        print("  ".join([str(i).ljust(8), *(f"{r[k]:15}" for k in keys)]))
-    print("  ".join(["median".ljust(8), *(f"{results['median'][k]:15}" for k in keys)]))
+    for title, part in (("shared virtualenv", results), ("own virtualenvs", results["own_venvs"])):
+        keys = list(part["median"])
+        print(title)
+        print("  ".join(["deploy".ljust(8), *(k.rjust(15) for k in keys)]))
+        for i, r in enumerate(part["deploys"], 1):
+            print("  ".join([str(i).ljust(8), *(f"{r[k]:15}" for k in keys)]))
+        print("  ".join(["median".ljust(8), *(f"{part['median'][k]:15}" for k in keys)]))
     print(f"written: {RESULTS / 'deploy.json'}")
     return 0
 

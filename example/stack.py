@@ -26,6 +26,7 @@ import psutil
 from supervisor.xmlrpc import SupervisorTransport
 
 from example import services
+from supervisor_bluegreen.host import releases
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = REPO / "example" / "app"
@@ -60,6 +61,8 @@ class Stack:
     celery: bool = True  # restart abiapp_celery after a deploy
     ini_overrides: dict[str, str] = field(default_factory=dict)
     watch: str = "0"  # the watch window: off unless a test or the demo is about it (deploys wait it out)
+    own_venvs: bool = False  # each color a virtualenv of its own under its root (a hard-link copy of ``venv``)
+    env_file: bool = False  # the colors read <root>/etc/app.env at start (as init's programs do): `restart` applies it
     pid: int | None = None
     name: str = field(default_factory=lambda: f"bg_{secrets.token_hex(4)}")  # database and Celery queue
 
@@ -86,11 +89,14 @@ class Stack:
     def rewrite(self, text: str) -> str:
         """An example from conf/ with its system paths pointed into this stack."""
         nginx_args = f"{NGINX} -p {self.root}/nginx/ -c nginx.conf -e {self.root}/log/nginx.error.log"
-        for old, new in [
+        venvs = [] if self.own_venvs else [
             ("/srv/abiapp/blue/venv/bin/", f"{self.venv}/bin/"),
             ("/srv/abiapp/green/venv/bin/", f"{self.venv}/bin/"),
             ("/srv/abiapp/live/venv/bin/", f"{self.venv}/bin/"),
             ("/srv/abiapp/%(color)s/venv/bin/", f"{self.venv}/bin/"),
+        ]  # fmt: skip
+        for old, new in [
+            *venvs,
             ('EXAMPLE_DB_NAME="abiapp"', f'EXAMPLE_DB_NAME="{self.database}"'),
             ('EXAMPLE_CELERY_QUEUE="abiapp"', f'EXAMPLE_CELERY_QUEUE="{self.name}"'),
             ("/usr/local/bin/bluegreen", f"{self.venv}/bin/bluegreen"),
@@ -130,6 +136,10 @@ class Stack:
         services.require()
         services.create_database(self.database)
         self.make_checkouts()
+        if self.own_venvs:
+            for color in COLORS:
+                for argv in releases.copy_venv_argvs(str(self.venv), str(self.root / color / "venv")):
+                    subprocess.run(argv, check=True)
         self.manage_all(  # at once: each Django start-up is a second or two, and they share nothing
             *((color, "collectstatic", "--noinput", "-v0") for color in COLORS),
             ("blue", "migrate", "--noinput", "-v0"),  # the initial install
@@ -180,7 +190,8 @@ class Stack:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             for color, *args in commands:
-                argv = [f"{self.venv}/bin/python", "manage.py", *args]
+                venv = self.root / color / "venv" if self.own_venvs else self.venv
+                argv = [f"{venv}/bin/python", "manage.py", *args]
                 procs.append(subprocess.Popen(argv, cwd=self.checkout(color), env=self.env(color)))
         finally:
             for proc in procs:
@@ -198,6 +209,12 @@ class Stack:
         )
         programs = configparser.RawConfigParser()
         programs.read_string(self.rewrite((REPO / "conf/supervisor/abiapp.conf").read_text()))
+        if self.env_file:
+            (self.root / "etc" / "app.env").touch()
+            for color in COLORS:
+                section = f"program:{APP}_{color}"
+                command = programs.get(section, "command")
+                programs.set(section, "command", f"/bin/sh -c 'set -a; . {self.root}/etc/app.env; exec {command}'")
         for section, values in self.program_overrides.items():
             for key, value in values.items():
                 programs.set(section, key, value)
@@ -245,7 +262,10 @@ files = {r}/etc/supervisor.d/*.conf
     def write_ini(self) -> None:
         example = "conf/bluegreen-nginx-mode.ini" if self.mode == "nginx" else "conf/bluegreen.ini"
         text = self.rewrite((REPO / example).read_text())
-        for key, value in {"watch": self.watch, **self.ini_overrides}.items():
+        overrides = {"watch": self.watch, **self.ini_overrides}
+        if self.env_file:
+            overrides["environment_file"] = str(self.root / "etc" / "app.env")
+        for key, value in overrides.items():
             lines = text.splitlines()
             hits = [i for i, line in enumerate(lines) if line.split("=")[0].strip() == key]
             if hits:

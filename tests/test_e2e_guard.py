@@ -110,10 +110,13 @@ def test_a_release_that_holds_passes_its_window_and_a_deploy_waits_for_it(stack:
     assert "watched for" in stack.ctl("bluegreen", "status").stdout
     second = push(stack, {"VERSION": "v-after-window\n"}, "asked for during the window", branch="after")
     queued = job_id_of(stack.ctl("bluegreen", "deploy", "abiapp", second, "--detach"))
-    time.sleep(1.0)
-    assert status(stack)["colors"][old]["state"] == "RUNNING"  # the rollback target is not drained meanwhile
-    assert status(stack)["running"]["status"] == "queued"
     waiting = f"waiting for the watch window of job {queued - 1}"  # said once, while it waits
+    deadline = time.monotonic() + 60  # it builds at once; only its start waits
+    while waiting not in stack.ctl("bluegreen", "log", "abiapp", str(queued)).stdout:
+        assert time.monotonic() < deadline, stack.ctl("bluegreen", "log", "abiapp", str(queued)).stdout
+        time.sleep(0.3)
+    assert status(stack)["colors"][old]["state"] == "RUNNING"  # the rollback target is not drained meanwhile
+    assert status(stack)["running"]["step"] == "window"
     assert stack.ctl("bluegreen", "log", "abiapp", str(queued)).stdout.count(f"{waiting} (until ") == 1
     assert waiting in stack.ctl("bluegreen", "status").stdout
     job = wait_finished(stack, queued, timeout=60)

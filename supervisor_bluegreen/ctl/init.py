@@ -330,8 +330,9 @@ def plan(o: Options, f: Facts) -> list[Action]:
     for c in COLORS:
         p = _color_paths(o, c)
         branch = o.branch or f.branch
+        if not os.path.islink(p["root"]):  # a link: deploys point it at a release (host/releases.py)
+            acts.append(Action("dir", p["root"], owner=user, mode=0o755))
         acts += [
-            Action("dir", p["root"], owner=user, mode=0o755),
             Action(
                 "run",
                 argv=("git", "clone", "--quiet", "--branch", branch, f"{root}/app.git", p["src"]),

@@ -2,6 +2,7 @@
 
 import logging
 import math
+import os
 import time
 
 from django.db import DatabaseError, connection
@@ -13,6 +14,12 @@ from .models import Note
 from .version import COLOR, VERSION
 
 log = logging.getLogger(__name__)
+
+# the environment a release runs with, as `restart` applies it: a greeting /version shows, and a setting
+# that makes the instance fail its health checks that many seconds after it started (a bad value)
+GREETING = os.environ.get("EXAMPLE_GREETING", "")
+FAIL_AFTER = float(os.environ.get("EXAMPLE_FAIL_AFTER") or "0")
+STARTED = time.monotonic()
 
 MAX_SLOW_SECONDS = 60.0
 
@@ -26,6 +33,8 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_GET
 def health(request: HttpRequest) -> HttpResponse:
     """Readiness probe: 200 only when the database is reachable."""
+    if FAIL_AFTER and time.monotonic() - STARTED > FAIL_AFTER:
+        return HttpResponse("broken by EXAMPLE_FAIL_AFTER", status=500, content_type="text/plain")
     try:
         connection.ensure_connection()
         with connection.cursor() as cursor:
@@ -39,7 +48,7 @@ def health(request: HttpRequest) -> HttpResponse:
 @require_GET
 def version(request: HttpRequest) -> JsonResponse:
     """Machine-readable identity of this instance."""
-    return JsonResponse({"version": VERSION, "color": COLOR})
+    return JsonResponse({"version": VERSION, "color": COLOR, "greeting": GREETING})
 
 
 @require_GET
