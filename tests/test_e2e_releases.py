@@ -82,10 +82,10 @@ def test_three_deploys_then_rollback_to_the_first_serves_it_and_a_contract_refus
 
     # a release with a contract migration, run once its window passed
     migration = (
-        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n"
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n"
         "    dependencies = [('exampleapp', '0001_initial')]\n"
         "    bluegreen = 'contract'\n"
-        "    operations = [migrations.AddField('note', 'extra', models.IntegerField(default=0))]\n"
+        "    operations = [migrations.RunSQL('SELECT 1', migrations.RunSQL.noop)]\n"
     )
     contract = push(stack, {"VERSION": "r-contract\n", "exampleapp/migrations/0002_contract.py": migration}, "c")
     out = stack.ctl("bluegreen", "deploy", "abiapp", contract)

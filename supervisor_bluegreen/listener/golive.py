@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-from supervisor_bluegreen.host import health, links, runner, workers
+from supervisor_bluegreen.host import health, links, releases, runner, workers
 from supervisor_bluegreen.host.supervisor import SupervisorError
 from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
@@ -54,7 +54,11 @@ def reconcile_links(app: App, store: Store, log: Callable[[str], None]) -> str |
     state = store.read()
     if state.get("live") != live:
         log(f"state said live={state.get('live')}, links say {live}: recording {live}")
-    versions = {c.name: {"version": checkout_version(app, c)} for c in app.colors}
+    running = releases.running(app) if app.deploy else {}  # what each color's root link leads to
+    versions = {
+        c.name: {"version": checkout_version(app, c), **({"release": running[c.name]} if c.name in running else {})}
+        for c in app.colors
+    }
     changes: dict[str, Any] = {"live": live, "colors": versions}
     pending = state.get("switching")
     if isinstance(pending, dict):
