@@ -82,7 +82,7 @@ def test_three_deploys_then_rollback_to_the_first_starts_it_again_without_a_buil
 
 
 def test_rollback_to_a_release_older_than_an_applied_contract_is_refused_with_the_reason(world: World) -> None:
-    first, second, _ = three_deploys(world)
+    _, second, _ = three_deploys(world)
     world.store.update(
         contracts=[{"at": time.time(), "job": 5, "release": second["release"], "migrations": ["shop.0003"]}]
     )
@@ -95,7 +95,7 @@ def test_rollback_to_a_release_older_than_an_applied_contract_is_refused_with_th
 
 
 def test_a_plain_rollback_with_no_warm_color_starts_the_release_before_the_live_one(world: World) -> None:
-    first, second, _ = three_deploys(world)
+    _, second, _ = three_deploys(world)
     world.store.update(previous=None)  # e.g. a contract migration cleared and stopped it
     job = world.job("rollback")
     assert job["status"] == "succeeded", job["message"]
