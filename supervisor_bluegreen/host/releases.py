@@ -113,8 +113,8 @@ def ensure_home(app: App) -> None:
         raise ReleaseError(f"cannot make the releases folder {home}: {exc}") from None
 
 
-def point(app: App, color: Color, release_id: str) -> str:
-    """Make ``color``'s root lead to the release (the color is stopped); returns what it led to before.
+def point(app: App, color: Color, release_id: str) -> None:
+    """Make ``color``'s root lead to the release (the color is stopped).
 
     A color still in its own folder (before its first release) has that folder moved into the releases
     folder, where pruning removes it. The link is the release's owner's, so nginx (``disable_symlinks
@@ -122,15 +122,13 @@ def point(app: App, color: Color, release_id: str) -> str:
     """
     link = color.root.rstrip("/")
     target = folder(app, release_id)
-    before = links.read_link(link) or ""
     try:
         st = os.lstat(target)
         if os.path.lexists(link) and not os.path.islink(link):
-            before = move_aside(app, link, f"before-releases-{color.name}-{int(time.time())}")
+            move_aside(app, link, f"before-releases-{color.name}-{int(time.time())}")
         links.atomic_symlink(link, target, (st.st_uid, st.st_gid))
     except OSError as exc:
         raise ReleaseError(f"cannot point {link} at {target}: {exc}") from None
-    return before
 
 
 def move_aside(app: App, path: str, name: str) -> str:
