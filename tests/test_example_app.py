@@ -139,7 +139,7 @@ def test_health_version_notes_and_headers(checkout: Path) -> None:
     assert health["status"] == 200
     assert health["body"] == f"ok {VERSION}"
     assert health["type"].startswith("text/plain")
-    assert json.loads(out["/version"]["body"]) == {"version": VERSION, "color": "blue"}
+    assert json.loads(out["/version"]["body"]) == {"version": VERSION, "color": "blue", "greeting": ""}
     notes = json.loads(out["/notes"]["body"])["notes"]
     assert [n["text"] for n in notes] == ["hello"]
     assert out["/nope"]["status"] == 404
