@@ -3,7 +3,9 @@
 supervisor's stop is the graceful part: its ``stopsignal`` (TERM is Celery's warm shutdown: running
 tasks finish; with ``acks_late``, tasks not started stay in the broker) within ``stopwaitsecs``.
 A worker runs from the ``live_root`` link, so after the restart its directory must be the live
-color's checkout: that is the confirmation.
+color's checkout, and it must stay up: RUNNING (past supervisor's ``startsecs``) is not enough for a
+worker that dies a few seconds later, after its broker connection or its first task, and is restarted
+by supervisor again and again. It must then run ``settle`` seconds with no exit.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ def restart(
     timeout: float,
     log: Callable[[str], None],
     stopped: Callable[[], None] = lambda: None,
+    settle: float = 0.0,
 ) -> None:
-    """stop, start, wait until RUNNING (a crash ends the wait at once), then confirm its checkout.
+    """stop, start, wait until RUNNING (a crash ends the wait at once), confirm its checkout, then see it
+    stay up for ``settle`` seconds: an exit (or a new pid: supervisor restarted it) fails it.
 
     ``stopped`` is called between the stop and the start (the fault tests kill the listener there).
     """
@@ -65,10 +69,17 @@ def restart(
                 raise WorkerError(f"worker {program} did not come back: {crashed or state}")
             time.sleep(0.2)
         pid = sup.info(program)["pid"]
+        confirm_checkout(program, pid, target)
+        stays_up(sup, watch, program, pid, settle)
     except ShuttingDown:
         raise  # supervisord is on its way out: the job is interrupted, not failed
     except SupervisorError as exc:
         raise WorkerError(str(exc)) from None
+    log(f"worker {program} pid {pid} runs {target.name}'s checkout" + (f", up for {settle:g} s" if settle else ""))
+
+
+def confirm_checkout(program: str, pid: int, target: Color) -> None:
+    """The worker's directory is the live color's checkout (through the live_root link), or it runs old code."""
     try:
         cwd = psutil.Process(pid).cwd()
     except psutil.Error as exc:
@@ -78,4 +89,17 @@ def restart(
             f"worker {program} runs in {cwd}, not in {target.name}'s checkout {target.checkout}: "
             "set its directory to the live_root link"
         )
-    log(f"worker {program} pid {pid} runs {target.name}'s checkout")
+
+
+def stays_up(sup: Supervisor, watch: ProcessWatch, program: str, pid: int, settle: float) -> None:
+    """``program`` keeps running as ``pid`` for ``settle`` seconds: no crash event, no restart by supervisor."""
+    since = time.monotonic()
+    deadline = since + settle
+    while time.monotonic() < deadline:
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        crashed = watch.crashed_since(program, since)
+        info = sup.info(program)
+        if crashed or info["statename"] != "RUNNING" or info["pid"] != pid:
+            up = time.monotonic() - since
+            now = crashed or info["statename"]
+            raise WorkerError(f"worker {program} (pid {pid}) exited {up:.1f} s after it was RUNNING (now {now})")

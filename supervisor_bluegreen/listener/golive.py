@@ -240,13 +240,24 @@ def restart_workers(run: Run, target: Color) -> None:
                     config.worker_timeout,
                     run.log,
                     stopped=lambda: failpoint.hit(run.store.dir, "workers.stopped"),
+                    settle=config.worker_settle,
                 )
             except workers.WorkerError as exc:
-                if live_by_links_now(run.app) not in (None, target.name):  # an automatic rollback moved traffic
-                    run.log(f"{exc}; traffic moved meanwhile: the rollback restarts them again")
-                    return
-                raise StepFailed(str(exc)) from None
+                raise StepFailed(worker_failed(run, program, target, exc)) from None
         run.store.update(workers_restarting=None)
+
+
+def worker_failed(run: Run, program: str, target: Color, exc: workers.WorkerError) -> str:
+    """Why a worker failed, with its stderr, and what happens next: its crash is the window's to roll back."""
+    tail = stderr_summary(run.sup.stderr_tail(program))
+    detail = f"\n--- {program} stderr (errors, then the last lines) ---\n{tail}" if tail else ""
+    live = live_by_links_now(run.app)
+    if live not in (None, target.name):  # an automatic rollback moved traffic meanwhile
+        return f"{exc}; traffic moved back to {live} meanwhile: its rollback restarts the workers there{detail}"
+    window = Window.from_state(run.store.read().get("watch"))
+    if window is not None and window.color == target.name:
+        return f"{exc}; the watch window rolls back to {window.previous}, workers included{detail}"
+    return f"{exc}{detail}"
 
 
 def live_by_links_now(app: App) -> str | None:

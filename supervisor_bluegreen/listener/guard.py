@@ -1,7 +1,8 @@
 """The thread that guards an app's watch window (watch.py) from the instant of the go-live.
 
 It runs beside the app's job worker, not after it: a deploy is still restarting Celery for
-seconds after its record step, and a release that dies then must not wait for that. On a crash
+seconds after its record step, and a release that dies then must not wait for that. The workers
+run the new release too: a crash of one of them during the window rolls back as the web color's does. On a crash
 event or failed probes it runs the automatic rollback job at once, in this thread; the workers
 restart is serialized with any other (golive.restart_workers follows whatever is live).
 The window itself is state: a listener restarted during it resumes it here. A supervisord that
@@ -75,12 +76,13 @@ class WindowGuard(threading.Thread):
             self.end(store, window, Outcome(Verdict.ENDED, f"{window.color} is no longer live"))
             return
         self.wait_started(color.program, window)
+        workers = app.deploy.workers if app.deploy else ()  # they run the new release too: theirs are its crashes
         since = time.monotonic() - max(0.0, time.time() - window.since)  # crash events from the go-live on
         self.log(f"{app.name}: watching {window.color} for {window.remaining():.0f} s more")
         outcome = observe(
             window,
             app.watch,
-            crashed=lambda: self.crashed(color.program, since),
+            crashed=lambda: self.crashed((color.program, *workers), since),
             probe=lambda: health.probe(color.socket, app.health),
             interrupted=lambda: self.interruption(store, window),
             wait=self.wake.wait,
@@ -123,10 +125,13 @@ class WindowGuard(threading.Thread):
                 said = True
             self.worker.stopping.wait(timeout=0.3)
 
-    def crashed(self, program: str, since: float) -> str | None:
-        """A crash event of ``program`` since the go-live, named."""
-        state = self.worker.watch.crashed_since(program, since)
-        return f"{program} went {state}" if state else None
+    def crashed(self, programs: tuple[str, ...], since: float) -> str | None:
+        """A crash event of one of ``programs`` (the live color's, its workers') since the go-live, named."""
+        for program in programs:
+            state = self.worker.watch.crashed_since(program, since)
+            if state:
+                return f"{program} went {state}"
+        return None
 
     def interruption(self, store: Store, window: Window) -> Outcome | None:
         """Why a window ends before its time: the listener stops, or a person switched or asked to."""

@@ -114,6 +114,7 @@ class Deploy:
     workers: tuple[str, ...]
     worker_timeout: float
     webhooks: tuple[str, ...]
+    worker_settle: float = 5.0  # seconds a restarted worker must stay RUNNING (no exit) before the step passes
     verify_backup: bool = False  # restore each new backup into a scratch database and compare before migrate
     releases: str = ""  # where each deploy builds its release (host/releases.py); a color's root links to one
     keep_releases: int = 5  # built releases kept for rollback; one a color runs is never removed
@@ -375,6 +376,7 @@ DEPLOY_KEYS = {
     "drain_timeout",
     "workers",
     "worker_timeout",
+    "worker_settle",
     "webhooks",
     "releases",
     "keep_releases",
@@ -573,6 +575,7 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         drain_timeout=s.number("drain_timeout", 30.0, float, 0),
         workers=tuple(s.text("workers", "").split()),
         worker_timeout=s.number("worker_timeout", 120.0, float, 1),
+        worker_settle=s.number("worker_settle", 5.0, float, 0),
         webhooks=tuple(s.text("webhooks", "").split()),
         releases=releases,
         keep_releases=int(s.number("keep_releases", 5, int, 1)),

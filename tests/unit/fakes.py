@@ -51,7 +51,9 @@ class FakeSupervisord:
     state (RUNNING, SHUTDOWN, RESTARTING); ``gone``: it no longer answers at all. ``dirs[program]``: the
     directory supervisord starts a program in (a worker's ``directory = live_root``): the test process
     enters it, and is the program's pid (unless ``pids`` names another). ``on_start[program]``: called
-    at its start (what another thread does meanwhile).
+    at its start (what another thread does meanwhile). ``exits[program] = (reads, state)``: after a start
+    that took, the program crashes into ``state`` (EXITED, BACKOFF) once its info was read ``reads`` times
+    (a worker that dies a few seconds after supervisor called it RUNNING).
     """
 
     def __init__(self, watch: ProcessWatch | None = None, **states: str) -> None:
@@ -67,6 +69,8 @@ class FakeSupervisord:
         self.later: dict[str, list[str]] = {}
         self.pids: dict[str, int] = {}
         self.on_start: dict[str, Callable[[], None]] = {}
+        self.exits: dict[str, tuple[int, str]] = {}
+        self._reads_left: dict[str, int] = {}
 
     def _check(self, method: str, program: str) -> None:
         if self.statename in ("SHUTDOWN", "RESTARTING"):
@@ -84,6 +88,13 @@ class FakeSupervisord:
 
     def getProcessInfo(self, program: str) -> dict[str, Any]:
         self._check("getProcessInfo", program)
+        if program in self._reads_left:
+            self._reads_left[program] -= 1
+            if self._reads_left[program] < 0:
+                del self._reads_left[program]
+                self.states[program] = self.exits[program][1]
+                if self.watch is not None:
+                    self.watch.update(program, self.states[program])
         state = self.later[program].pop(0) if self.later.get(program) else self.states[program]
         pid = self.pids.get(program, os.getpid()) if state == "RUNNING" else 0
         return {"name": program, "statename": state, "pid": pid}
@@ -103,6 +114,8 @@ class FakeSupervisord:
             return True
         if program in self.dirs:
             os.chdir(self.dirs[program])
+        if program in self.exits:
+            self._reads_left[program] = self.exits[program][0]
         self.states[program] = "RUNNING"
         return True
 
@@ -346,6 +359,7 @@ class World:
 
 def with_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: str, previous: str, **extra: str) -> World:
     """``live`` live, ``previous`` RUNNING, and a worker program (Celery) RUNNING from the live_root link."""
+    extra.setdefault("worker_settle", "0.3")
     world = World(tmp_path, monkeypatch, workers="shop_worker", live_root=f"{tmp_path}/live", **extra)
     world.live(live, previous=previous)
     world.rpc.states["shop_worker"] = "RUNNING"

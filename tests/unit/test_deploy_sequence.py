@@ -203,7 +203,10 @@ def test_a_worker_that_does_not_come_back_fails_the_deploy_after_the_switch(
     world.rpc.crash_on_start["shop_worker"] = "FATAL"
     job = world.job("deploy")
     assert job["status"] == "failed" and failed_step(job) == "workers"
-    assert job["message"] == "shop: deploy failed: worker shop_worker did not come back: FATAL\ngreen live"
+    assert job["message"] == (
+        "shop: deploy failed: worker shop_worker did not come back: FATAL;"
+        " the watch window rolls back to blue, workers included\ngreen live"
+    )
     assert world.store.read()["workers_restarting"] == "green"  # the next start restarts them
     assert ("stop", "shop_green") not in world.rpc.calls[1:]  # live: it is nobody's to stop
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import World, step_names
+from fakes import World, step_names, with_worker
 from supervisor.xmlrpc import Faults
 
 from supervisor_bluegreen.host import links
@@ -72,6 +72,19 @@ def test_a_crash_of_the_new_color_rolls_back_at_once(world: World) -> None:
     assert re.fullmatch(r"shop: watching green for 5[89] s more", g.lines[0])
     assert "rolled back automatically: shop_green went EXITED" in g.lines[-1]
     assert g.worker.wake.is_set()  # a deploy that waited for the window may go on
+
+
+def test_a_crash_of_a_worker_rolls_back_workers_included(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = with_worker(tmp_path, monkeypatch, "green", "blue", watch_interval="0.05")
+    world.store.enqueue("deploy", {}, "test")
+    g = Guarded(world)
+    world.watch.update("shop_worker", "BACKOFF")  # the new release's Celery dies after the deploy restarted it
+    g.run()
+    rollback = world.store.jobs()[1]
+    assert rollback["args"]["reason"] == "shop_worker went BACKOFF" and rollback["status"] == "succeeded"
+    assert world.links() == world.color("blue").socket
+    assert "workers" in step_names(rollback)  # they follow blue again
+    assert ("start", "shop_worker") in world.rpc.calls
 
 
 def test_a_crash_before_the_window_opened_is_not_this_releases(world: World) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import World, failed_step, with_worker
@@ -11,6 +12,7 @@ from supervisor.xmlrpc import Faults
 from supervisor_bluegreen.host import links, workers
 from supervisor_bluegreen.host.supervisor import ShuttingDown
 from supervisor_bluegreen.listener.golive import restart_workers
+from supervisor_bluegreen.listener.run import StepFailed
 
 
 @pytest.fixture
@@ -19,14 +21,16 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     return with_worker(tmp_path, monkeypatch, "green", "blue", worker_timeout="1")
 
 
-def restart(world: World, timeout: float = 1.0) -> list[str]:
+def restart(world: World, timeout: float = 1.0, settle: float = 0.0) -> list[str]:
     """workers.restart of shop_worker onto green; the lines it logged (and "stopped" where its hook ran)."""
     lines: list[str] = []
 
     def stopped() -> None:
         lines.append(f"stopped ({world.rpc.states['shop_worker']})")
 
-    workers.restart(world.sup, world.watch, "shop_worker", world.color("green"), timeout, lines.append, stopped)
+    workers.restart(
+        world.sup, world.watch, "shop_worker", world.color("green"), timeout, lines.append, stopped, settle=settle
+    )
     return lines
 
 
@@ -98,16 +102,56 @@ def test_the_workers_step_follows_whatever_is_live(world: World) -> None:
     assert world.store.read()["workers_restarting"] is None
 
 
-def test_a_worker_that_fails_after_traffic_moved_is_left_to_the_rollback(world: World) -> None:
+def test_a_worker_that_fails_after_traffic_moved_fails_the_step_and_is_left_to_the_rollback(world: World) -> None:
     run = world.new_run("switch")
     world.rpc.crash_on_start["shop_worker"] = "FATAL"
     # the watch window's automatic rollback moves traffic while the worker starts
     world.rpc.on_start["shop_worker"] = lambda: links.point(world.app, world.color("blue"))
-    restart_workers(run, world.color("green"))
-    assert "did not come back: FATAL; traffic moved meanwhile: the rollback restarts them again" in world.log(
-        world.store.read_job(run.job.id) or {}
-    )
+    with pytest.raises(StepFailed) as caught:
+        restart_workers(run, world.color("green"))
+    said = "did not come back: FATAL; traffic moved back to blue meanwhile: its rollback restarts the workers there"
+    assert said in str(caught.value)
     assert world.store.read()["workers_restarting"] == "green"
+
+
+def test_a_worker_that_exits_after_running_fails_the_step_with_its_stderr(world: World) -> None:
+    world.rpc.exits["shop_worker"] = (2, "EXITED")  # RUNNING (its state, its pid read), then gone at the next look
+    world.rpc.stderr["shop_worker"] = "cut line\nboot\nkombu.exceptions.OperationalError: no broker\n"
+    world.store.update(workers_restarting="green")
+    job = world.job("recover")
+    assert job["status"] == "failed" and failed_step(job) == "workers"
+    assert "worker shop_worker (pid " in job["message"] and "exited" in job["message"]
+    assert "after it was RUNNING (now EXITED)" in job["message"]
+    assert "--- shop_worker stderr (errors, then the last lines) ---" in job["message"]
+    assert "OperationalError: no broker" in job["message"]
+
+
+def test_a_worker_restarted_by_supervisor_meanwhile_is_no_success(world: World) -> None:
+    lines: list[str] = []
+    original = world.rpc.getProcessInfo
+
+    def new_pid_after_first(program: str) -> dict[str, Any]:  # RUNNING still, but started again by supervisord
+        info = original(program)
+        lines.append(program)
+        return {**info, "pid": info["pid"] + (1 if len(lines) > 3 else 0)}
+
+    world.rpc.getProcessInfo = new_pid_after_first  # type: ignore[method-assign]
+    with pytest.raises(workers.WorkerError, match=r"exited .* after it was RUNNING \(now RUNNING\)"):
+        restart(world, settle=5.0)
+
+
+def test_a_worker_that_stays_up_passes_after_settling(world: World) -> None:
+    lines = restart(world, settle=0.3)
+    assert lines[-1].endswith("runs green's checkout, up for 0.3 s")
+
+
+def test_the_window_sees_a_crash_of_a_worker_as_the_colors(world: World) -> None:
+    assert not world.watch.crashed_since("shop_worker", 0.0)
+    world.rpc.exits["shop_worker"] = (0, "BACKOFF")
+    world.rpc.states["shop_worker"] = "STOPPED"
+    world.rpc.startProcess("shop_worker", False)
+    world.rpc.getProcessInfo("shop_worker")
+    assert world.watch.crashed_since("shop_worker", 0.0) == "BACKOFF"
 
 
 def test_an_app_without_workers_restarts_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
