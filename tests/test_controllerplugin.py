@@ -40,6 +40,25 @@ def test_status_shows_both_colors_health_and_jobs() -> None:
     assert lines[5] == "  last job: deploy job 8 succeeded: abiapp: green live at 3f2c1a9"
 
 
+def test_status_lists_every_worker_with_its_state_pid_and_the_release_it_runs() -> None:
+    rel = "20261207T101500-3f2c1a9e0d11"
+    text = format_status({
+        "app": "abiapp", "switch_mode": "socket", "live": "green", "switched_at": 0,
+        "colors": {"green": {"program": "abiapp_green", "state": "RUNNING", "role": "live", "release": rel}},
+        "workers": [
+            {"program": "abiapp_celery", "state": "RUNNING", "pid": 4242, "since": 0,
+             "directory": f"/srv/abiapp/releases/{rel}/src"},
+            {"program": "abiapp_beat", "state": "RUNNING", "pid": 77, "since": 0, "directory": "/srv/elsewhere"},
+            {"program": "abiapp_mail", "state": "FATAL", "pid": 0, "since": 0, "directory": ""},
+        ],
+    })  # fmt: skip
+    lines = text.splitlines()[2:]
+    assert lines[0].split()[:3] == ["worker", "abiapp_celery", "RUNNING"]
+    assert lines[0].endswith("pid 4242, up since never, runs green's release")
+    assert lines[1].endswith("pid 77, up since never, in /srv/elsewhere")
+    assert lines[2].split() == ["worker", "abiapp_mail", "FATAL"]
+
+
 def test_status_says_a_queued_deploy_waits_for_a_watch_window() -> None:
     text = format_status({
         "app": "abiapp", "switch_mode": "socket", "live": "green", "switched_at": 0, "colors": {},

@@ -163,3 +163,51 @@ def test_a_color_supervisord_is_still_starting_is_waited_for_before_it_is_judged
     assert infos["shop_blue"]["statename"] == "RUNNING" and proxy.supervisor.calls == 3
     stuck = type("Proxy", (), {"supervisor": Programs("STARTING")})()
     assert doctor.settled_programs(stuck, patience=0.05, pause=0.01)["shop_blue"]["statename"] == "STARTING"
+
+
+def worker_app(tmp_path: Path, settle: str = "0.2") -> config.App:
+    """green's root a link to a release, as deploys leave it, and a worker program."""
+    release = tmp_path / "releases" / "20261207T101500-3f2c1a9e0d11"
+    (release / "src").mkdir(parents=True)
+    (tmp_path / "green").symlink_to(release)
+    (tmp_path / "blue" / "src").mkdir(parents=True)
+    return make_app(
+        tmp_path, root=f"{tmp_path}/%(color)s", workers="shop_celery shop_mail shop_beat", worker_settle=settle
+    )
+
+
+def info(state: str, pid: int, up: float) -> dict:
+    return {"statename": state, "pid": pid, "start": 1000.0, "now": 1000.0 + up, "stderr_logfile": "/l/w.err"}
+
+
+def test_doctor_lists_every_worker_and_calls_out_one_supervisor_keeps_restarting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = worker_app(tmp_path)
+    monkeypatch.chdir(tmp_path / "releases" / "20261207T101500-3f2c1a9e0d11" / "src")  # this process: the worker
+    me = os.getpid()
+    infos = {"shop_celery": info("RUNNING", me, 600), "shop_mail": info("RUNNING", me, 0.05)}
+    found = doctor.check_workers(app, "green", infos, lambda name: info("RUNNING", me + 1, 0.1))
+    said = {name: f for f in found for name in app.deploy.workers if f" {name} " in f.what}  # type: ignore[union-attr]
+    assert said["shop_celery"].ok and said["shop_celery"].what.endswith("(the live color green's release)")
+    assert f"RUNNING pid {me} for 600 s in " in said["shop_celery"].what
+    assert not said["shop_mail"].ok and "exits after it starts" in said["shop_mail"].what
+    assert said["shop_mail"].fix == "tail /l/w.err"
+    assert not said["shop_beat"].ok and "not in supervisord" in said["shop_beat"].what
+
+
+def test_a_worker_in_another_release_or_down_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = worker_app(tmp_path)
+    monkeypatch.chdir(tmp_path / "blue" / "src")  # the worker was never restarted onto green's release
+    me = os.getpid()
+    infos = {
+        "shop_celery": info("RUNNING", me, 600),
+        "shop_mail": info("FATAL", 0, 0),
+        "shop_beat": info("RUNNING", me, 9),
+    }
+    found = doctor.check_workers(app, "green", infos, lambda name: infos[name])
+    assert [f.ok for f in found] == [False, False, False]
+    assert "not in the live color green's" in found[0].what and found[0].fix == "supervisorctl restart shop_celery"
+    assert found[1].what == "shop: worker shop_mail is FATAL" and found[1].fix.startswith(
+        "supervisorctl start shop_mail"
+    )

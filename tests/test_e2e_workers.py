@@ -9,6 +9,8 @@ The stack is shared by the module; tests run in file order.
 
 from __future__ import annotations
 
+import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -95,5 +97,10 @@ def test_a_worker_that_exits_after_start_fails_the_deploy_and_the_window_brings_
     assert served(stack) == before
     assert after["last_job"]["kind"] == "rollback" and after["last_job"]["status"] == "succeeded"
     assert task_version(stack) == before[1]  # the workers run the previous release again
+    [worker] = after["workers"]
+    assert (worker["program"], worker["state"]) == ("abiapp_celery", "RUNNING") and worker["pid"] > 0
+    assert os.path.realpath(worker["directory"]) == os.path.realpath(stack.root / before[0] / "src")
+    shown = stack.ctl("bluegreen", "status", "abiapp").stdout
+    assert re.search(rf"worker +abiapp_celery +RUNNING +pid {worker['pid']}, up since ", shown), shown
     result = summarize(load.samples)
     assert result["failed"] == 0, result["failed_by_kind"]

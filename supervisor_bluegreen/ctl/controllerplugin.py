@@ -639,11 +639,26 @@ def format_status(app: dict[str, Any]) -> str:
         version = f" {c['version']}" if c.get("version") else ""
         version += f" release {c['release']}" if c.get("release") else ""
         lines.append(f"  {name:<8} {c['role']:<5} {c['program']:<24} {c['state']:<9}{version}")
+    lines.extend(format_worker(w, app) for w in app.get("workers") or [])
     for key, render in _STATUS_EXTRAS:
         line = render(app[key], app) if app.get(key) else ""
         if line:
             lines.append(line)
     return "\n".join(lines)
+
+
+def format_worker(w: dict[str, Any], app: dict[str, Any]) -> str:
+    """A worker's status line: state, pid, how long up, and which color's release it runs (its directory)."""
+    line = f"  {'worker':<8} {'':<5} {w['program']:<24} {w['state']:<9}"
+    if not w.get("pid"):
+        return line
+    runs = [
+        name
+        for name, c in app["colors"].items()
+        if c.get("release") and f"/{c['release']}/" in f"{w.get('directory') or ''}/"
+    ]
+    where = f"runs {' and '.join(runs)}'s release" if runs else f"in {w.get('directory') or '?'}"
+    return line + f" pid {w['pid']}, up since {ago(w['since'])}, {where}"
 
 
 def format_release(e: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ import stat
 import time
 import xmlrpc.client
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from supervisor_bluegreen.ctl.supervisordconf import CTLPLUGIN, SupervisordConfError, has_ctlplugin, read_conf
 from supervisor_bluegreen.ctl.supervisordconf import read as read_supervisord_conf
@@ -257,17 +257,63 @@ def check_supervisord(conf: str, apps: list[App]) -> list[Finding]:
                 found.append(
                     ok(f"{app.name}: {color.program} {info['statename']}" + (" (live)" if color.name == live else ""))
                 )
-        for worker in app.deploy.workers if app.deploy else ():
-            info = infos.get(worker)
-            if info is None:
-                found.append(
-                    problem(f"{app.name}: worker program {worker} is not in supervisord", "supervisorctl update")
-                )
-            elif live and info["statename"] != "RUNNING":
-                found.append(
-                    problem(f"{app.name}: worker {worker} is {info['statename']}", f"supervisorctl start {worker}")
-                )
+        found += check_workers(app, live, infos, proxy.supervisor.getProcessInfo)
     return found
+
+
+def check_workers(
+    app: App, live: str | None, infos: dict[str, dict[str, Any]], reread: Callable[[str], dict[str, Any]]
+) -> list[Finding]:
+    """Every worker program with its state, pid, uptime and directory; one up for less than its settle time is
+    looked at again once that has passed: a new pid meanwhile is a worker supervisor keeps restarting."""
+    found: list[Finding] = []
+    settle = app.deploy.worker_settle if app.deploy else 0.0
+    for worker in app.deploy.workers if app.deploy else ():
+        info = infos.get(worker)
+        if info is None:
+            found.append(problem(f"{app.name}: worker program {worker} is not in supervisord", "supervisorctl update"))
+            continue
+        if info["statename"] == "RUNNING" and info["now"] - info["start"] < settle:
+            time.sleep(settle - (info["now"] - info["start"]))
+            again = reread(worker)
+            if again["pid"] != info["pid"] or again["statename"] != "RUNNING":
+                found.append(
+                    problem(
+                        f"{app.name}: worker {worker} exits after it starts (pid {info['pid']}, now "
+                        f"{again['statename']} pid {again['pid']}): supervisor keeps restarting it",
+                        f"tail {info.get('stderr_logfile') or info.get('stdout_logfile') or 'its log'}",
+                    )
+                )
+                continue
+            info = again
+        if info["statename"] != "RUNNING":
+            fix = f"supervisorctl start {worker}; tail {info.get('stderr_logfile', '')}"
+            found.append((problem if live else ok)(f"{app.name}: worker {worker} is {info['statename']}", fix))
+            continue
+        found.append(worker_running(app, live, worker, info))
+    return found
+
+
+def worker_running(app: App, live: str | None, worker: str, info: dict[str, Any]) -> Finding:
+    """A running worker, and whether it runs the live color's release: its /proc cwd (the kernel's answer)
+    within what the live color's root link names (read, never followed)."""
+    pid, uptime = info["pid"], info["now"] - info["start"]
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = "?"
+    said = f"{app.name}: worker {worker} RUNNING pid {pid} for {uptime:.0f} s in {cwd}"
+    root = app.color(live).root if live else ""
+    if not root:
+        return ok(said)
+    try:
+        release = os.readlink(root) if os.path.islink(root) else root
+    except OSError:
+        release = root
+    release = os.path.join(os.path.dirname(root), release) if not os.path.isabs(release) else release
+    if cwd == release or cwd.startswith(release.rstrip("/") + "/"):
+        return ok(said + f" (the live color {live}'s release)")
+    return problem(said + f", not in the live color {live}'s {release}", f"supervisorctl restart {worker}")
 
 
 # --------------------------------------------------------------------------------------------

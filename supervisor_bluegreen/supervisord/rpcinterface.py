@@ -150,6 +150,30 @@ class BlueGreenNamespaceRPCInterface:
             return "UNKNOWN"
         return getProcessStateDescription(process.get_state())
 
+    def _workers(self, app: App) -> list[dict[str, Any]]:
+        """Each worker program: its state, pid, since when it runs, and the directory it runs in (in-process;
+        the directory is the kernel's /proc link, the release it runs, read without following anything)."""
+        found = []
+        for program in app.deploy.workers if app.deploy else ():
+            group_name, name = split_namespec(program)
+            group = self.supervisord.process_groups.get(group_name)
+            process = group.processes.get(name) if group else None
+            pid = int(process.pid or 0) if process else 0
+            try:
+                directory = os.readlink(f"/proc/{pid}/cwd") if pid else ""
+            except OSError:
+                directory = ""
+            found.append(
+                {
+                    "program": program,
+                    "state": self._process_state(program),
+                    "pid": pid,
+                    "since": float(process.laststart or 0) if pid else 0.0,
+                    "directory": directory,
+                }
+            )
+        return found
+
     def _args(self, app: App, kind: type[T], **raw: Any) -> T:
         """A job's typed arguments (jobargs.py): a name or type the listener would not take is refused here."""
         try:
@@ -248,6 +272,7 @@ class BlueGreenNamespaceRPCInterface:
             "lock": state.get("lock") or {},  # a person's: deploys, switches, rollbacks and pushes refused
             "maintenance": self._maintenance(app, state),
             "colors": colors,
+            "workers": self._workers(app),
             "releases": releaselist.listing(state),
             "branch_head": state.get("branch_head") or {},  # the branch's commit when a deploy last resolved it
             "last_health": state.get("last_health") or {},
