@@ -121,7 +121,7 @@ def test_pushed_commit_goes_live_under_load_and_celery_runs_every_task_once(stac
     assert out.returncode == 0, out.stdout
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith(f"abiapp: green live at {commit[:7]} in "), last
-    assert "$ " + f"{stack.venv}/bin/python -m pip install --requirement requirements.txt" in out.stdout
+    assert "$ " + f"{stack.venv}/bin/python -m pip install --quiet --requirement requirements.txt" in out.stdout
     for step in ("resolve", "drain", "checkout", "deps", "backup", "migrate", "collectstatic", "test", "health gate",
                  "switch", "verify", "record", "workers"):  # fmt: skip
         assert f"{step} done in" in out.stdout, step
@@ -347,7 +347,7 @@ def test_post_receive_hook_deploys_a_push_and_streams_progress(stack: Stack) -> 
     assert pushed.returncode == 0, pushed.stderr
     assert "remote: [" in pushed.stderr and "health gate done in" in pushed.stderr
     assert " live at " in pushed.stderr
-    assert "-m pip install --requirement requirements.txt" in pushed.stderr
+    assert "-m pip install --quiet --requirement requirements.txt" in pushed.stderr
     assert served(stack)[1] == "v-pushed"
 
 

@@ -387,3 +387,22 @@ def test_apply_follows_roots_own_links_outside_the_app_tree(tmp_path: Path) -> N
     assert (tmp_path / "supervisord.conf").is_symlink() and "[ctlplugin:bluegreen]" in real.read_text()
     with pytest.raises(init.InitError, match="outside the app's folder"):
         init.apply(Action("dir", str(tmp_path / "elsewhere"), owner="nobody"), o)
+
+
+def test_requirements_are_read_through_their_includes_and_pyproject_as_declared() -> None:
+    files = {
+        "requirements.txt": "# production\n-r requirements/production.txt\n",
+        "requirements/production.txt": "-r base.txt\ngunicorn==23.0.0  # https://github.com/benoitc/gunicorn\n",
+        "requirements/base.txt": "django==5.1\n--requirement=../extra.txt\n",
+        "extra.txt": "celery==5.4\n",
+    }
+    text = init.requirement_text(lambda name: files.get(name, ""), "requirements.txt")
+    assert [line for line in text.splitlines() if line and not line.startswith("#")] == [
+        "django==5.1",
+        "celery==5.4",
+        "gunicorn==23.0.0  # https://github.com/benoitc/gunicorn",
+    ]
+    loop = init.requirement_text(lambda name: "-r requirements.txt\n", "requirements.txt")  # includes itself
+    assert loop.strip() == "-r requirements.txt"
+    pyproject = '[project]\nname = "shop"\ndependencies = [\n  "django>=5.1",\n  "gunicorn[gevent]==23.0.0",\n]\n'
+    assert init.pyproject_requirements(pyproject).splitlines() == ["shop", "django>=5.1", "gunicorn[gevent]==23.0.0"]

@@ -19,6 +19,7 @@ import functools
 import grp
 import json
 import os
+import posixpath
 import pwd
 import re
 import shlex
@@ -27,7 +28,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -508,10 +509,12 @@ def _repo_facts(o: Options, git_dir: str, user: str = "") -> dict[str, object]:
         if name.endswith("/wsgi.py") and name.count("/") == 1:
             wsgi = name[: -len(".py")].replace("/", ".") + ":application"
             break
-    reqs = ""
-    if "requirements.txt" in tree:
-        reqs = git("show", f"{branch}:requirements.txt")
-    pin = re.search(r"^gunicorn\s*[=~>]=\s*(\d+)", reqs, re.M | re.I)
+
+    def show(name: str) -> str:
+        return git("show", f"{branch}:{name}") if name in tree else ""
+
+    reqs = requirement_text(show, "requirements.txt") + pyproject_requirements(show("pyproject.toml"))
+    pin = re.search(r"^gunicorn\s*(?:\[[^]]*\])?\s*[=~>]=\s*(\d+)", reqs, re.M | re.I)
     return {
         "branch": branch,
         "wsgi": wsgi,
@@ -519,6 +522,35 @@ def _repo_facts(o: Options, git_dir: str, user: str = "") -> dict[str, object]:
         "gunicorn_in_requirements": bool(re.search(r"^gunicorn\b", reqs, re.M | re.I)),
         "control_socket": bool(pin and int(pin.group(1)) >= 25),
     }
+
+
+def requirement_text(show: Callable[[str], str], name: str, depth: int = 5) -> str:
+    """A requirements file with the files it includes (``-r base.txt``, ``--requirement=...``, relative to it)
+    put in their place: cookiecutter-django's requirements.txt is ``-r requirements/production.txt``."""
+    lines = []
+    for line in show(name).splitlines():
+        include = re.match(r"^\s*(?:-r|--requirement)(?:\s*=\s*|\s+)(\S+)", line)
+        if include and depth > 0:
+            lines.append(
+                requirement_text(
+                    show, posixpath.normpath(posixpath.join(posixpath.dirname(name), include.group(1))), depth - 1
+                )
+            )
+        else:
+            lines.append(line.strip())
+    return "\n".join(lines) + "\n"
+
+
+def pyproject_requirements(text: str) -> str:
+    """The quoted requirement strings of a pyproject.toml (``dependencies``, groups, extras: "gunicorn>=23"),
+    a line each, for the app that declares its dependencies there (uv, PEP 621); read as text, since
+    tomllib is not in every Python the tool runs on."""
+    return "".join(
+        f"{m.group(1)}\n"
+        for m in re.finditer(
+            r"""["']([A-Za-z0-9][A-Za-z0-9._-]*\s*(?:\[[^]"']*\])?\s*(?:[=~<>!]=?[^"']*)?)["']""", text
+        )
+    )
 
 
 DJANGO_PROBE = r"""

@@ -31,7 +31,7 @@ def builtin_steps() -> dict[str, BuildStep]:
         # dependencies belong to the color: installed into ITS virtualenv, and only when they changed
         "deps": BuildStep(
             "deps",
-            ("%(python)s", "-m", "pip", "install", "--requirement", "requirements.txt"),
+            ("%(python)s", "-m", "pip", "install", "--quiet", "--requirement", "requirements.txt"),
             when_changed="requirements.txt",
         ),
         "backup": BuildStep("backup", ()),

@@ -73,7 +73,7 @@ def test_a_deploy_builds_the_idle_color_starts_it_switches_and_records_it(world:
     assert git == ["fetch", "checkout", "clean", "rev-parse"]
     built = [argv for argv, cwd in world.runner.commands if cwd == src and argv[0] == "python3"]
     assert built == [
-        ("python3", "-m", "pip", "install", "--requirement", "requirements.txt"),
+        ("python3", "-m", "pip", "install", "--quiet", "--requirement", "requirements.txt"),
         ("python3", "manage.py", "collectstatic", "--noinput"),
         ("python3", "manage.py", "help", "compress"),
         ("python3", "manage.py", "test", "--noinput"),
