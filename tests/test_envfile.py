@@ -140,3 +140,17 @@ def test_the_reading_equals_bin_sh(tmp_path: Path) -> None:
     rendered = {f"V{i}": value for i, value in enumerate(VALUES)}
     path.write_text(envfile.render(rendered))
     assert envfile.read(str(path)) == sh_reads(path) == rendered
+
+
+def test_merge_adds_missing_keys_keeps_other_values_and_replaces_every_assignment_when_asked() -> None:
+    text = "# settings\nA=1\nexport B='two words'\nA='again'\n"
+    merged, said = envfile.merge(text, {"A": "again", "C": "it's"})
+    assert said == ["added C"] and merged == text + "C='it'\"'\"'s'\n"
+    assert envfile.parse(merged) == {"A": "again", "B": "two words", "C": "it's"}
+    kept, said = envfile.merge(text, {"B": "new"})
+    assert kept == text and said == ["kept B: the file has another value (--replace-env changes it)"]
+    changed, said = envfile.merge(text, {"A": "3"}, replace=True)
+    assert said == ["changed A"] and changed == "# settings\nA=3\nexport B='two words'\nA=3\n"
+    assert envfile.merge("A=1", {"Z": "9"})[0] == "A=1\nZ=9\n"  # no newline at the end: the new key on its own line
+    with pytest.raises(envfile.EnvFileError, match="line 2"):
+        envfile.merge("A=1\nB=$HOME\n", {"C": "x"})

@@ -406,3 +406,26 @@ def test_requirements_are_read_through_their_includes_and_pyproject_as_declared(
     assert loop.strip() == "-r requirements.txt"
     pyproject = '[project]\nname = "shop"\ndependencies = [\n  "django>=5.1",\n  "gunicorn[gevent]==23.0.0",\n]\n'
     assert init.pyproject_requirements(pyproject).splitlines() == ["shop", "django>=5.1", "gunicorn[gevent]==23.0.0"]
+
+
+def test_a_later_init_merges_new_env_keys_and_changes_a_value_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "shop.env"
+
+    def run(**env: str) -> str:
+        replace = env.pop("replace", "")
+        o = Options(app="shop", repo="r", root=str(tmp_path / "srv"), env=tuple(env.items()), replace_env=bool(replace))
+        [action] = [a for a in init.plan(o, FACTS) if a.kind == "env"]
+        return init.apply(Action("env", str(path), content=action.content, mode=0o640), o)
+
+    assert run(SECRET_KEY="s1") == "created"
+    path.chmod(0o600)  # what someone gave it is kept
+    assert run(SECRET_KEY="s1", SENTRY_DSN="https://x@y/1") == "merged (added SENTRY_DSN)"
+    assert envfile.parse(path.read_text()) == {"SECRET_KEY": "s1", "SENTRY_DSN": "https://x@y/1"}
+    before = path.read_text()
+    said = run(SECRET_KEY="other")
+    assert said == "exists (kept SECRET_KEY: the file has another value (--replace-env changes it))"
+    assert path.read_text() == before
+    assert run(SECRET_KEY="other", replace="1") == "merged (changed SECRET_KEY)"
+    assert envfile.parse(path.read_text()) == {"SECRET_KEY": "other", "SENTRY_DSN": "https://x@y/1"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert run(SECRET_KEY="other") == "exists"

@@ -161,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--worker", action="append", metavar="COMMAND", help="a worker program, e.g. 'celery -A proj worker'"
     )
-    p.add_argument("--env", action="append", metavar="KEY=VALUE", help="into the app's environment file (repeatable)")
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="into the app's environment file (repeatable; a key the file lacks is added on a later run too)",
+    )
+    p.add_argument("--replace-env", action="store_true", help="with --env: change a key the file has another value of")
     p.add_argument("--pusher", help="the user who pushes (default: the app's user); gets sudo for `bluegreen push APP`")
     p.add_argument("--python", help="the python of the colors' virtualenvs")
     p.add_argument("--supervisord-conf", help="supervisord's main config (default: Debian's)")

@@ -69,6 +69,7 @@ class Options:
     listen: str = "80"
     workers: tuple[str, ...] = ()  # e.g. "celery -A proj worker"
     env: tuple[tuple[str, str], ...] = ()
+    replace_env: bool = False  # a --env key the environment file has with another value: changed, not kept
     pusher: str = ""  # who pushes to the bare repository (default: the app user)
     python: str = "/usr/bin/python3"
     supervisord_conf: str = ""
@@ -144,6 +145,8 @@ class Action:
             return f"dir   {self.path} ({own})"
         if self.kind == "file":
             return f"file  {self.path} ({own}, kept if it exists)"
+        if self.kind == "env":
+            return f"file  {self.path} ({own}; each --env key it lacks is added to it)"
         if self.kind == "append":
             return f"add   to {self.path}, unless it has {self.content.splitlines()[0]!r}"
         if self.kind == "link":
@@ -312,13 +315,13 @@ def plan(o: Options, f: Facts) -> list[Action]:
         Action("dir", BACKUP_DIR, mode=0o750, why="database backups: root only"),
         Action("dir", ENV_DIR, mode=0o755),
         Action(
-            "file",
+            "env",
             env_file,
             content="# the app's environment: read by its programs (sh) and by every build step\n"
             + envfile.render(dict(o.env)),
             group=user,
             mode=0o640,
-            why="settings and secrets, written once",
+            why="settings and secrets: a later --env key is added, a changed value only with --replace-env",
         ),
         Action(
             "run",
@@ -829,11 +832,19 @@ def _apply_path(a: Action, o: Options) -> str:
                 return "created"
             except OSError:  # EINVAL: not a link
                 current = None
-            return "exists" if current == a.content else "kept (something else is there)"
+            return (
+                "exists"
+                if current == a.content
+                else f"kept (it points to {current})"
+                if current
+                else "kept (not a link)"
+            )
         found = apptree.read_in(dirfd, name, a.path)
         current = found[0] if found else ""
         if a.kind == "file" and found:
             return "exists" if current == a.content else "kept (differs; remove it to have init write it)"
+        if a.kind == "env" and found:
+            return _merge_env(a, o, dirfd, name, found)
         if a.kind == "append" and a.content.splitlines()[0] in current.splitlines():
             return "exists"
         text = current.rstrip("\n") + "\n\n" + a.content if current else a.content
@@ -841,6 +852,18 @@ def _apply_path(a: Action, o: Options) -> str:
             uid, gid, mode = found[1].st_uid, found[1].st_gid, stat.S_IMODE(found[1].st_mode)
         apptree.replace_in(dirfd, name, text, uid, gid, mode if found else a.mode)
         return "added" if found else "created"
+
+
+def _merge_env(a: Action, o: Options, dirfd: int, name: str, found: tuple[str, os.stat_result]) -> str:
+    """The environment file init wrote before, with this run's --env merged in (owner and mode kept)."""
+    current, st = found
+    try:
+        text, said = envfile.merge(current, envfile.parse(a.content), o.replace_env, a.path)
+    except envfile.EnvFileError as exc:
+        return f"kept (--env not merged: {exc})"
+    if text != current:
+        apptree.replace_in(dirfd, name, text, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    return ("merged" if text != current else "exists") + (f" ({'; '.join(said)})" if said else "")
 
 
 @contextlib.contextmanager
@@ -910,7 +933,7 @@ def main(o: Options, dry_run: bool = False, show_files: bool = False) -> int:
             print_plan(acts, facts)
             if show_files:
                 for a in acts:
-                    if a.kind in ("file", "append"):
+                    if a.kind in ("file", "append", "env"):
                         print(f"\n==> {a.path} <==\n{a.content}", end="")
             for note in facts.notes:
                 print(f"note: {note}")

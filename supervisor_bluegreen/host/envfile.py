@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import stat
+from collections.abc import Iterator
 
 from supervisor_bluegreen.shared.config import ENV_NAME_RE
 from supervisor_bluegreen.shared.errors import BluegreenError
@@ -94,25 +95,68 @@ def refuse(path: str, number: int, line: str) -> EnvFileError:
     )
 
 
-def parse(text: str, path: str = "<env>") -> dict[str, str]:
-    """The variables ``/bin/sh -c 'set -a; . FILE'`` sets from ``text``; EnvFileError where sh could differ."""
-    env: dict[str, str] = {}
+def _matches(text: str, path: str) -> Iterator[re.Match[str]]:
+    """Each line of ``text`` as LINE matches it; EnvFileError at the first one sh could read otherwise."""
     pos, number = 0, 1
     while pos < len(text):
         found = LINE.match(text, pos)
         if found is None or found.end() == pos:
             raise refuse(path, number, text[pos:].split("\n", 1)[0])
-        key = found.group("key")
-        if key is not None:
-            if found.group("single") is not None:
-                env[key] = unquote_single(found.group("single"))
-            elif found.group("double") is not None:
-                env[key] = found.group("double")
-            else:
-                env[key] = found.group("plain")
+        yield found
         number += text.count("\n", pos, found.end())
         pos = found.end()
+
+
+def parse(text: str, path: str = "<env>") -> dict[str, str]:
+    """The variables ``/bin/sh -c 'set -a; . FILE'`` sets from ``text``; EnvFileError where sh could differ."""
+    env: dict[str, str] = {}
+    for found in _matches(text, path):
+        key = found.group("key")
+        if key is None:
+            continue
+        if found.group("single") is not None:
+            env[key] = unquote_single(found.group("single"))
+        elif found.group("double") is not None:
+            env[key] = found.group("double")
+        else:
+            env[key] = found.group("plain")
     return env
+
+
+def assignments(text: str, path: str = "<env>") -> list[tuple[str, int, int]]:
+    """(key, start, end) of every assignment line of ``text``, as parse() reads them (EnvFileError likewise)."""
+    return [(m.group("key"), m.start(), m.end()) for m in _matches(text, path) if m.group("key") is not None]
+
+
+def merge(text: str, wanted: dict[str, str], replace: bool = False, path: str = "<env>") -> tuple[str, list[str]]:
+    """``text`` with each ``wanted`` key it lacks added; a key it has with another value is changed only when
+    ``replace`` (every assignment of it, since sh keeps the last one). The new text, and what was done, said
+    per key ("added KEY", "changed KEY", "kept KEY: ..."); values are never said."""
+    current = parse(text, path)
+    said: list[str] = []
+    spans = assignments(text, path)
+    changed: dict[str, str] = {}
+    for key, value in wanted.items():
+        if key not in current:
+            said.append(f"added {key}")
+        elif current[key] == value:
+            continue
+        elif replace:
+            changed[key] = value
+            said.append(f"changed {key}")
+        else:
+            said.append(f"kept {key}: the file has another value (--replace-env changes it)")
+    out, pos = [], 0
+    for key, start, end in spans:
+        if key in changed:
+            out.append(text[pos:start] + render({key: changed[key]}))
+            pos = end
+    out.append(text[pos:])
+    merged = "".join(out)
+    added = {key: value for key, value in wanted.items() if key not in current}
+    if added:
+        merged = (merged if merged.endswith("\n") or not merged else merged + "\n") + render(added)
+    return merged, said
 
 
 def render(env: dict[str, str]) -> str:
