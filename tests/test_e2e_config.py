@@ -63,3 +63,10 @@ def test_broken_config_is_reported_once_and_by_every_command_until_fixed(stack: 
     out = stack.ctl("bluegreen", "switch", "abiapp", "blue")
     assert out.returncode == 0, out.stdout
     assert status(stack)["live"] == "blue"
+
+
+def test_init_sees_the_plugin_loaded_in_a_running_supervisord(stack: Stack) -> None:
+    """A second app's init on this server is told `reread && update`, not a reload that restarts every app."""
+    from supervisor_bluegreen.ctl import init
+
+    assert init.plugin_loaded(str(stack.root / "etc" / "supervisord.conf")) is True

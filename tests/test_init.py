@@ -5,6 +5,7 @@ option parser, nginx -t). The slow end-to-end run on a fresh Debian root is `mak
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 import shlex
 import stat
@@ -429,3 +430,21 @@ def test_a_later_init_merges_new_env_keys_and_changes_a_value_only_when_asked(tm
     assert envfile.parse(path.read_text()) == {"SECRET_KEY": "other", "SENTRY_DSN": "https://x@y/1"}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert run(SECRET_KEY="other") == "exists"
+
+
+def test_a_second_app_on_a_server_with_the_plugin_loaded_is_told_update_not_reload() -> None:
+    unit = "/lib/systemd/system/supervisor.service"
+    first = init.go_live(OPTS, dataclasses.replace(FACTS, supervisor_unit=unit))
+    assert any(line.startswith("systemctl daemon-reload && systemctl restart supervisor.service") for line in first)
+    second = init.go_live(OPTS, dataclasses.replace(FACTS, supervisor_unit=unit, plugin_loaded=True))
+    assert "supervisorctl reread && supervisorctl update" in second[1]
+    assert not any("supervisorctl reload" in line or "systemctl restart" in line for line in second), second
+    assert second[1:3] == [second[1], "supervisorctl bluegreen deploy mysite    # the first go-live"]
+
+
+@pytest.mark.integration
+def test_plugin_loaded_asks_the_running_supervisord(tmp_path: Path) -> None:
+    assert init.plugin_loaded(str(tmp_path / "missing.conf")) is False
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(f"[unix_http_server]\nfile = {tmp_path}/none.sock\n")
+    assert init.plugin_loaded(str(conf)) is False  # no supervisord answers there

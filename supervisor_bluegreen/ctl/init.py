@@ -28,6 +28,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import xmlrpc.client
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,7 @@ class Facts:
     debian_default_site: bool = False
     has_sudo: bool = True
     supervisor_unit: str = ""  # systemd's unit for supervisord (it runs it with -n: umask comes from the unit)
+    plugin_loaded: bool = False  # the running supervisord answers bluegreen.*: another app is set up already
     notes: tuple[str, ...] = ()
 
 
@@ -431,8 +433,20 @@ def plan(o: Options, f: Facts) -> list[Action]:
     return acts
 
 
+def plugin_loaded(conf: str) -> bool:
+    """Whether the supervisord of ``conf`` runs now with the bluegreen plugin (it answers ``bluegreen.*``)."""
+    from supervisor_bluegreen.ctl.doctor import supervisord_proxy
+
+    proxy, _why = supervisord_proxy(conf, timeout=5)
+    try:
+        return proxy is not None and "bluegreen.status" in proxy.system.listMethods()
+    except (OSError, xmlrpc.client.Error):
+        return False
+
+
 def go_live(o: Options, f: Facts) -> list[str]:
-    """What to type once init is done."""
+    """What to type once init is done: a reload of supervisord (it restarts every program) only when the
+    plugin is not loaded yet; on a server that runs apps already, reread and update add this one's."""
     steps = []
     if f.debian_default_site and o.server_name in ("_", "localhost"):
         steps.append(
@@ -440,7 +454,12 @@ def go_live(o: Options, f: Facts) -> list[str]:
             "(--server-name sets its real name)"
         )
     steps.append("nginx -t && nginx -s reload")
-    if f.supervisor_unit:
+    if f.plugin_loaded:
+        steps.append(
+            f"supervisorctl reread && supervisorctl update    # adds {o.app}'s programs; the plugin is loaded "
+            "already, so the apps running here are not restarted"
+        )
+    elif f.supervisor_unit:
         unit = os.path.basename(f.supervisor_unit)
         steps.append(
             f"systemctl daemon-reload && systemctl restart {unit}    # once: loads the bluegreen plugin and "
@@ -448,8 +467,8 @@ def go_live(o: Options, f: Facts) -> list[str]:
         )
     else:
         steps.append(
-            "supervisorctl reload    # once: loads the bluegreen plugin (restarts this supervisord's programs); "
-            f"its umask {SUPERVISORD_UMASK} takes effect when supervisord itself next starts"
+            "supervisorctl reload    # once: loads the bluegreen plugin (restarts this supervisord's programs: their"
+            f" sites are down for seconds); its umask {SUPERVISORD_UMASK} takes effect when supervisord next starts"
         )
     steps += [
         f"supervisorctl bluegreen deploy {o.app}    # the first go-live",
@@ -717,6 +736,7 @@ def discover(o: Options) -> Facts:
     conf = find_supervisord_conf(o.supervisord_conf)
     facts["supervisord_conf"] = conf
     facts["include_dir"] = _include_dir(conf)
+    facts["plugin_loaded"] = plugin_loaded(conf)
     try:
         facts["ctlplugin_present"] = supervisordconf.has_ctlplugin(conf)
     except supervisordconf.SupervisordConfError as exc:
