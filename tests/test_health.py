@@ -99,6 +99,15 @@ def test_probe_sends_configured_host_header(tmp_path: Path, serve: ServerFactory
     assert (p2, h2["Host"]) == ("/deep", "other.example.org")
 
 
+def test_probe_of_an_app_behind_tls_says_https_as_nginx_does(tmp_path: Path, serve: ServerFactory) -> None:
+    sock = str(tmp_path / "blue.sock")
+    srv = serve(sock)
+    assert probe(sock, HealthCheck(path="/", https=True)).ok
+    assert probe(sock, HealthCheck(path="/")).ok
+    (_, tls), (_, plain) = srv.requests
+    assert tls["X-Forwarded-Proto"] == "https" and "X-Forwarded-Proto" not in plain
+
+
 def test_probe_follows_a_symlinked_socket(tmp_path: Path, serve: ServerFactory) -> None:
     """The live socket is a symlink; connecting to it reaches the color it points at."""
     serve(str(tmp_path / "green.sock"), color="green")

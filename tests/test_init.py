@@ -448,3 +448,38 @@ def test_plugin_loaded_asks_the_running_supervisord(tmp_path: Path) -> None:
     conf = tmp_path / "supervisord.conf"
     conf.write_text(f"[unix_http_server]\nfile = {tmp_path}/none.sock\n")
     assert init.plugin_loaded(str(conf)) is False  # no supervisord answers there
+
+
+HTTPS_REDIRECT = {p: [301, f"https://mysite.example.org{p}"] for p in ("/", "/admin/login/", "/health/", "/healthz/")}
+
+
+def test_a_redirect_is_never_health_and_a_later_url_that_answers_is_taken() -> None:
+    answers = {"/": [302, "/accounts/login/?next=/"], "/admin/login/": [200, ""], "/health/": [404, ""]}
+    facts = init.facts_from_probe(OPTS, SRC, probe(answers=answers))
+    assert (facts["health_path"], facts["health_status"]) == ("/admin/login/", 200)
+    only_redirects = {"/": [302, "/accounts/login/"], "/admin/login/": [302, "/sso/"]}
+    facts = init.facts_from_probe(OPTS, SRC, probe(answers=only_redirects))
+    assert "health_path" not in facts and "stop" not in facts
+    assert "answered Host mysite.example.org with a 2xx (/ 302, /admin/login/ 302)" in facts["notes"][0]
+
+
+def test_an_app_that_redirects_to_https_stops_init_with_both_fixes() -> None:
+    https = {p: [200, ""] for p in HTTPS_REDIRECT}
+    facts = init.facts_from_probe(OPTS, SRC, probe(answers=HTTPS_REDIRECT, https_answers=https))
+    assert "health_path" not in facts
+    stop = facts["stop"]
+    assert stop.startswith("/ redirects Host mysite.example.org to https://mysite.example.org/")
+    assert "--ssl-certificate FILE --ssl-certificate-key FILE" in stop and "SECURE_SSL_REDIRECT = False" in stop
+
+
+def test_with_tls_on_the_site_the_probes_say_https_and_the_config_says_so() -> None:
+    tls = dataclasses.replace(OPTS, ssl_certificate="/etc/ssl/c.pem", ssl_certificate_key="/etc/ssl/k.pem")
+    https = {**{p: [301, "https://x/"] for p in HTTPS_REDIRECT}, "/admin/login/": [200, ""]}
+    facts = init.facts_from_probe(tls, SRC, probe(answers=HTTPS_REDIRECT, https_answers=https))
+    assert (facts["health_path"], facts["health_https"]) == ("/admin/login/", True)
+    ini = "\n".join(a.content for a in init.plan(tls, dataclasses.replace(FACTS, **facts)) if a.path == tls.config)
+    app = config.parse(ini).app("mysite")
+    assert app.health.https is True and app.health.path == "/admin/login/"
+    # TLS, and the app still redirects what nginx marks https: its proxy header setting is missing
+    facts = init.facts_from_probe(tls, SRC, probe(answers=HTTPS_REDIRECT, https_answers=HTTPS_REDIRECT))
+    assert "SECURE_PROXY_SSL_HEADER" in facts["stop"] and "--ssl-certificate FILE" not in facts["stop"]

@@ -112,6 +112,8 @@ class Facts:
     sqlite_path: str = ""  # the app's SQLite database file when it lives in the app's tree (made 0600)
     health_path: str = "/"
     health_status: int = 200
+    health_https: bool = False  # the app answers 2xx only to HTTPS (its SSL redirect): the site has TLS
+    stop: str = ""  # why init cannot write a config that would work (said with the fixes; nothing after the build)
     built: bool = False  # the facts below "wsgi" come from the built app, not from guesses
     debian_default_site: bool = False
     has_sudo: bool = True
@@ -264,6 +266,7 @@ def app_config(o: Options, f: Facts) -> str:
         server_name=o.server_name,
         health_path=f.health_path,
         health_status=f.health_status,
+        health_https=f.health_https,
         listen=o.listen,
         media_root=f.media_root,
         media_url=f.media_url,
@@ -580,17 +583,22 @@ import json, os, sys
 from django.conf import settings
 from django.test import Client
 host = sys.argv[1]
-def status(path):
+def answer(path, https):
+    extra = {"HTTP_X_FORWARDED_PROTO": "https"} if https else {}
     try:
-        return Client(raise_request_exception=False, HTTP_HOST=host).get(path).status_code
+        r = Client(raise_request_exception=False, HTTP_HOST=host, **extra).get(path)
+        return [r.status_code, r.get("Location", "")]
     except Exception:
-        return 599
-answers = {p: status(p) for p in ("/", "/admin/login/")}
+        return [599, ""]
+paths = ("/", "/admin/login/", "/health/", "/healthz/")
+answers = {p: answer(p, False) for p in paths}
+https_answers = {p: answer(p, True) for p in paths}
 db = settings.DATABASES.get("default", {})
 print(json.dumps({
     "static_root": str(settings.STATIC_ROOT or ""), "static_url": str(settings.STATIC_URL or ""),
     "media_root": str(getattr(settings, "MEDIA_ROOT", "") or ""), "media_url": str(settings.MEDIA_URL or ""),
     "wsgi": str(getattr(settings, "WSGI_APPLICATION", "") or ""), "answers": answers,
+    "https_answers": https_answers,
     "db_engine": str(db.get("ENGINE", "")), "db_name": str(db.get("NAME", "")),
 }))
 """
@@ -606,6 +614,52 @@ def _django_facts(o: Options, src: str, venv: str) -> dict[str, object]:
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
     return facts_from_probe(o, src, json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _answers(raw: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """DJANGO_PROBE's answers as (status, Location) by path."""
+    return {path: (int(a[0]), str(a[1])) if isinstance(a, list) else (int(a), "") for path, a in raw.items()}
+
+
+def _statuses(raw: dict[str, Any]) -> str:
+    return ", ".join(f"{path} {status}" for path, (status, _) in _answers(raw).items())
+
+
+def health_facts(o: Options, info: dict[str, Any]) -> dict[str, object]:
+    """The health URL: the first one that answers a 2xx (a redirect is never health: the site init publishes
+    would be that redirect and nothing else). An app that answers only HTTPS needs TLS on the site (then the
+    probes say ``X-Forwarded-Proto: https``) or its redirect off; init stops and says both."""
+    plain, https = _answers(info["answers"]), _answers(info.get("https_answers") or {})
+    for path, (status, _) in plain.items():
+        if 200 <= status < 300:
+            return {"health_path": path, "health_status": status}
+    if o.ssl_certificate:
+        for path, (status, _) in https.items():
+            if 200 <= status < 300:
+                return {"health_path": path, "health_status": status, "health_https": True}
+    redirects = [(path, where) for path, (status, where) in plain.items() if 300 <= status < 400]
+    to_https = [(path, where) for path, where in redirects if where.startswith("https://")]
+    if not to_https:
+        return {}
+    path, where = to_https[0]
+    if o.ssl_certificate:
+        fix = (
+            "the site has TLS, but the app still redirects a request nginx marks X-Forwarded-Proto: https: set "
+            "SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in its settings"
+        )
+    else:
+        fix = (
+            "either (1) TLS on the site: run init again with --ssl-certificate FILE --ssl-certificate-key FILE "
+            "(nginx serves HTTPS, and the health probes say X-Forwarded-Proto: https, which the app needs "
+            "SECURE_PROXY_SSL_HEADER for), or (2) turn the redirect off where TLS ends before this server: "
+            "SECURE_SSL_REDIRECT = False in the settings (through the environment, e.g. cookiecutter-django's "
+            "--env DJANGO_SECURE_SSL_REDIRECT=False)"
+        )
+    return {
+        "stop": f"{path} redirects Host {o.server_name} to {where}, and no URL init tried answers a 2xx "
+        f"({_statuses(info['answers'])}): a redirect is no health check, and the site init would publish over HTTP "
+        f"would be nothing but that redirect. Fix it, then run init again: {fix}"
+    }
 
 
 def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, object]:
@@ -627,15 +681,12 @@ def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, ob
         _inside_app_tree(o, "MEDIA_ROOT", media, "media")
         out["media_root"] = media if not media.startswith(src + "/") else ""
         out["media_url"] = info["media_url"]
-    answers = info["answers"]
-    for path in ("/", "/admin/login/"):
-        if 200 <= answers[path] < 400:
-            out["health_path"], out["health_status"] = path, answers[path]
-            break
-    else:
+    out.update(health_facts(o, info))
+    if not out.get("health_path") and not out.get("stop"):
         notes.append(
-            f"neither / nor /admin/login/ answered Host {o.server_name} with 2xx/3xx ({answers}): is "
-            f"{o.server_name} in ALLOWED_HOSTS? health_path in {o.config} needs a URL that answers"
+            f"none of {', '.join(info['answers'])} answered Host {o.server_name} with a 2xx "
+            f"({_statuses(info['answers'])}): is {o.server_name} in ALLOWED_HOSTS? health_path in {o.config} "
+            "needs a URL that answers"
         )
     engine, name = info.get("db_engine", ""), info.get("db_name", "")
     parts = apptree.parts_below(o.app_root, name) if engine.endswith("sqlite3") else None
@@ -947,6 +998,8 @@ def main(o: Options, dry_run: bool = False, show_files: bool = False) -> int:
         return 1
     try:
         facts = discover(o)
+        if facts.stop and not dry_run:  # an app built by an earlier run: say it before anything is touched
+            raise InitError(facts.stop)
         acts = plan(o, facts)
         if dry_run:
             print(f"bluegreen init {o.app}: the plan (nothing done yet)")
@@ -955,7 +1008,7 @@ def main(o: Options, dry_run: bool = False, show_files: bool = False) -> int:
                 for a in acts:
                     if a.kind in ("file", "append", "env"):
                         print(f"\n==> {a.path} <==\n{a.content}", end="")
-            for note in facts.notes:
+            for note in (*facts.notes, *([facts.stop] if facts.stop else [])):
                 print(f"note: {note}")
             return 0
         for attempt in range(2):
@@ -968,6 +1021,8 @@ def main(o: Options, dry_run: bool = False, show_files: bool = False) -> int:
             if facts.built:
                 break
             facts = discover(o)  # now from the built app: its settings, its gunicorn, which URL answers
+            if facts.stop:  # nothing written that would not work: the config, the site, the programs
+                raise InitError(facts.stop)
             acts = plan(o, facts)
         for note in facts.notes:
             print(f"note: {note}")

@@ -81,7 +81,10 @@ def probe(target: str, check: HealthCheck, path: str | None = None, host: str | 
         return (time.monotonic() - started) * 1000
 
     try:
-        conn.request("GET", url, headers={"Host": host or check.host, "User-Agent": "supervisor-bluegreen"})
+        sent = {"Host": host or check.host, "User-Agent": "supervisor-bluegreen"}
+        if check.https:  # what nginx's TLS site tells the app: an app that redirects to HTTPS answers it
+            sent["X-Forwarded-Proto"] = "https"
+        conn.request("GET", url, headers=sent)
         resp = conn.getresponse()
         body = resp.read(65536).decode("utf-8", "replace")
         headers = {k.lower(): v for k, v in resp.getheaders()}

@@ -61,6 +61,7 @@ class HealthCheck:
     timeout: float = 2.0
     passes: int = 3
     deadline: float = 60.0
+    https: bool = False  # probes say X-Forwarded-Proto: https, as nginx does for a TLS site (Django's SSL redirect)
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,7 @@ APP_KEYS = {
     "health_path",
     "health_host",
     "health_status",
+    "health_https",
     "health_body",
     "health_interval",
     "health_timeout",
@@ -454,6 +456,7 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
         timeout=s.number("health_timeout", 2.0, float, 0.1),
         passes=int(s.number("health_passes", 3, int, 1)),
         deadline=s.number("health_deadline", 60.0, float, 0.1),
+        https=s.flag("health_https", False),
     )
     if not health.path.startswith("/"):
         problems.append(f"{s.where('health_path')}: {health.path!r} must start with '/'")
