@@ -69,7 +69,7 @@ def test_plan_is_pure_and_complete() -> None:
     assert "git clone --quiet --bare https://example.org/mysite.git /srv/mysite/app.git" in commands
     for color in ("blue", "green"):
         assert f"/usr/bin/python3 -m venv /srv/mysite/{color}/venv" in commands
-        assert f"/srv/mysite/{color}/venv/bin/pip install --quiet --requirement requirements.txt" in commands
+        assert f"/srv/mysite/{color}/venv/bin/python -m pip install --quiet --requirement requirements.txt" in commands
         assert f"/srv/mysite/{color}/venv/bin/python manage.py collectstatic --noinput" in commands
     assert sum("manage.py migrate" in c for c in commands) == 1  # once: both colors share the database
     assert [a.argv[0] for a in acts if a.kind == "user"] == ["useradd"]
@@ -483,3 +483,40 @@ def test_with_tls_on_the_site_the_probes_say_https_and_the_config_says_so() -> N
     # TLS, and the app still redirects what nginx marks https: its proxy header setting is missing
     facts = init.facts_from_probe(tls, SRC, probe(answers=HTTPS_REDIRECT, https_answers=HTTPS_REDIRECT))
     assert "SECURE_PROXY_SSL_HEADER" in facts["stop"] and "--ssl-certificate FILE" not in facts["stop"]
+
+
+def test_a_uv_app_tested_with_pytest_django_gets_uv_sync_and_a_fresh_test_database() -> None:
+    facts = dataclasses.replace(
+        FACTS, declared=("uv.lock", "pyproject.toml"), pytest="pytest-django", test_requirements=()
+    )
+    acts = init.plan(OPTS, facts)
+    commands = [a.argv for a in acts if a.kind == "run" and "sync" in a.argv]
+    assert len(commands) == 2  # both colors
+    blue = commands[0]
+    assert blue[:3] == ("/usr/bin/env", "UV_PROJECT_ENVIRONMENT=/srv/mysite/blue/venv", "UV_PYTHON_DOWNLOADS=never")
+    assert blue[3].endswith("/uv") and blue[4:6] == ("sync", "--frozen")
+    ini = "\n".join(a.content for a in acts if a.path == OPTS.config)
+    app = config.parse(ini).app("mysite")
+    [test] = [s for s in app.deploy.steps if s.name == "test"]  # type: ignore[union-attr]
+    assert test.argv == ("%(python)s", "-m", "pytest", "-p", "no:cacheprovider", "--create-db")
+
+
+def test_pytest_and_test_requirements_are_found_in_the_repository() -> None:
+    files = {
+        "requirements.txt": "-r requirements/production.txt\n",
+        "requirements/production.txt": "-r base.txt\ngunicorn==23.0.0\n",
+        "requirements/base.txt": "django==5.1\n",
+        "requirements/local.txt": "-r base.txt\npytest==8.3\npytest-django==4.9\nfactory-boy\n",
+        "pyproject.toml": "[tool.pytest.ini_options]\naddopts = '--ds=config.settings.test --reuse-db'\n",
+    }
+    show = lambda name: files.get(name, "")  # noqa: E731
+    tree = list(files)
+    assert init.pytest_kind(tree, show, init.requirement_text(show, "requirements/local.txt")) == "pytest-django"
+    assert init.pytest_kind(tree, show, "pytest\n") == "pytest"
+    assert init.pytest_kind(["manage.py"], lambda name: "", "pytest\n") == ""
+    facts = dataclasses.replace(FACTS, pytest="pytest-django", test_requirements=("requirements/local.txt",))
+    ini = "\n".join(a.content for a in init.plan(OPTS, facts) if a.path == OPTS.config)
+    app = config.parse(ini).app("mysite")
+    assert app.deploy.test_requirements == ("requirements/local.txt",)  # type: ignore[union-attr]
+    [first] = [a.argv for a in init.plan(OPTS, facts) if a.kind == "run" and "pip" in a.argv][:1]
+    assert first[-2:] == ("--requirement", "requirements/local.txt")

@@ -36,7 +36,7 @@ from typing import Any
 from supervisor_bluegreen.ctl import supervisordconf
 from supervisor_bluegreen.ctl.example_files import PLACEHOLDER_EXE, bluegreen_executable, example_text
 from supervisor_bluegreen.ctl.supervisordconf import CTLPLUGIN
-from supervisor_bluegreen.host import apptree, envfile, runner, templating
+from supervisor_bluegreen.host import apptree, deps, envfile, runner, templating
 from supervisor_bluegreen.shared import store as state
 from supervisor_bluegreen.shared.config import (
     DEFAULT_CONFIG,
@@ -104,6 +104,9 @@ class Facts:
     branch: str = "main"
     wsgi: str = ""  # gunicorn's APP_MODULE, e.g. mysite.wsgi:application
     has_requirements: bool = True
+    declared: tuple[str, ...] = ("requirements.txt",)  # of uv.lock, pyproject.toml, requirements.txt: what it has
+    test_requirements: tuple[str, ...] = ()  # requirements files only its tests need (requirements/local.txt)
+    pytest: str = ""  # the app's tests run with pytest: "pytest", or "pytest-django" (a fresh test database)
     gunicorn_in_requirements: bool = True
     control_socket: bool = False  # the app's gunicorn has --control-socket
     static_root: str = ""  # relative to the checkout when inside it, else absolute; '' when nginx serves none
@@ -279,6 +282,8 @@ def app_config(o: Options, f: Facts) -> str:
         environment_file=env_file_path(o),
         color=c,
         build=o.build,
+        step_test=test_command(f) if o.build == "django" else "",
+        test_requirements=" ".join(f.test_requirements),
         backup_dir=BACKUP_DIR,
         workers=[name for name, _ in worker_programs(o)],
     )
@@ -352,10 +357,18 @@ def plan(o: Options, f: Facts) -> list[Action]:
         ]
         pip, py = f"{p['venv']}/bin/pip", (f"{p['venv']}/bin/python", "manage.py")
         step = functools.partial(_build_step, user, p["src"], env_file)
-        if f.has_requirements:
-            why = "first build: dependencies into this color's own virtualenv"
-            reqs = (pip, "install", "--quiet", "--requirement", "requirements.txt")
-            acts.append(step(reqs, stamp_path(o, f"{c}-deps"), why))
+        install = deps.plan(
+            lambda name: b"" if name in (*f.declared, *f.test_requirements) else None,
+            py[0],
+            p["venv"],
+            f.test_requirements,
+        )  # the deps step's own rule (host/deps.py): the first build installs as every deploy will
+        if install is not None:
+            why = f"first build: dependencies ({install.kind}) into this color's own virtualenv"
+            env = tuple(f"{key}={value}" for key, value in install.env)
+            acts.append(
+                step(("/usr/bin/env", *env, *install.argv) if env else install.argv, stamp_path(o, f"{c}-deps"), why)
+            )
         if not f.gunicorn_in_requirements:
             why = "the app does not require gunicorn"
             argv = (pip, "install", "--quiet", "gunicorn")
@@ -539,14 +552,47 @@ def _repo_facts(o: Options, git_dir: str, user: str = "") -> dict[str, object]:
         return git("show", f"{branch}:{name}") if name in tree else ""
 
     reqs = requirement_text(show, "requirements.txt") + pyproject_requirements(show("pyproject.toml"))
+    tests = tuple(
+        name
+        for name in TEST_REQUIREMENTS
+        if name in tree and re.search(r"^pytest\b", requirement_text(show, name), re.M)
+    )
     pin = re.search(r"^gunicorn\s*(?:\[[^]]*\])?\s*[=~>]=\s*(\d+)", reqs, re.M | re.I)
     return {
         "branch": branch,
         "wsgi": wsgi,
         "has_requirements": "requirements.txt" in tree,
+        "declared": tuple(name for name in ("uv.lock", "pyproject.toml", "requirements.txt") if name in tree),
+        "test_requirements": tests,
+        "pytest": pytest_kind(tree, show, reqs + "".join(requirement_text(show, t) for t in tests)),
         "gunicorn_in_requirements": bool(re.search(r"^gunicorn\b", reqs, re.M | re.I)),
         "control_socket": bool(pin and int(pin.group(1)) >= 25),
     }
+
+
+TEST_REQUIREMENTS = ("requirements/local.txt", "requirements/test.txt", "requirements/dev.txt", "requirements-dev.txt",
+                     "requirements-test.txt", "requirements_dev.txt")  # fmt: skip
+
+
+def pytest_kind(tree: list[str], show: Callable[[str], str], requirements: str) -> str:
+    """Whether the app's tests run with pytest (its config, or a conftest.py at the top) and with pytest-django."""
+    configured = (
+        "pytest.ini" in tree
+        or "conftest.py" in tree
+        or "[tool.pytest.ini_options]" in show("pyproject.toml")
+        or "[tool:pytest]" in show("setup.cfg")
+    )
+    if not configured:
+        return ""
+    return "pytest-django" if re.search(r"^pytest[-_]django\b", requirements, re.M | re.I) else "pytest"
+
+
+def test_command(f: Facts) -> str:
+    """step_test for an app tested with pytest; with pytest-django a fresh test database each deploy
+    (``--create-db`` beats a ``--reuse-db`` in its options: a rejected release may have migrated the old one)."""
+    if not f.pytest:
+        return ""
+    return "%(python)s -m pytest -p no:cacheprovider" + (" --create-db" if f.pytest == "pytest-django" else "")
 
 
 def requirement_text(show: Callable[[str], str], name: str, depth: int = 5) -> str:

@@ -119,6 +119,7 @@ class Deploy:
     verify_backup: bool = False  # restore each new backup into a scratch database and compare before migrate
     releases: str = ""  # where each deploy builds its release (host/releases.py); a color's root links to one
     keep_releases: int = 5  # built releases kept for rollback; one a color runs is never removed
+    test_requirements: tuple[str, ...] = ()  # requirements files (in the checkout) only the tests need
 
 
 @dataclass(frozen=True)
@@ -382,6 +383,7 @@ DEPLOY_KEYS = {
     "webhooks",
     "releases",
     "keep_releases",
+    "test_requirements",
 }
 APP_KEYS |= DEPLOY_KEYS
 GLOBAL_KEYS = APP_KEYS - {"colors", "program", "socket", "checkout", "static_root", "root", "repo", "build"}
@@ -566,6 +568,10 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
     for name in own:
         if name not in names:
             s.problems.append(f"{s.where('step_' + name)}: step {name!r} is not listed in build")
+    test_requirements = tuple(s.text("test_requirements", "").split())
+    for name in test_requirements:
+        if name.startswith("/") or ".." in name.split("/"):
+            s.problems.append(f"{s.where('test_requirements')}: {name!r} must be a path inside the checkout")
     return Deploy(
         repo=repo,
         branch=s.text("branch", "main"),
@@ -582,6 +588,7 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         webhooks=tuple(s.text("webhooks", "").split()),
         releases=releases,
         keep_releases=int(s.number("keep_releases", 5, int, 1)),
+        test_requirements=test_requirements,
     )
 
 

@@ -18,7 +18,7 @@ PRESETS = {"django": ("deps", "collectstatic", "compress", "test", "gate", "back
 @dataclass(frozen=True)
 class BuildStep:
     name: str
-    argv: tuple[str, ...]  # empty: built into the deploy (backup)
+    argv: tuple[str, ...]  # empty: built into the deploy (backup, gate, deps)
     skip_unless: tuple[str, ...] = ()  # run only when this probe succeeds: optional tools such as compress
     when_changed: str = ""  # run only when this file of the checkout changed since the color last ran the step
     uncut: bool = False  # never cut in half: cancel, timeout and a listener stop or kill wait for it (migrate)
@@ -28,12 +28,10 @@ def builtin_steps() -> dict[str, BuildStep]:
     """The steps of the Django preset: the color's dependencies, then the seed's hook in order."""
     manage = ("%(python)s", "manage.py")
     return {
-        # dependencies belong to the color: installed into ITS virtualenv, and only when they changed
-        "deps": BuildStep(
-            "deps",
-            ("%(python)s", "-m", "pip", "install", "--quiet", "--requirement", "requirements.txt"),
-            when_changed="requirements.txt",
-        ),
+        # dependencies belong to the release: installed into ITS virtualenv the way the app declares them
+        # (uv.lock, pyproject.toml, requirements.txt: host/deps.py), only when they changed; a step_deps of
+        # one's own runs when requirements.txt changed
+        "deps": BuildStep("deps", (), when_changed="requirements.txt"),
         "backup": BuildStep("backup", ()),
         # the migration gate: which unapplied migrations the serving code survives (host/migrations/gate.py)
         "gate": BuildStep("gate", ()),

@@ -213,7 +213,8 @@ class FakeRunner:
             raise runner.StepError(f"exit status 1: {self.fail[word]}")
 
     def read_as_user(self, path: str, user: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes | None:
-        found = self.files.get(path, self.files.get(os.path.basename(path)))  # a name: in every checkout
+        # a name (or a path inside the checkout: requirements/base.txt) is that file in every checkout
+        found = self.files.get(path, next((v for k, v in self.files.items() if path.endswith(f"/{k}")), None))
         if isinstance(found, Exception):
             raise found
         return found

@@ -286,11 +286,33 @@ def test_steps_that_run_only_on_change_or_with_a_tool_skip_and_run(world: World)
     stamp = Path(world.store.dir) / "deps.shared.json"  # python3 is outside the roots: one stamp for both
     assert json.loads(stamp.read_text())["commit"] == COMMIT
     second = world.job("deploy")
-    assert "deps: skipped, requirements.txt unchanged since its virtualenv last ran it" in world.log(second)
+    said = "deps: skipped, requirements (requirements.txt) unchanged since its virtualenv last installed them"
+    assert said in world.log(second)
     assert "compress: skipped" not in world.log(first) + world.log(second)
     assert len(world.runner.ran("compress")) == 4  # probe and run, twice
     del world.runner.files["requirements.txt"]
-    assert "deps: skipped, the checkout has no requirements.txt" in world.log(world.job("deploy"))
+    assert "deps: skipped, the checkout has no uv.lock, pyproject.toml or requirements.txt" in world.log(
+        world.job("deploy")
+    )
+
+
+def test_deps_follow_what_the_app_declares_its_includes_and_uv(world: World) -> None:
+    world.runner.fail["test"] = "stop here"
+    world.runner.files["requirements.txt"] = b"-r requirements/base.txt\n"
+    world.runner.files["requirements/base.txt"] = b"django==5.1\n"
+    world.job("deploy")
+    assert len(world.runner.ran("pip")) == 1
+    world.job("deploy")
+    assert len(world.runner.ran("pip")) == 1  # nothing changed
+    world.runner.files["requirements/base.txt"] = b"django==5.2\n"  # only the included file
+    world.job("deploy")
+    assert len(world.runner.ran("pip")) == 2
+    world.runner.files["pyproject.toml"] = b'[project]\nname = "shop"\n'
+    world.runner.files["uv.lock"] = b"version = 1\n"
+    log = world.log(world.job("deploy"))
+    [uv] = [line for line in log.splitlines() if "$ " in line and "/uv sync" in line]
+    assert uv.endswith("sync --frozen --inexact --quiet --python python3")
+    assert len(world.runner.ran("pip")) == 2  # uv, not pip
 
 
 def test_the_gate_refuses_an_unsafe_migration_and_nothing_migrates(

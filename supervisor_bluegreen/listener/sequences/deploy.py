@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Collection
 
-from supervisor_bluegreen.host import backup, drain, links, releases, runner
+from supervisor_bluegreen.host import backup, deps, drain, links, releases, runner
 from supervisor_bluegreen.host.migrations import gate
 from supervisor_bluegreen.host.supervisor import SupervisorError
 from supervisor_bluegreen.listener.golive import (
@@ -204,7 +204,7 @@ def build(run: Run, target: Color, step: runner.BuildStep, commit: str) -> None:
     except runner.StepError as exc:  # the environment file cannot be read
         raise StepFailed(f"{step.name}: {exc}") from None
     if not step.argv:
-        builtin = take_backup if step.name == "backup" else gate_migrations
+        builtin = {"backup": take_backup, "gate": gate_migrations, "deps": install_deps}[step.name]
         return builtin(run, target, commit, env)
     if step.name == "migrate" and run.gate is not None:
         return migrate_planned(run, target, step, env)
@@ -216,7 +216,41 @@ def build(run: Run, target: Color, step: runner.BuildStep, commit: str) -> None:
     stamp, digest = changed_since_last_run(run, target, step)
     if stamp and not digest:
         return None
-    argv = runner.expand(step.argv, target)
+    run_command(run, target, step, runner.expand(step.argv, target), env)
+    if stamp:
+        write_json_atomic(stamp, {"sha256": digest, "commit": commit})
+    return None
+
+
+def install_deps(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
+    """The release's dependencies the way the app declares them (host/deps.py: uv.lock, pyproject.toml,
+    requirements.txt), installed only when a file that decides them, or the command, changed."""
+    config = settings(run.app)
+
+    def read(name: str) -> bytes | None:
+        try:  # the checkout is the app user's: read as that user, bounded, never as root
+            return runner.read_as_user(os.path.join(target.checkout, name), config.user)
+        except runner.ReadError as exc:
+            raise StepFailed(f"deps: {exc}") from None
+
+    python = runner.values(target)["python"]
+    venv = os.path.dirname(os.path.dirname(python))
+    install = deps.plan(read, python, venv, config.test_requirements)
+    if install is None:
+        run.log(f"deps: skipped, {deps.NONE_FOUND}")
+        return
+    step = next(s for s in config.steps if s.name == "deps")
+    stamp, digest = stamp_path(run, target, step), install.digest()
+    if (read_json(stamp, {}) or {}).get("sha256") == digest:
+        run.log(f"deps: skipped, {install.describe()} unchanged since its virtualenv last installed them")
+        return
+    run_command(run, target, step, list(install.argv), {**env, **dict(install.env)})
+    write_json_atomic(stamp, {"sha256": digest, "commit": commit, "kind": install.kind})
+
+
+def run_command(run: Run, target: Color, step: runner.BuildStep, argv: list[str], env: dict[str, str]) -> None:
+    """One command of a build step, as the app's user in the release's checkout, its output into the log."""
+    config = settings(run.app)
     run.log("$ " + " ".join(argv))
     try:
         runner.run(
@@ -230,13 +264,22 @@ def build(run: Run, target: Color, step: runner.BuildStep, commit: str) -> None:
             uncut=uncut(run, step) if step.uncut else None,
         )
     except runner.StepError as exc:
-        raise StepFailed(f"{step.name} failed: {exc}") from None
+        raise StepFailed(f"{step.name} failed: {exc}{missing_runner(step, exc)}") from None
     finally:
         if step.uncut:
             run.store.update_job(run.job.id, uncut=None)
-    if stamp:
-        write_json_atomic(stamp, {"sha256": digest, "commit": commit})
-    return None
+
+
+def missing_runner(step: runner.BuildStep, exc: runner.StepError) -> str:
+    """A step whose runner (``python -m pytest``) the release lacks says so, and where that is set."""
+    argv = list(step.argv)
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    if not module or f"No module named {module}" not in str(exc):
+        return ""
+    return (
+        f" (step_{step.name} runs {module}, which the release's virtualenv lacks: install it with the app's "
+        "test-only dependencies, test_requirements or uv's dev group, or change step_" + step.name + ")"
+    )
 
 
 def probe_migrations(run: Run, target: Color, env: dict[str, str]) -> gate.GateReport:
