@@ -494,7 +494,7 @@ def test_a_uv_app_tested_with_pytest_django_gets_uv_sync_and_a_fresh_test_databa
     assert len(commands) == 2  # both colors
     blue = commands[0]
     assert blue[:3] == ("/usr/bin/env", "UV_PROJECT_ENVIRONMENT=/srv/mysite/blue/venv", "UV_PYTHON_DOWNLOADS=never")
-    assert blue[3].endswith("/uv") and blue[4:6] == ("sync", "--frozen")
+    assert blue[3] == "UV_SYSTEM_CERTS=1" and blue[4].endswith("/uv") and blue[5:7] == ("sync", "--frozen")
     ini = "\n".join(a.content for a in acts if a.path == OPTS.config)
     app = config.parse(ini).app("mysite")
     [test] = [s for s in app.deploy.steps if s.name == "test"]  # type: ignore[union-attr]
