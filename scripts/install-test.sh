@@ -11,7 +11,11 @@
 #   7. a change pushed with `git push` (pre-receive hook -> sudo bluegreen push) goes live under continuous
 #      requests through nginx with zero failed ones;
 #   8. a second app set up beside it the way init's next steps say (reread && update: the plugin is loaded)
-#      costs the first zero failed requests.
+#      costs the first zero failed requests;
+#   9. an app shaped like cookiecutter-django's (uv.lock, pytest-django with --reuse-db, an HTTPS redirect,
+#      a Celery worker on the host's RabbitMQ): init stops on the redirect naming its fixes, init again with
+#      the fix as --env, the first deploy, doctor clean, a push under load with zero failed requests, and a
+#      Celery task run by the new release.
 # Servers bind 127.0.0.1 or unix sockets only (the root shares the host's network to reach the package
 # registries). As root. Needs debootstrap (apt-get install debootstrap) and overlayfs. KEEP=1 leaves the root
 # mounted for a look (umount it, then remove upper/ and overlay-work/ beside it).
@@ -256,5 +260,133 @@ sleep 2
 touch "$root/tmp/load.stop"
 wait "$load" || { cat "$work/load2.out"; echo "install-test: the first app failed requests" >&2; exit 1; }
 cat "$work/load2.out"
+say "an app shaped like cookiecutter-django: uv.lock, pytest-django, an HTTPS redirect, a Celery worker"
+shop_src=$root/srv/src/shop
+mkdir -p "$shop_src"
+"$here/.venv/bin/django-admin" startproject config "$shop_src"
+mkdir -p "$shop_src/shop" "$shop_src/tests"
+cat >>"$shop_src/config/settings.py" <<'EOF'
+
+# production, as cookiecutter-django has it: everything from the environment, HTTPS forced
+import os
+
+SECRET_KEY = os.environ.get("SECRET_KEY", SECRET_KEY)
+DEBUG = False
+ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DATABASES["default"]["NAME"] = os.environ.get("DB_PATH", BASE_DIR / "db.sqlite3")
+SECURE_SSL_REDIRECT = os.environ.get("DJANGO_SECURE_SSL_REDIRECT", "True") == "True"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "celery")
+CELERY_TASK_ACKS_LATE = True
+EOF
+cat >"$shop_src/config/celery_app.py" <<'EOF'
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+app = Celery("shop")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["shop"])
+EOF
+printf 'VERSION = "1"\n' >"$shop_src/shop/version.py"
+touch "$shop_src/shop/__init__.py" "$shop_src/tests/__init__.py"
+cat >"$shop_src/shop/tasks.py" <<'EOF'
+import os
+from pathlib import Path
+
+from config.celery_app import app
+
+from .version import VERSION
+
+
+@app.task(name="shop.record")
+def record(token: str) -> str:
+    """The release that ran ``token``: one file per task in the app's home."""
+    Path(os.environ["DB_PATH"]).parent.joinpath(f"ran-{token}").write_text(VERSION)
+    return VERSION
+EOF
+cat >"$shop_src/tests/test_users.py" <<'EOF'
+import pytest
+from django.contrib.auth.models import User
+
+
+@pytest.mark.django_db
+def test_a_user_is_stored() -> None:
+    User.objects.create(username="abi")
+    assert User.objects.count() == 1
+EOF
+cat >"$shop_src/pyproject.toml" <<'EOF'
+[project]
+name = "shop"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["django>=4.2,<6", "gunicorn==23.0.0", "celery>=5.3,<6"]
+
+[dependency-groups]
+dev = ["pytest>=8", "pytest-django>=4.8"]
+
+[tool.uv]
+package = false
+
+[tool.pytest.ini_options]
+DJANGO_SETTINGS_MODULE = "config.settings"
+addopts = "--reuse-db"
+EOF
+printf 'staticfiles/\ndb.sqlite3\n__pycache__/\n.venv/\n' >"$shop_src/.gitignore"
+(cd "$shop_src" && "$here/.venv/bin/uv" lock --quiet --system-certs)
+in_root "cd /srv/src/shop && git init -q -b main && git add -A &&
+git -c user.email=dev@example.org -c user.name=dev commit -qm 'the shop'"
+queue=shop_it_$RANDOM
+init3="bluegreen init shop /srv/src/shop --listen 127.0.0.1:$((port + 4)) \
+--env SECRET_KEY=shop-$RANDOM --env DB_PATH=/srv/shop/home/db.sqlite3 \
+--env CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672// --env CELERY_QUEUE=$queue \
+--worker 'celery -A config.celery_app worker -c 1 -n $queue@localhost'"
+stopped=$(in_root "$init3" 2>&1) && { echo "$stopped"; echo "install-test: init took an HTTPS redirect for health" >&2; exit 1; }
+echo "$stopped" | tail -3
+echo "$stopped" | grep -q "redirects Host localhost to https://" && echo "$stopped" | grep -q "SECURE_SSL_REDIRECT" || {
+    echo "install-test: init's stop did not name the redirect and its fixes" >&2
+    exit 1
+}
+say "init again with the fix it named (the redirect off: TLS ends before this server), merged into the env file"
+merged=$(in_root "$init3 --env DJANGO_SECURE_SSL_REDIRECT=False")
+echo "$merged" | grep -E "merged|step_test|uv sync" || true
+echo "$merged" | grep -q "merged (added DJANGO_SECURE_SSL_REDIRECT)" || {
+    echo "install-test: init did not merge the new --env key" >&2
+    exit 1
+}
+in_root "grep -q '^step_test = %(python)s -m pytest -p no:cacheprovider --create-db' /etc/supervisor/bluegreen.ini"
+in_root "nginx -t && nginx -s reload && supervisorctl reread && supervisorctl update &&
+supervisorctl bluegreen deploy shop && bluegreen doctor shop"
+
+task() {  # send shop.record with a token from the live release; wait for the version that ran it
+    in_root "runuser -u shop -- /bin/sh -c 'set -a && . /etc/supervisor-bluegreen/shop.env && cd /srv/shop/live/src &&
+exec ../venv/bin/python -c \"from shop.tasks import record; record.delay(\\\"$1\\\")\"'"
+    for _ in $(seq 100); do
+        [ -f "$root/srv/shop/home/ran-$1" ] && { cat "$root/srv/shop/home/ran-$1"; return; }
+        sleep 0.3
+    done
+    echo "install-test: task $1 was not run" >&2
+    exit 1
+}
+[ "$(task first)" = 1 ]
+
+say "shop: a push under load, then a task run by the new code"
+sed -i "s/\"127.0.0.1\", $port,/\"127.0.0.1\", $((port + 4)),/" "$root/tmp/load.py"
+rm -f "$root/tmp/load.stop"
+in_root "python3 /tmp/load.py" >"$work/load3.out" 2>&1 &
+load=$!
+sleep 2
+in_root "chown -R shop: /srv/src/shop && cd /srv/src/shop && sed -i 's/1/2/' shop/version.py &&
+runuser -u shop -- git -c user.email=dev@example.org -c user.name=dev commit -qam 'version 2' &&
+runuser -u shop -- git push /srv/shop/app.git main"
+sleep 2
+touch "$root/tmp/load.stop"
+wait "$load" || { cat "$work/load3.out"; echo "install-test: shop failed requests during its push" >&2; exit 1; }
+cat "$work/load3.out"
+[ "$(task second)" = 2 ] || { echo "install-test: the task did not run on the new release" >&2; exit 1; }
+in_root "supervisorctl bluegreen status shop && bluegreen doctor shop"
 ok=1
 say "install-test passed"

@@ -211,3 +211,10 @@ def test_a_worker_in_another_release_or_down_is_a_problem(tmp_path: Path, monkey
     assert found[1].what == "shop: worker shop_mail is FATAL" and found[1].fix.startswith(
         "supervisorctl start shop_mail"
     )
+
+
+def test_backups_that_are_not_verified_are_a_note(tmp_path: Path) -> None:
+    [note] = doctor.backups_unproven(make_app(tmp_path, build="backup"))
+    assert note.ok and "its backups are not verified" in note.what
+    assert doctor.backups_unproven(make_app(tmp_path, build="backup", verify_backup="true")) == []
+    assert doctor.backups_unproven(make_app(tmp_path, build="test", step_test="true")) == []

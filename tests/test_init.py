@@ -313,7 +313,8 @@ SRC = "/srv/mysite/blue/src"
 def test_facts_from_the_built_app() -> None:
     facts = init.facts_from_probe(OPTS, SRC, probe())
     assert facts == {"built": True, "wsgi": "mysite.wsgi:application", "static_root": "staticfiles",
-                     "health_path": "/admin/login/", "health_status": 200}  # fmt: skip
+                     "health_path": "/admin/login/", "health_status": 200,
+                     "db_engine": "django.db.backends.mysql"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -520,3 +521,14 @@ def test_pytest_and_test_requirements_are_found_in_the_repository() -> None:
     assert app.deploy.test_requirements == ("requirements/local.txt",)  # type: ignore[union-attr]
     [first] = [a.argv for a in init.plan(OPTS, facts) if a.kind == "run" and "pip" in a.argv][:1]
     assert first[-2:] == ("--requirement", "requirements/local.txt")
+
+
+@pytest.mark.parametrize(
+    ("engine", "verified"),
+    [("django.db.backends.sqlite3", True), ("django.db.backends.postgresql", False), ("", False)],
+)
+def test_init_proves_backups_by_default_where_it_can_and_says_why_not(engine: str, verified: bool) -> None:
+    acts = init.plan(OPTS, dataclasses.replace(FACTS, db_engine=engine))
+    ini = "\n".join(a.content for a in acts if a.path == OPTS.config)
+    assert config.parse(ini).app("mysite").deploy.verify_backup is verified  # type: ignore[union-attr]
+    assert ("; backups are not verified: " in ini) is not verified

@@ -320,8 +320,22 @@ def worker_running(app: App, live: str | None, worker: str, info: dict[str, Any]
 # one app on disk
 
 
+def backups_unproven(app: App) -> list[Finding]:
+    """A deploy that backs up without verifying has a dump nobody restored: said (a note, not a problem)."""
+    config = app.deploy
+    if not config or config.verify_backup or not any(s.name == "backup" for s in config.steps):
+        return []
+    return [
+        ok(
+            f"note: {app.name}: its backups are not verified (verify_backup = false): a dump that does not restore "
+            "is found only when it is needed; grant the app's database user CREATE/DROP on <name>_bgverify_* "
+            "and set verify_backup = true"
+        )
+    ]
+
+
 def check_app(app: App) -> list[Finding]:
-    found: list[Finding] = []
+    found: list[Finding] = backups_unproven(app)
     try:
         live = links.live_color(app)
     except links.LiveLinkError:

@@ -107,6 +107,7 @@ class Facts:
     declared: tuple[str, ...] = ("requirements.txt",)  # of uv.lock, pyproject.toml, requirements.txt: what it has
     test_requirements: tuple[str, ...] = ()  # requirements files only its tests need (requirements/local.txt)
     pytest: str = ""  # the app's tests run with pytest: "pytest", or "pytest-django" (a fresh test database)
+    db_engine: str = ""  # the built app's database ENGINE: whether init can prove its backups by default
     gunicorn_in_requirements: bool = True
     control_socket: bool = False  # the app's gunicorn has --control-socket
     static_root: str = ""  # relative to the checkout when inside it, else absolute; '' when nginx serves none
@@ -285,6 +286,8 @@ def app_config(o: Options, f: Facts) -> str:
         step_test=test_command(f) if o.build == "django" else "",
         test_requirements=" ".join(f.test_requirements),
         backup_dir=BACKUP_DIR,
+        verify_backup=verify_reason(f)[0],
+        verify_backup_why=verify_reason(f)[1],
         workers=[name for name, _ in worker_programs(o)],
     )
 
@@ -587,6 +590,19 @@ def pytest_kind(tree: list[str], show: Callable[[str], str], requirements: str) 
     return "pytest-django" if re.search(r"^pytest[-_]django\b", requirements, re.M | re.I) else "pytest"
 
 
+def verify_reason(f: Facts) -> tuple[str, str]:
+    """(why backups are verified, '') or ('', why not): a SQLite backup restores into a scratch file, always
+    possible; a server database needs CREATE/DROP for the app's user, which init does not grant."""
+    if f.db_engine.endswith("sqlite3"):
+        return "a SQLite dump restores into a scratch file", ""
+    if not f.db_engine:
+        return "", "init did not see the app's database"
+    return "", (
+        "the app's database user needs CREATE and DROP on <name>_bgverify_* scratch databases; grant them, "
+        "then set verify_backup = true"
+    )
+
+
 def test_command(f: Facts) -> str:
     """step_test for an app tested with pytest; with pytest-django a fresh test database each deploy
     (``--create-db`` beats a ``--reuse-db`` in its options: a rejected release may have migrated the old one)."""
@@ -735,6 +751,7 @@ def facts_from_probe(o: Options, src: str, info: dict[str, Any]) -> dict[str, ob
             "needs a URL that answers"
         )
     engine, name = info.get("db_engine", ""), info.get("db_name", "")
+    out["db_engine"] = engine
     parts = apptree.parts_below(o.app_root, name) if engine.endswith("sqlite3") else None
     if parts and len(parts) > 1 and parts[0] not in COLORS:  # e.g. /srv/APP/home/db.sqlite3, as the note says
         out["sqlite_path"] = os.path.normpath(name)
