@@ -82,7 +82,7 @@ umount -l "$root" 2>/dev/null || true
 rm -rf "$root" "$work/upper" "$work/overlay-work"
 mkdir -p "$root" "$work/upper" "$work/overlay-work"
 mount -t overlay overlay -o "lowerdir=$base,upperdir=$work/upper,workdir=$work/overlay-work" "$root"
-for fs in proc sys dev dev/pts; do
+for fs in proc sys dev dev/pts dev/shm; do  # dev/shm: Celery's prefork pool makes its semaphores there
     mkdir -p "$root/$fs"
     case $fs in
     proc) mount -t proc proc "$root/proc" ;;
@@ -182,9 +182,9 @@ say "git push of a change, under continuous requests through nginx"
 cat >"$root/tmp/load.py" <<EOF
 import http.client, sys, time
 stop_at, ok, failed, resets = time.time() + 600, 0, [], 0
-allow_resets = sys.argv[1:] == ["--allow-keepalive-resets"]
+port, allow_resets = int(sys.argv[1]), sys.argv[2:] == ["--allow-keepalive-resets"]
 def fresh():
-    return [http.client.HTTPConnection("127.0.0.1", $port, timeout=10), 0]
+    return [http.client.HTTPConnection("127.0.0.1", port, timeout=10), 0]
 def get(conn):
     conn.request("GET", "/admin/login/", headers={"Host": "localhost"})
     r = conn.getresponse()
@@ -218,18 +218,24 @@ while time.time() < stop_at:
 print(f"load: {ok} ok, {len(failed)} failed {failed[:5]}, {resets} idle keep-alive connections closed by nginx")
 sys.exit(1 if failed or not ok or (resets and not allow_resets) else 0)
 EOF
-rm -f "$root/tmp/load.stop"
-in_root "python3 /tmp/load.py" >"$work/load.out" 2>&1 &
-load=$!
-sleep 2
+start_load() {  # start_load PORT [--allow-keepalive-resets]: the requests above, in the background
+    rm -f "$root/tmp/load.stop"
+    in_root "python3 /tmp/load.py $*" >"$work/load.out" 2>&1 &
+    load=$!
+    sleep 2
+}
+stop_load() {  # stop_load WHAT: end them; none may have failed
+    sleep 2
+    touch "$root/tmp/load.stop"
+    wait "$load" || { cat "$work/load.out"; echo "install-test: $1" >&2; exit 1; }
+    cat "$work/load.out"
+}
+start_load "$port"
 in_root "chown -R mysite: /srv/src/mysite && cd /srv/src/mysite &&
 sed -i 's/^ALLOWED_HOSTS = .*/ALLOWED_HOSTS = [\"localhost\", \"127.0.0.1\", \"[::1]\"]/' mysite/settings.py &&
 runuser -u mysite -- git -c user.email=dev@example.org -c user.name=dev commit -qam 'allow ::1' &&
 runuser -u mysite -- git push /srv/mysite/app.git main"
-sleep 2
-touch "$root/tmp/load.stop"
-wait "$load" || { cat "$work/load.out"; echo "install-test: requests failed during the deploy" >&2; exit 1; }
-cat "$work/load.out"
+stop_load "requests failed during the deploy"
 in_root "supervisorctl bluegreen status mysite && bluegreen doctor mysite"
 in_root 'color=$(readlink -f /srv/mysite/run/mysite.live.sock | sed "s/.*mysite\.\(.*\)\.sock/\1/")
 live=$(runuser -u mysite -- git -C /srv/mysite/$color/src rev-parse HEAD)
@@ -240,10 +246,7 @@ say "a second app set up beside it as init says, under continuous requests to th
 in_root "cp -a /srv/src/mysite /srv/src/othersite && chown -R root: /srv/src/othersite"
 init2="bluegreen init othersite /srv/src/othersite --listen 127.0.0.1:$((port + 2)) \
 --env SECRET_KEY=other-$RANDOM --env DB_PATH=/srv/othersite/home/db.sqlite3"
-rm -f "$root/tmp/load.stop"
-in_root "python3 /tmp/load.py --allow-keepalive-resets" >"$work/load2.out" 2>&1 &  # a new site: nginx reloads
-load=$!
-sleep 2
+start_load "$port" --allow-keepalive-resets  # a new site: nginx reloads
 said=$(in_root "$init2")
 echo "$said" | tail -8
 echo "$said" | grep -q "supervisorctl reread && supervisorctl update" || {
@@ -256,10 +259,7 @@ echo "$said" | grep -qE "^  supervisorctl reload|^  systemctl .*restart" && {
 }
 in_root "nginx -t && nginx -s reload && supervisorctl reread && supervisorctl update &&
 supervisorctl bluegreen deploy othersite && bluegreen doctor othersite"
-sleep 2
-touch "$root/tmp/load.stop"
-wait "$load" || { cat "$work/load2.out"; echo "install-test: the first app failed requests" >&2; exit 1; }
-cat "$work/load2.out"
+stop_load "the first app failed requests while a second one was set up"
 say "an app shaped like cookiecutter-django: uv.lock, pytest-django, an HTTPS redirect, a Celery worker"
 shop_src=$root/srv/src/shop
 mkdir -p "$shop_src"
@@ -374,18 +374,11 @@ exec ../venv/bin/python -c \"from shop.tasks import record; record.delay(\\\"$1\
 [ "$(task first)" = 1 ]
 
 say "shop: a push under load, then a task run by the new code"
-sed -i "s/\"127.0.0.1\", $port,/\"127.0.0.1\", $((port + 4)),/" "$root/tmp/load.py"
-rm -f "$root/tmp/load.stop"
-in_root "python3 /tmp/load.py" >"$work/load3.out" 2>&1 &
-load=$!
-sleep 2
+start_load $((port + 4))
 in_root "chown -R shop: /srv/src/shop && cd /srv/src/shop && sed -i 's/1/2/' shop/version.py &&
 runuser -u shop -- git -c user.email=dev@example.org -c user.name=dev commit -qam 'version 2' &&
 runuser -u shop -- git push /srv/shop/app.git main"
-sleep 2
-touch "$root/tmp/load.stop"
-wait "$load" || { cat "$work/load3.out"; echo "install-test: shop failed requests during its push" >&2; exit 1; }
-cat "$work/load3.out"
+stop_load "shop failed requests during its push"
 [ "$(task second)" = 2 ] || { echo "install-test: the task did not run on the new release" >&2; exit 1; }
 in_root "supervisorctl bluegreen status shop && bluegreen doctor shop"
 ok=1

@@ -1061,8 +1061,6 @@ def main(o: Options, dry_run: bool = False, show_files: bool = False) -> int:
         return 1
     try:
         facts = discover(o)
-        if facts.stop and not dry_run:  # an app built by an earlier run: say it before anything is touched
-            raise InitError(facts.stop)
         acts = plan(o, facts)
         if dry_run:
             print(f"bluegreen init {o.app}: the plan (nothing done yet)")
@@ -1076,12 +1074,13 @@ def main(o: Options, dry_run: bool = False, show_files: bool = False) -> int:
             return 0
         for attempt in range(2):
             done_after = attempt == 1
+            ready = facts.built and not facts.stop  # a stop found before: the build (and this --env) first
             for a in acts:
-                if a.after_build and not facts.built and not done_after:
+                if a.after_build and not ready and not done_after:
                     continue
                 result = apply(a, o)
                 print(f"  {result:<12} {a.describe()}", flush=True)
-            if facts.built:
+            if ready:
                 break
             facts = discover(o)  # now from the built app: its settings, its gunicorn, which URL answers
             if facts.stop:  # nothing written that would not work: the config, the site, the programs
