@@ -98,6 +98,9 @@ def test_a_good_push_goes_live_and_moves_the_branch(stack: Stack) -> None:
     assert served(stack) == ("green", "v-pushed")
     row = stack.ctl("bluegreen", "history", "-n", "1").stdout
     assert f"commit={pushed[:7]} color=green by Abi <a@b> (root@" in row and "via git push)" in row  # person, account
+    now = stack.ctl("bluegreen", "status", "abiapp").stdout
+    assert "NOT the branch head" not in now, now  # the push moved the branch to what went live
+    assert status(stack)["branch_head"]["commit"] == pushed
 
 
 def test_other_refs_are_accepted_without_a_deploy_and_the_deploy_branch_is_not_deleted(stack: Stack) -> None:

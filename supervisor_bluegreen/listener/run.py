@@ -65,6 +65,7 @@ class Run:
         self.cancellable = True  # until traffic moves: then a deploy finishes what it started
         self.allow_unsafe = False  # deploy --allow-unsafe-migrations: the gate's refusal is overridden
         self.watched = job.kind in OPENED_BY  # its go-live opens a watch window (rollback --to sets it too)
+        self.branch_after = ""  # a deploy of a push: the branch the hook moves to its commit once it is live
 
     def forced(self) -> bool:
         """True once someone asked to cancel this job with --force: even a migrate is killed."""

@@ -82,9 +82,21 @@ def resolve(run: Run, ref: str) -> str:
         raise StepFailed(f"unknown ref {ref!r} in {repo}") from None
     run.log(f"{ref} is {commit}")
     run.store.update_job(run.job.id, ref=ref, commit=commit)
-    if ref == settings(run.app).branch:  # status says when the live commit is not the branch's head
+    branch = settings(run.app).branch
+    if ref == branch:  # status says when the live commit is not the branch's head
         run.store.update(branch_head={"branch": ref, "commit": commit, "at": time.time()})
+    elif ref == commit and pushed(run, repo, commit):
+        run.branch_after = branch  # a push the hook staged: the branch moves to it once it is live
     return commit
+
+
+def pushed(run: Run, repo: str, commit: str) -> bool:
+    """Whether ``commit`` is a push to the deploying branch, staged by the pre-receive hook for this deploy."""
+    try:
+        git(run, f"--git-dir={repo}", "rev-parse", "--verify", "--quiet", f"refs/bluegreen/incoming/{commit}")
+    except StepFailed:
+        return False
+    return True
 
 
 def idle_color(run: Run, live: str | None) -> Color:
@@ -511,7 +523,10 @@ def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Win
     pending = None
     if run.gate is not None and run.gate.deferred:
         pending = {"job": run.job.id, "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
-    return go_live(run, live, target, colors=colors, contract=pending)
+    head = (
+        {"branch_head": {"branch": run.branch_after, "commit": commit, "at": time.time()}} if run.branch_after else {}
+    )
+    return go_live(run, live, target, colors=colors, contract=pending, **head)
 
 
 # -- the sequence ----------------------------------------------------------------------------
