@@ -312,7 +312,7 @@ def test_a_deploy_backup_restores_into_a_scratch_database(stack: Stack) -> None:
     out = stack.ctl("bluegreen", "deploy")
     assert out.returncode == 0, out.stdout
     # each color installed these requirements once already: into its own virtualenv, not again
-    assert "deps: skipped, requirements.txt unchanged since" in out.stdout
+    assert "deps: skipped, requirements (requirements.txt) unchanged since" in out.stdout
     history = stack.ctl("bluegreen", "history", "abiapp", "-n", "1").stdout
     backup = Path(history.split("backup: ")[1].split()[0])
     assert backup.name.startswith("abiapp-") and backup.suffixes[-2:] == [".sql", ".gz"]

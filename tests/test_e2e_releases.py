@@ -122,5 +122,8 @@ def test_restart_applies_a_changed_environment_and_a_breaking_value_is_rolled_ba
         time.sleep(0.5)
     assert status(stack)["live"] == good, status(stack)
     assert version_json(stack)["greeting"] == "hallo"
-    history = stack.ctl("bluegreen", "history", "abiapp", "-n", "2").stdout
+    history = ""
+    while time.monotonic() < deadline and "rolled back automatically" not in history:  # the window's verdict
+        history = stack.ctl("bluegreen", "history", "abiapp", "-n", "3").stdout  # is written after its rollback
+        time.sleep(0.3)
     assert "rolled back automatically" in history, history
