@@ -366,6 +366,8 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
                 watched = window and (answer["job"].get("watch") or {}).get("state") == "running"
                 if status not in ACTIVE and not watched:
                     break
+                if status in ACTIVE and answer["job"].get("live") and not window:
+                    return self.went_live(job["app"], answer["job"])
                 time.sleep(self.poll_interval)
         except KeyboardInterrupt:  # only the watching stops: the job runs in the listener
             self.fail(f"stopped following; job {job_id} goes on: bluegreen log {job['app']} {job_id} -f")
@@ -383,6 +385,14 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
             )
         else:
             self.ctl.output(message)
+
+    def went_live(self, app: str, job: dict[str, Any]) -> None:
+        """Traffic moved: the command is done (exit 0); the job goes on handing the workers over."""
+        self.ctl.output(job["live"])
+        self.ctl.output(
+            f"the workers are being handed over to the new code (job {job['id']} goes on: "
+            f"supervisorctl bluegreen log {app} {job['id']} -f)"
+        )
 
     # -- commands ----------------------------------------------------------------------------
     def do_bluegreen(self, arg: str) -> None:

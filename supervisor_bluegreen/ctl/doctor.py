@@ -265,10 +265,27 @@ def check_workers(
     app: App, live: str | None, infos: dict[str, dict[str, Any]], reread: Callable[[str], dict[str, Any]]
 ) -> list[Finding]:
     """Every worker program with its state, pid, uptime and directory; one up for less than its settle time is
-    looked at again once that has passed: a new pid meanwhile is a worker supervisor keeps restarting."""
+    looked at again once that has passed: a new pid meanwhile is a worker supervisor keeps restarting. The idle
+    color's own workers must be stopped (the handover stopped them)."""
     found: list[Finding] = []
     settle = app.deploy.worker_settle if app.deploy else 0.0
-    for worker in app.deploy.workers if app.deploy else ():
+    idle = [w for c in app.colors if c.name != live for w in c.workers] if live else []
+    for worker in idle:  # the color traffic left: its workers got their warm shutdown at the handover
+        info = infos.get(worker)
+        if info is None:
+            found.append(problem(f"{app.name}: worker program {worker} is not in supervisord", "supervisorctl update"))
+        elif info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+            found.append(
+                problem(
+                    f"{app.name}: worker {worker} of the idle color is {info['statename']}: it consumes with code "
+                    "traffic left (unless a handover is under way)",
+                    f"supervisorctl bluegreen status {app.name}; supervisorctl stop {worker}",
+                )
+            )
+        else:
+            found.append(ok(f"{app.name}: worker {worker} {info['statename']} (idle color)"))
+    serving = list(app.color(live).workers) if live else []
+    for worker in [*serving, *(app.deploy.workers if app.deploy else ())]:
         info = infos.get(worker)
         if info is None:
             found.append(problem(f"{app.name}: worker program {worker} is not in supervisord", "supervisorctl update"))

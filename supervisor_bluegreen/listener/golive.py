@@ -7,6 +7,7 @@ a failed job always leaves live as it was. deploy, switch, rollback and recover 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from supervisor_bluegreen.host import health, links, releases, runner, workers
-from supervisor_bluegreen.host.supervisor import SupervisorError
+from supervisor_bluegreen.host.supervisor import Supervisor, SupervisorError
 from supervisor_bluegreen.listener import failpoint
 from supervisor_bluegreen.listener.run import Run, StepFailed, supervisor_failed
 from supervisor_bluegreen.shared import maintenance
@@ -215,36 +216,92 @@ def verify_public(run: Run, target: Color, live: str | None) -> None:
     raise StepFailed(f"{reason}; " + (f"switched back to {live}" if live else "links removed again"))
 
 
-def restart_workers(run: Run, target: Color) -> None:
-    """Restart each worker program gracefully through supervisor and see it run the new live checkout.
+def hand_over_workers(run: Run, target: Color) -> None:
+    """The workers follow the new live color, after every change of it (deploy, switch, rollback alike).
 
-    After every change of the live color, deploy, switch or rollback alike: the workers follow the
-    live_root link, and until restarted they keep running the code traffic just left.
+    A color's own workers (``workers = NAME_%(color)s``) are handed over: ``target``'s start and answer
+    before the other color's get their warm shutdown, so tasks never wait for a consumer. Workers that
+    follow the live_root link are restarted (they ran the code traffic just left). Serialized per app: the
+    watch window's rollback may move them at the same time, and each follows whatever is live by then.
     """
-    config = run.app.deploy
-    if not config or not config.workers:
+    app = run.app
+    if not app.has_workers:
         return
-    with _WORKERS_LOCKS[run.app.name]:  # the watch window's rollback may restart them at the same time
-        live = live_by_links_now(run.app)
+    timeout, settle = (app.deploy.worker_timeout, app.deploy.worker_settle) if app.deploy else (120.0, 5.0)
+    with _WORKERS_LOCKS[app.name]:
+        live = live_by_links_now(app)
         if live and live != target.name:
             run.log(f"{target.name} is no longer live: the workers follow {live}")
-            target = run.app.color(live)
-        run.store.update(workers_restarting=target.name)  # a kill from here on: the next start restarts them
-        for program in config.workers:
+            target = app.color(live)
+        run.store.update(workers_restarting=target.name)  # a kill from here on: the next start moves them
+        ready = worker_ping(run, target)
+        for new, old in zip(target.workers, app.other(target.name).workers):
+            try:
+                workers.hand_over(run.sup, run.watch, new, old, target, timeout, run.log, settle, ready)
+            except workers.WorkerError as exc:
+                raise StepFailed(worker_failed(run, new, target, exc)) from None
+        for program in app.deploy.workers if app.deploy else ():
             try:
                 workers.restart(
                     run.sup,
                     run.watch,
                     program,
                     target,
-                    config.worker_timeout,
+                    timeout,
                     run.log,
                     stopped=lambda: failpoint.hit(run.store.dir, "workers.stopped"),
-                    settle=config.worker_settle,
+                    settle=settle,
                 )
             except workers.WorkerError as exc:
                 raise StepFailed(worker_failed(run, program, target, exc)) from None
         run.store.update(workers_restarting=None)
+
+
+def workers_astray(app: App, sup: Supervisor) -> bool:
+    """Whether the colors' own workers are not as the live color needs them (its running, the other's down): after
+    supervisord started (they do not start by themselves: which color's should, only the links say); a recover
+    job then hands them over."""
+    live = live_by_links_now(app)
+    if not live:
+        return False
+    try:
+        for color in app.colors:
+            for program in color.workers:
+                if (sup.state(program) in workers.DOWN) == (color.name == live):
+                    return True
+    except SupervisorError:
+        return False
+    return False
+
+
+def worker_ping(run: Run, target: Color) -> Callable[[str], bool] | None:
+    """``worker_ping`` (Celery's ``inspect ping`` of one node) as the app's user in ``target``'s checkout:
+    True once the worker answers, that is, consumes. None when no ping is configured."""
+    argv = run.app.deploy.worker_ping if run.app.deploy else ()
+    if not argv:
+        return None
+    env = runner.environment(target, run.app.user)
+    host = socket.gethostname()
+
+    def ready(program: str) -> bool:
+        words = workers.ping_argv(runner.expand(argv, target), program, host)
+        try:
+            done = runner.capture(words, cwd=target.checkout, env=env, user=run.app.user, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
+
+    return ready
+
+
+def workers_follow(run: Run, target: Color, message: str) -> str:
+    """Traffic moved: the command that asked returns now, saying ``message``; this job goes on and hands the
+    workers over (``status``, ``log -f`` show it; a failure there is the watch window's to roll back)."""
+    if not run.app.has_workers:
+        return message
+    run.store.update_job(run.job.id, live=message)
+    run.step("workers", hand_over_workers, target)
+    return message
 
 
 def worker_failed(run: Run, program: str, target: Color, exc: workers.WorkerError) -> str:
@@ -291,7 +348,7 @@ def go_live(run: Run, live: str | None, target: Color, automatic: bool = False, 
         watch=window.record() if window else None,
         rollback_cleared=None,
         # the workers still run the code traffic just left: a kill before they are restarted is repaired on start
-        workers_restarting=target.name if run.app.deploy and run.app.deploy.workers else None,
+        workers_restarting=target.name if run.app.has_workers else None,
         **changes,
     )
     if window:

@@ -4,7 +4,7 @@ It runs beside the app's job worker, not after it: a deploy is still restarting 
 seconds after its record step, and a release that dies then must not wait for that. The workers
 run the new release too: a crash of one of them during the window rolls back as the web color's does. On a crash
 event or failed probes it runs the automatic rollback job at once, in this thread; the workers
-restart is serialized with any other (golive.restart_workers follows whatever is live).
+handover is serialized with any other (golive.hand_over_workers follows whatever is live).
 The window itself is state: a listener restarted during it resumes it here. A supervisord that
 shuts down or reloads stops the new color itself (its probes fail) and refuses to start anything:
 that is no crash, so the window is suspended, never rolled back, and resumes on the next start.
@@ -76,7 +76,8 @@ class WindowGuard(threading.Thread):
             self.end(store, window, Outcome(Verdict.ENDED, f"{window.color} is no longer live"))
             return
         self.wait_started(color.program, window)
-        workers = app.deploy.workers if app.deploy else ()  # they run the new release too: theirs are its crashes
+        # they run the new release too: theirs are its crashes
+        workers = (*color.workers, *(app.deploy.workers if app.deploy else ()))
         since = time.monotonic() - max(0.0, time.time() - window.since)  # crash events from the go-live on
         self.log(f"{app.name}: watching {window.color} for {window.remaining():.0f} s more")
         outcome = observe(

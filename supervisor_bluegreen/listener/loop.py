@@ -20,7 +20,7 @@ from supervisor import childutils
 
 from supervisor_bluegreen.host import links
 from supervisor_bluegreen.host.supervisor import ProcessWatch, Supervisor
-from supervisor_bluegreen.listener.golive import reconcile_links
+from supervisor_bluegreen.listener.golive import reconcile_links, workers_astray
 from supervisor_bluegreen.listener.guard import WindowGuard
 from supervisor_bluegreen.listener.jobs import execute
 from supervisor_bluegreen.listener.run import Run
@@ -111,11 +111,14 @@ class AppWorker(threading.Thread):
 
         Jobs that were running are over ("interrupted"); the links say who is live. A job killed
         after moving traffic, or while its workers were down, left a record of it in the state:
-        then a ``recover`` job (in history, with its log) records the go-live and restarts the workers.
+        then a ``recover`` job (in history, with its log) records the go-live and restarts the workers; it also
+        starts the live color's own workers when supervisord has just started (they never start by themselves).
         """
         state = store.read()
         repair = None
-        if state.get("switching") or state.get("workers_restarting"):  # queued first: never a moment without a job
+        own = any(c.workers for c in self.app.colors)  # supervisord started: the live color's start now
+        astray = own and workers_astray(self.app, Supervisor.from_env())
+        if state.get("switching") or state.get("workers_restarting") or astray:  # first: never a moment without a job
             repair = store.enqueue(Kind.RECOVER, {}, "bluegreen listener (restart)")
         for job in store.jobs((Status.RUNNING,)):
             outlived = self.wait_uncut(store, job)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from supervisor_bluegreen.shared.errors import BluegreenError
-from supervisor_bluegreen.shared.stepdefs import PRESETS, STEP_KEYS, BuildStep, builtin_steps
+from supervisor_bluegreen.shared.stepdefs import PRESETS, STEP_KEYS, WORKER_PING_KEYS, BuildStep, builtin_steps
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable name sh and supervisord take
@@ -86,6 +86,7 @@ class Color:
     python: str = ""
     environment: tuple[tuple[str, str], ...] = ()
     environment_file: str = ""  # KEY='value' lines (see envfile.py), read by every build step; environment wins
+    workers: tuple[str, ...] = ()  # this color's own worker programs (``workers = app_celery_%(color)s``)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class Deploy:
     releases: str = ""  # where each deploy builds its release (host/releases.py); a color's root links to one
     keep_releases: int = 5  # built releases kept for rollback; one a color runs is never removed
     test_requirements: tuple[str, ...] = ()  # requirements files (in the checkout) only the tests need
+    worker_ping: tuple[str, ...] = ()  # asks a started worker whether it consumes (celery inspect ping); exit 0: yes
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,11 @@ class App:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    @property
+    def has_workers(self) -> bool:
+        """Whether worker programs follow the live color: the colors' own, or ones run from live_root."""
+        return any(c.workers for c in self.colors) or bool(self.deploy and self.deploy.workers)
 
     def other(self, name: str) -> Color:
         """The color that is not ``name``: the idle one when ``name`` is live."""
@@ -380,6 +387,7 @@ DEPLOY_KEYS = {
     "workers",
     "worker_timeout",
     "worker_settle",
+    "worker_ping",
     "webhooks",
     "releases",
     "keep_releases",
@@ -438,6 +446,11 @@ def _parse_app(parser: configparser.RawConfigParser, section: str, problems: lis
     )
     if all(c.checkout and not c.root for c in colors):
         colors = tuple(dataclasses.replace(c, root=r) for c, r in zip(colors, default_roots(colors)))
+    own_workers = [w for w in s.text("workers", "").split() if "%(color)s" in w]  # the others follow live_root
+    colors = tuple(
+        dataclasses.replace(c, workers=tuple(_expand(w, c.name, s.where("workers"), problems) for w in own_workers))
+        for c in colors
+    )
     program, sock = raw["program"], raw["socket"]
     if program and colors[0].program == colors[1].program:
         problems.append(f"{s.where('program')}: both colors map to program {colors[0].program!r}; use %(color)s")
@@ -569,6 +582,11 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         if name not in names:
             s.problems.append(f"{s.where('step_' + name)}: step {name!r} is not listed in build")
     test_requirements = tuple(s.text("test_requirements", "").split())
+    worker_ping = s.argv("worker_ping", "") if s.text("worker_ping", "") else ()
+    for word in worker_ping:
+        _check_keys(word, WORKER_PING_KEYS, s.where("worker_ping"), s.problems)
+    if worker_ping and not any(c.workers for c in colors):
+        s.problems.append(f"{s.where('worker_ping')}: asks a color's own workers (workers = NAME_%(color)s): none set")
     for name in test_requirements:
         if name.startswith("/") or ".." in name.split("/"):
             s.problems.append(f"{s.where('test_requirements')}: {name!r} must be a path inside the checkout")
@@ -582,9 +600,10 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         backup_keep=int(s.number("backup_keep", 10, int, 1)),
         verify_backup=s.flag("verify_backup", False),
         drain_timeout=s.number("drain_timeout", 30.0, float, 0),
-        workers=tuple(s.text("workers", "").split()),
+        workers=tuple(w for w in s.text("workers", "").split() if "%(color)s" not in w),
         worker_timeout=s.number("worker_timeout", 120.0, float, 1),
         worker_settle=s.number("worker_settle", 5.0, float, 0),
+        worker_ping=worker_ping,
         webhooks=tuple(s.text("webhooks", "").split()),
         releases=releases,
         keep_releases=int(s.number("keep_releases", 5, int, 1)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STEP_KEYS = ("python", "color", "checkout", "static_root")
+WORKER_PING_KEYS = (*STEP_KEYS, "worker", "hostname")  # worker_ping: the program asked, and this host's name
 # the safe order: nothing touches the live database before the release's own tests passed (Django's test
 # runner uses a test database of its own), the gate refuses what the serving code cannot survive, and the
 # backup is taken right before migrate

@@ -151,10 +151,12 @@ class BlueGreenNamespaceRPCInterface:
         return getProcessStateDescription(process.get_state())
 
     def _workers(self, app: App) -> list[dict[str, Any]]:
-        """Each worker program: its state, pid, since when it runs, and the directory it runs in (in-process;
+        """Each worker program (the colors' own, then those that follow live_root): its state, pid, since when it
+        runs, and the directory it runs in (in-process;
         the directory is the kernel's /proc link, the release it runs, read without following anything)."""
         found = []
-        for program in app.deploy.workers if app.deploy else ():
+        own = [(program, c.name) for c in app.colors for program in c.workers]
+        for program, color in [*own, *((p, "") for p in (app.deploy.workers if app.deploy else ()))]:
             group_name, name = split_namespec(program)
             group = self.supervisord.process_groups.get(group_name)
             process = group.processes.get(name) if group else None
@@ -170,6 +172,7 @@ class BlueGreenNamespaceRPCInterface:
                     "pid": pid,
                     "since": float(process.laststart or 0) if pid else 0.0,
                     "directory": directory,
+                    "color": color,  # a color's own worker ('' for one that follows live_root)
                 }
             )
         return found

@@ -161,6 +161,7 @@ class FakeRunner:
     report_after: dict[str, Any] | None = None
     git_error: Exception | None = None
     on_run: dict[str, Callable[[], None]] = field(default_factory=dict)
+    pings: list[int] = field(default_factory=list)  # exit statuses of the next worker pings (then: 0, it answers)
     commands: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (argv, cwd) of every command
 
     def capture(
@@ -173,6 +174,8 @@ class FakeRunner:
                 raise self.git_error
             code, out = self.git(argv[1:], cwd or "")
             return subprocess.CompletedProcess(list(argv), code, out, "" if code == 0 else "fatal: no")
+        if "ping" in argv:  # worker_ping: celery inspect ping of one node
+            return subprocess.CompletedProcess(list(argv), self.pings.pop(0) if self.pings else 0, "", "")
         if argv[1:3] == ("manage.py", "help"):  # an optional tool's probe
             return subprocess.CompletedProcess(list(argv), 0 if argv[3] in self.tools else 1, "", "")
         if argv[1:3] == ("manage.py", "shell"):  # the migration probe
@@ -365,6 +368,19 @@ def with_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: str, prev
     world.live(live, previous=previous)
     world.rpc.states["shop_worker"] = "RUNNING"
     world.rpc.dirs["shop_worker"] = f"{world.app.live_root}/src"  # supervisord's directory= for the worker
+    return world
+
+
+def with_own_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: str, **extra: str) -> World:
+    """``live`` live and the other color RUNNING; each color has its own worker (``shop_worker_%(color)s``),
+    supervisord starts it in that color's checkout, and only the live color's runs."""
+    extra.setdefault("worker_settle", "0")
+    extra.setdefault("worker_timeout", "1")
+    world = World(tmp_path, monkeypatch, workers="shop_worker_%(color)s", **extra)
+    world.live(live, previous=world.app.other(live).name)
+    for c in world.app.colors:
+        world.rpc.states[f"shop_worker_{c.name}"] = "RUNNING" if c.name == live else "STOPPED"
+        world.rpc.dirs[f"shop_worker_{c.name}"] = c.checkout
     return world
 
 

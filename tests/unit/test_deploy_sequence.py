@@ -34,7 +34,8 @@ from supervisor_bluegreen.listener import golive, jobs
 from supervisor_bluegreen.listener.sequences import deploy
 
 BUILD = ["deps", "collectstatic", "compress", "test", "migrate"]
-AFTER = ["built", "window", "drain", "point", "start", "health gate", "switch", "verify", "record", "workers"]
+# "workers" follows only when the app has workers (fakes.with_worker, with_own_workers)
+AFTER = ["built", "window", "drain", "point", "start", "health gate", "switch", "verify", "record"]
 
 
 @pytest.fixture

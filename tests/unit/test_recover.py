@@ -224,3 +224,20 @@ def test_in_nginx_mode_a_restart_makes_nginx_serve_what_the_link_says(
     err = capsys.readouterr().err
     assert ("shop: nginx not reloaded at start: nginx config test failed" in err) is fails
     assert "shop: live color green" in err
+
+
+def test_after_supervisord_starts_the_live_colors_own_worker_is_started_and_the_idle_ones_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Own workers never start by themselves (autostart = false): the listener's start hands them to the live color."""
+    from fakes import with_own_workers
+
+    world = with_own_workers(tmp_path, monkeypatch, "blue")
+    world.rpc.states.update(shop_worker_blue="STOPPED", shop_worker_green="RUNNING")  # as a reboot left them
+    recover(world)
+    repair = world.store.jobs()[-1]
+    assert repair["kind"] == "recover" and repair["status"] == "succeeded", repair.get("message")
+    assert (world.rpc.states["shop_worker_blue"], world.rpc.states["shop_worker_green"]) == ("RUNNING", "STOPPED")
+    world.rpc.calls.clear()
+    recover(world)  # as they should be: nothing to repair, no job
+    assert world.rpc.calls == [] and len(world.store.jobs()) == 1

@@ -69,7 +69,7 @@ def test_three_deploys_then_rollback_to_the_first_starts_it_again_without_a_buil
     assert job["status"] == "succeeded", job["message"]
     assert job["message"].startswith(f"shop: rolled back to {COMMIT[:7]} (release {first['release']})")
     assert step_names(job) == ["reconcile", "choose release", "drain", "point", "start", "health gate", "switch",
-                               "verify", "record", "workers"]  # fmt: skip
+                               "verify", "record"]  # fmt: skip
     # the idle color (blue, on the second release) now runs the first; nothing was built or migrated
     assert release_of(world, "blue") == first["release"] and world.links() == world.color("blue").socket
     assert world.rpc.calls == [("stop", "shop_blue"), ("start", "shop_blue")]

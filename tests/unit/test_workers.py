@@ -1,4 +1,4 @@
-"""Worker programs: stopped, started again, confirmed on the live checkout (workers.py, restart_workers)."""
+"""Worker programs: stopped, started again, confirmed on the live checkout (workers.py, hand_over_workers)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from supervisor.xmlrpc import Faults
 
 from supervisor_bluegreen.host import links, workers
 from supervisor_bluegreen.host.supervisor import ShuttingDown
-from supervisor_bluegreen.listener.golive import restart_workers
+from supervisor_bluegreen.listener.golive import hand_over_workers
 from supervisor_bluegreen.listener.run import StepFailed
 
 
@@ -90,13 +90,13 @@ def test_a_worker_whose_process_is_gone_is_named(world: World) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# restart_workers: the step of deploy, switch, rollback and recover
+# hand_over_workers: the step of deploy, switch, rollback and recover
 
 
 def test_the_workers_step_follows_whatever_is_live(world: World) -> None:
     run = world.new_run("switch")
     links.point(world.app, world.color("blue"))  # the watch window's rollback moved traffic before the step ran
-    restart_workers(run, world.color("green"))
+    hand_over_workers(run, world.color("green"))
     log = world.log(world.store.read_job(run.job.id) or {})
     assert "green is no longer live: the workers follow blue" in log and "runs blue's checkout" in log
     assert world.store.read()["workers_restarting"] is None
@@ -108,7 +108,7 @@ def test_a_worker_that_fails_after_traffic_moved_fails_the_step_and_is_left_to_t
     # the watch window's automatic rollback moves traffic while the worker starts
     world.rpc.on_start["shop_worker"] = lambda: links.point(world.app, world.color("blue"))
     with pytest.raises(StepFailed) as caught:
-        restart_workers(run, world.color("green"))
+        hand_over_workers(run, world.color("green"))
     said = "did not come back: FATAL; traffic moved back to blue meanwhile: its rollback restarts the workers there"
     assert said in str(caught.value)
     assert world.store.read()["workers_restarting"] == "green"
@@ -157,7 +157,7 @@ def test_the_window_sees_a_crash_of_a_worker_as_the_colors(world: World) -> None
 def test_an_app_without_workers_restarts_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     world = World(tmp_path, monkeypatch)
     world.live("green", previous="blue")
-    restart_workers(world.new_run("switch"), world.color("green"))
+    hand_over_workers(world.new_run("switch"), world.color("green"))
     assert world.rpc.calls == [] and "workers_restarting" not in world.store.read()
 
 

@@ -26,10 +26,10 @@ from supervisor_bluegreen.listener.golive import (
     go_live,
     health_gate,
     reconcile,
-    restart_workers,
     stop_color,
     verify_public,
     watching,
+    workers_follow,
 )
 from supervisor_bluegreen.listener.run import Cancelled, Interrupted, Run, StepFailed, supervisor_failed
 from supervisor_bluegreen.shared import releaselist
@@ -555,14 +555,13 @@ def deploy(run: Run, args: DeployArgs) -> str:
         run.step("switch", flip, target)
         run.step("verify", verify_public, target, live)
         window = run.step("record", record_deploy, live, target, commit)
-        run.step("workers", restart_workers, target)
     except Exception:
         if started:
             stop_unless_live(run, target)
         raise
     message = f"{run.app.name}: {target.name} live at {commit[:7]} in {run.elapsed():.1f} s"
     run.announce("success", message, commit=commit, color=target.name)
-    return message + watching(window, run.app, run.job.id)
+    return workers_follow(run, target, message + watching(window, run.app, run.job.id))
 
 
 def stop_unless_live(run: Run, target: Color) -> None:

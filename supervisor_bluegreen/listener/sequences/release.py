@@ -17,9 +17,9 @@ from supervisor_bluegreen.listener.golive import (
     go_live,
     health_gate,
     reconcile,
-    restart_workers,
     verify_public,
     watching,
+    workers_follow,
 )
 from supervisor_bluegreen.listener.run import Run, StepFailed
 from supervisor_bluegreen.listener.sequences.deploy import (
@@ -30,6 +30,7 @@ from supervisor_bluegreen.listener.sequences.deploy import (
     stop_unless_live,
 )
 from supervisor_bluegreen.shared import releaselist
+from supervisor_bluegreen.shared.config import Color
 from supervisor_bluegreen.shared.jobargs import NoArgs, RollbackArgs
 from supervisor_bluegreen.shared.model import Window
 
@@ -79,8 +80,8 @@ def live_release(run: Run, live: str | None) -> releaselist.Release:
     return known.get(release_id) or releaselist.Release(release_id, commit, 0.0, 0)
 
 
-def start_release(run: Run, live: str | None, release: releaselist.Release) -> Window | None:
-    """The idle color drained, pointed at ``release``, started, gated, switched, recorded; workers follow."""
+def start_release(run: Run, live: str | None, release: releaselist.Release) -> tuple[Color, Window | None]:
+    """The idle color drained, pointed at ``release``, started, gated, switched, recorded (workers follow after)."""
     target = idle_color(run, live)
     run.store.update_job(run.job.id, commit=release.commit, release=release.id)
     at = releases.view(target, releases.folder(run.app, release.id))
@@ -94,12 +95,11 @@ def start_release(run: Run, live: str | None, release: releaselist.Release) -> W
         run.step("switch", flip, target)
         run.step("verify", verify_public, target, live)
         window = run.step("record", go_live, live, target)
-        run.step("workers", restart_workers, target)
     except Exception:
         if started:
             stop_unless_live(run, target)
         raise
-    return window
+    return target, window
 
 
 def rollback_to(run: Run, args: RollbackArgs) -> str:
@@ -107,20 +107,19 @@ def rollback_to(run: Run, args: RollbackArgs) -> str:
     live = run.step("reconcile", reconcile)
     release = run.step("choose release", choose_release, live, args.to)
     run.watched = True  # not the plain way back: the release it leaves is the window's rollback target
-    window = start_release(run, live, release)
+    target, window = start_release(run, live, release)
     message = f"{run.app.name}: rolled back to {release.commit[:7]} (release {release.id}) in {run.elapsed():.1f} s"
     run.announce("rollback", message, commit=release.commit)
-    return message + watching(window, run.app, run.job.id)
+    return workers_follow(run, target, message + watching(window, run.app, run.job.id))
 
 
 def restart(run: Run, args: NoArgs) -> str:
     """The live release started again in the idle color with the current environment, switched, watched."""
     live = run.step("reconcile", reconcile)
     release = run.step("live release", live_release, live)
-    window = start_release(run, live, release)
-    target = run.store.read().get("live")
-    message = f"{run.app.name}: restarted {release.commit[:7]} in {target} (was {live}) in {run.elapsed():.1f} s"
-    return message + watching(window, run.app, run.job.id)
+    target, window = start_release(run, live, release)
+    message = f"{run.app.name}: restarted {release.commit[:7]} in {target.name} (was {live}) in {run.elapsed():.1f} s"
+    return workers_follow(run, target, message + watching(window, run.app, run.job.id))
 
 
 def cold_rollback(run: Run, args: RollbackArgs) -> str:

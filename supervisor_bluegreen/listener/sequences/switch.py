@@ -7,16 +7,18 @@ from supervisor_bluegreen.listener.golive import (
     choose_target,
     flip,
     go_live,
+    hand_over_workers,
     health_gate,
     health_record,
     live_by_links,
     probe_once,
     reconcile,
     require_running,
-    restart_workers,
     stop_failed,
     verify_public,
     watching,
+    workers_astray,
+    workers_follow,
 )
 from supervisor_bluegreen.listener.run import Run, StepFailed
 from supervisor_bluegreen.listener.sequences.release import cold_rollback, rollback_to
@@ -33,11 +35,9 @@ def switch_to(run: Run, args: SwitchArgs) -> str:
     run.step("switch", flip, target)
     run.step("verify", verify_public, target, live)
     window = run.step("record", go_live, live, target)
-    if run.app.deploy and run.app.deploy.workers:
-        run.step("workers", restart_workers, target)
     was = f" (was {live})" if live else ""
     message = f"{run.app.name}: {target.name} live{was} in {run.elapsed():.1f} s"
-    return message + watching(window, run.app, run.job.id)
+    return workers_follow(run, target, message + watching(window, run.app, run.job.id))
 
 
 def rollback(run: Run, args: RollbackArgs) -> str:
@@ -74,18 +74,19 @@ def rollback(run: Run, args: RollbackArgs) -> str:
     run.step("probe", probe_once, target)
     if live:
         run.step("stop failed color", stop_failed, run.app.color(live))
-    if run.app.deploy and run.app.deploy.workers:
-        run.step("workers", restart_workers, target)
+    if run.app.has_workers:
+        run.step("workers", hand_over_workers, target)
     message = f"{run.app.name}: rolled back automatically to {previous}: {reason}"
     run.announce("rollback", message, color=previous, reason=reason)
     return message
 
 
 def recover(run: Run, args: NoArgs) -> str:
-    """After a listener restart: finish the record of an interrupted go-live, restart the workers it left."""
+    """After a listener restart: finish the record of an interrupted go-live, move the workers it left (or that
+    supervisord's start left: the live color's own ones stopped, the idle one's running)."""
     live = run.step("reconcile", reconcile)
-    if live and run.store.read().get("workers_restarting"):
-        run.step("workers", restart_workers, run.app.color(live))
+    if live and (run.store.read().get("workers_restarting") or workers_astray(run.app, run.sup)):
+        run.step("workers", hand_over_workers, run.app.color(live))
     return f"{run.app.name}: repaired after a listener restart: {live or 'no color'} live"
 
 
