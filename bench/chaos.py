@@ -195,7 +195,10 @@ def inconsistencies(stack: Stack, now: dict[str, Any]) -> list[str]:
         problems.append(f"{link} resolves to {os.path.realpath(link)}, status says live {live}")
     if os.path.realpath(stack.root / "live") != str(stack.root / live):
         problems.append(f"live_root resolves to {os.path.realpath(stack.root / 'live')}, status says live {live}")
-    celery = process_info(stack, "abiapp_celery")
+    idle = process_info(stack, f"abiapp_celery_{'green' if live == 'blue' else 'blue'}")
+    if idle.get("statename") not in ("STOPPED", "EXITED"):
+        problems.append(f"the idle color's Celery is {idle.get('statename')}: it consumes with the code traffic left")
+    celery = process_info(stack, f"abiapp_celery_{live}")
     if celery.get("statename") != "RUNNING":
         problems.append(f"Celery is {celery.get('statename')}")
     else:

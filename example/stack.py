@@ -58,7 +58,7 @@ class Stack:
     password: str = field(default_factory=lambda: secrets.token_hex(8))
     venv: Path = field(default_factory=lambda: Path(sys.prefix))
     program_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
-    celery: bool = True  # restart abiapp_celery after a deploy
+    celery: bool = True  # each color's Celery worker, handed over after every go-live
     ini_overrides: dict[str, str] = field(default_factory=dict)
     watch: str = "0"  # the watch window: off unless a test or the demo is about it (deploys wait it out)
     own_venvs: bool = False  # each color a virtualenv of its own under its root (a hard-link copy of ``venv``)
@@ -114,9 +114,11 @@ class Stack:
             ("/var/backups/supervisor-bluegreen", f"{self.root}/backups"),
             ("/srv/abiapp", str(self.root)),
             ("\nuser = abiapp\n", "\n"),
-            ("\nworkers = abiapp_celery\n", "\nworkers = abiapp_celery\n" if self.celery else "\nworkers =\n"),
-            # a node name of its own: two stacks' workers on one RabbitMQ would fight over celery@host's pidbox
-            ("-A exampleapp worker ", f"-A exampleapp worker -n {self.name}@%%h "),
+            ("\nworkers = abiapp_celery_%(color)s\n", "\n" if self.celery else "\nworkers =\n"),
+            ("\nworker_ping = ", "\nworkers = abiapp_celery_%(color)s\nworker_ping = " if self.celery else "\n; "),
+            # node names of their own: two stacks' workers on one RabbitMQ would fight over one pidbox
+            ("-n %(program_name)s@", f"-n {self.name}.%(program_name)s@"),
+            ("--destination %(worker)s@", f"--destination {self.name}.%(worker)s@"),
         ]:
             text = text.replace(old, new)
         return text
@@ -334,7 +336,9 @@ http {{
                 states = {
                     f"{i['group']}:{i['name']}" if i["group"] != i["name"] else i["name"]: i["statename"] for i in infos
                 }
-                wanted = {k: v for k, v in states.items() if not programs or k in programs}
+                # autostart = false (the colors' own Celery workers): the listener starts the live color's
+                manual = {c["name"] for c in self.rpc().supervisor.getAllConfigInfo() if not c["autostart"]}
+                wanted = {k: v for k, v in states.items() if k in programs or (not programs and k not in manual)}
                 if wanted and all(v == "RUNNING" for v in wanted.values()):
                     return
             except (OSError, xmlrpc.client.Fault):

@@ -88,6 +88,26 @@ def status(stack: Stack) -> dict:
     return json.loads(out.stdout)[0]
 
 
+def history(stack: Stack, count: int = 20) -> list[dict]:
+    """The newest finished jobs first, as ``bluegreen.history`` answers a script."""
+    return stack.rpc().bluegreen.history("abiapp", count)
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def jobs_done(stack: Stack, timeout: float = 120) -> dict:
+    """The status once no job runs: a command returns when traffic moved, its job goes on with the workers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = status(stack)
+        if not now["running"] or time.monotonic() > deadline:
+            assert not now["running"], f"a job still runs after {timeout:g} s: {now['running']}"
+            return now
+        time.sleep(0.2)
+
+
 def push(stack: Stack, files: dict[str, str], message: str, branch: str = "main") -> str:
     """Commit ``files`` on top of main and push them to ``branch`` of the bare repository; the commit."""
     return stack.push(files, message, branch)

@@ -25,6 +25,7 @@ from conftest import (
     blue_live,
     build_processes,
     job_id_of,
+    jobs_done,
     push,
     served,
     slow_deploy,
@@ -115,16 +116,21 @@ def test_pushed_commit_goes_live_under_load_and_celery_runs_every_task_once(stac
         began = time.monotonic()
         out = stack.ctl("bluegreen", "deploy")
         confirmed = time.monotonic()
-        time.sleep(2)  # tasks submitted after the restart reach the new workers
+        done = jobs_done(stack)  # the command returned once traffic moved; the job hands the workers over
+        time.sleep(2)  # tasks submitted after the handover reach the new workers
         submitter.done.set()
         submitter.join()
     assert out.returncode == 0, out.stdout
-    last = out.stdout.strip().splitlines()[-1]
-    assert last.startswith(f"abiapp: green live at {commit[:7]} in "), last
+    live, handover = out.stdout.strip().splitlines()[-2:]
+    assert live.startswith(f"abiapp: green live at {commit[:7]} in "), live
+    assert handover.startswith("the workers are being handed over to the new code (job "), handover
     assert "$ " + f"{stack.venv}/bin/python -m pip install --quiet --requirement requirements.txt" in out.stdout
     for step in ("resolve", "drain", "checkout", "deps", "backup", "migrate", "collectstatic", "test", "health gate",
-                 "switch", "verify", "record", "workers"):  # fmt: skip
+                 "switch", "verify", "record"):  # fmt: skip
         assert f"{step} done in" in out.stdout, step
+    assert done["last_job"]["status"] == "succeeded", done["last_job"]
+    by_color = {w["color"]: w for w in done["workers"]}
+    assert (by_color["green"]["state"], by_color["blue"]["state"]) == ("RUNNING", "STOPPED"), done["workers"]
     assert served(stack) == ("green", "v2")
     result = summarize(load.samples, [(confirmed, "green", began)])
     assert result["failed"] == 0, result["failed_by_kind"]
@@ -356,9 +362,14 @@ def test_rollback_moves_the_workers_back_too(stack: Stack) -> None:
     live = status(stack)["live"]
     out = stack.ctl("bluegreen", "rollback")
     assert out.returncode == 0, out.stdout
-    previous = status(stack)["live"]
+    after = jobs_done(stack)
+    previous = after["live"]
     assert previous != live
-    assert "worker abiapp_celery pid" in out.stdout and f"runs {previous}'s checkout" in out.stdout
+    log = stack.ctl("bluegreen", "log", "abiapp", str(after["last_job"]["id"])).stdout
+    assert f"worker abiapp_celery_{previous} pid" in log and f"runs {previous}'s checkout" in log, log
+    assert f"worker abiapp_celery_{live} stopped (warm shutdown)" in log, log
+    by_color = {w["color"]: w for w in after["workers"]}
+    assert (by_color[previous]["state"], by_color[live]["state"]) == ("RUNNING", "STOPPED"), after["workers"]
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/stdin"])

@@ -4,7 +4,7 @@ supervisord restarted mid-deploy. After each: 0 failed requests, the live color 
 rollback succeed. Real supervisord, gunicorn, nginx, git, MariaDB, RabbitMQ and Celery.
 
 The points are armed with the listener's failpoints (failpoint.py): the step's entry, and
-``workers.stopped`` (Celery stopped, not started yet). ``make test`` runs a representative cut;
+``workers.started`` (the new color's Celery up, the old one's not stopped yet). ``make test`` runs a representative cut;
 the whole matrix is marked ``chaos`` and runs with ``make chaos``.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from conftest import QUICK, blue_live, job_id_of, push, settled, status, wait_finished, wait_step
+from conftest import QUICK, blue_live, job_id_of, other, push, settled, status, wait_finished, wait_step
 
 from example.load import Load, summarize
 from example.stack import Stack
@@ -26,9 +26,9 @@ from supervisor_bluegreen.listener.failpoint import ROLLBACK_POINTS, branch, dep
 from supervisor_bluegreen.shared.stepdefs import PRESETS
 
 DEPLOY_POINTS = deploy_points(PRESETS["django"])
-# before anything changes (drain), after the flip (record), with Celery down (workers.stopped), a rollback's
+# before anything changes (drain), after the flip (record), with both colors' Celery up (workers.started), a rollback's
 # record; a kill mid-migrate is test_e2e_schema's, the other points (workers, every build step) make chaos's
-CUT = {("deploy", "drain"), ("deploy", "record"), ("deploy", "workers.stopped"), ("rollback", "record")}
+CUT = {("deploy", "drain"), ("deploy", "record"), ("deploy", "workers.started"), ("rollback", "record")}
 
 
 def matrix() -> Iterator[object]:
@@ -80,9 +80,11 @@ def assert_consistent(stack: Stack) -> None:
     if expected is not None:
         assert version == expected
     assert now["colors"][live]["state"] == "RUNNING"
-    celery = stack.rpc().supervisor.getProcessInfo("abiapp_celery")
+    celery = stack.rpc().supervisor.getProcessInfo(f"abiapp_celery_{live}")
     assert celery["statename"] == "RUNNING", celery
     assert psutil.Process(celery["pid"]).cwd() == os.path.realpath(checkout)  # its color's release
+    idle = stack.rpc().supervisor.getProcessInfo(f"abiapp_celery_{other(live)}")
+    assert idle["statename"] == "STOPPED", idle  # handed over: the old color's worker stopped
     if now["previous"]:
         assert now["previous"] != live and now["colors"][now["previous"]]["state"] == "RUNNING"
 
@@ -110,7 +112,7 @@ def test_listener_killed_at_a_step_leaves_a_consistent_state(stack: Stack, load:
     after = status(stack)
     moved = after["live"] != before["live"]
     if moved:  # traffic had moved before the kill: the go-live was recorded on restart, with its rollback target
-        assert point in ("verify", "record", "workers", "workers.stopped")
+        assert point in ("verify", "record", "workers", "workers.started")
         assert after["previous"] == before["live"]
 
 

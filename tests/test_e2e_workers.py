@@ -3,7 +3,8 @@ nginx, git, MariaDB, RabbitMQ and Celery, under load.
 
 A release whose worker passes supervisor's ``startsecs`` and dies seconds later is no success: the
 deploy's workers step fails with the worker's stderr, and the watch window brings the previous color
-back, its workers included (a task sent afterwards runs the previous release's code).
+back, its workers included. The previous color's worker was never stopped (it is stopped only once the
+new one answered and stayed up), so a task sent afterwards runs the previous release's code.
 The stack is shared by the module; tests run in file order.
 """
 
@@ -18,11 +19,12 @@ from typing import Callable
 
 import pytest
 from celery import Celery
-from conftest import QUICK, REPO, blue_live, push, served, status
+from conftest import QUICK, REPO, blue_live, history, jobs_done, other, push, served, status
 
 from example import services
 from example.load import Load, summarize
 from example.stack import Stack
+from example.taskstream import TaskStream
 
 pytestmark = pytest.mark.e2e
 
@@ -79,28 +81,74 @@ def test_a_worker_that_exits_after_start_fails_the_deploy_and_the_window_brings_
 ) -> None:
     before = served(stack)
     assert task_version(stack) == before[1]
+    old = next(w for w in status(stack)["workers"] if w["color"] == before[0])
     celery_py = (REPO / "example" / "app" / "exampleapp" / "celery.py").read_text()
     bad = push(stack, {"VERSION": "worker-dies\n", "exampleapp/celery.py": celery_py + DIES_AFTER_START}, "dies")
     with Load("127.0.0.1", stack.port, keepalive=4, fresh=2, slow=1) as load:
         out = stack.ctl("bluegreen", "deploy", "abiapp", bad, timeout=180)
         after = wait_live(stack, before[0])
         time.sleep(0.5)
-    assert out.returncode == 1, out.stdout
-    assert "workers FAILED" in out.stdout
-    assert "worker abiapp_celery (pid " in out.stdout and "after it was RUNNING" in out.stdout, out.stdout
-    assert "bad release: this worker exits in 5 s" in out.stdout  # its output, in the failure
+    assert out.returncode == 0, out.stdout  # traffic moved: the command's part; the handover goes on in the job
+    assert "the workers are being handed over to the new code" in out.stdout, out.stdout
+    deploy = next(j for j in history(stack) if j["kind"] == "deploy")
+    log = stack.ctl("bluegreen", "log", "abiapp", str(deploy["id"])).stdout
+    assert deploy["status"] == "failed" and "workers FAILED" in log, log
+    assert f"worker abiapp_celery_{other(before[0])} (pid " in deploy["message"], deploy["message"]
+    assert "bad release: this worker exits in 5 s" in log  # its output, in the failure (history: its first line)
     # the window's guard sees the worker's crash event at once, and may move traffic before the step says so
     assert (
-        f"the watch window rolls back to {before[0]}, workers included" in out.stdout
-        or f"traffic moved back to {before[0]} meanwhile: its rollback restarts the workers there" in out.stdout
-    ), out.stdout
+        f"the watch window rolls back to {before[0]}, workers included" in log
+        or f"traffic moved back to {before[0]} meanwhile: its rollback restarts the workers there" in log
+    ), log
     assert served(stack) == before
     assert after["last_job"]["kind"] == "rollback" and after["last_job"]["status"] == "succeeded"
-    assert task_version(stack) == before[1]  # the workers run the previous release again
-    [worker] = after["workers"]
-    assert (worker["program"], worker["state"]) == ("abiapp_celery", "RUNNING") and worker["pid"] > 0
+    assert task_version(stack) == before[1]  # the previous release's worker consumed all along
+    worker = next(w for w in after["workers"] if w["color"] == before[0])
+    assert (worker["program"], worker["state"], worker["pid"]) == (
+        old["program"],
+        "RUNNING",
+        old["pid"],
+    )  # never stopped
     assert os.path.realpath(worker["directory"]) == os.path.realpath(stack.root / before[0] / "src")
+    failed = next(w for w in after["workers"] if w["color"] != before[0])
+    assert failed["state"] in ("STOPPED", "EXITED", "FATAL", "BACKOFF"), failed
     shown = stack.ctl("bluegreen", "status", "abiapp").stdout
-    assert re.search(rf"worker +abiapp_celery +RUNNING +pid {worker['pid']}, up since ", shown), shown
+    assert re.search(rf"worker +{worker['program']} +RUNNING +pid {worker['pid']}, up since ", shown), shown
     result = summarize(load.samples)
     assert result["failed"] == 0, result["failed_by_kind"]
+
+
+def test_tasks_sent_across_ten_switches_each_run_once_and_never_wait_for_a_consumer(stack: Stack) -> None:
+    """The new color's worker answers its ping before the old one's warm shutdown: no moment without a consumer,
+    so no task waits longer than without a switch (+1 s), and acks_late gives none twice."""
+    good = push(stack, {"VERSION": "v-switches\n"}, "good again")
+    out = stack.ctl("bluegreen", "deploy", "abiapp", good, timeout=180)
+    assert out.returncode == 0, out.stdout
+    assert jobs_done(stack)["last_job"]["status"] == "succeeded"
+    stream = TaskStream(stack.name, interval=0.1)
+    stream.start()
+    try:
+        time.sleep(6)
+        switching = time.time()
+        commands = []
+        for _ in range(10):
+            began = time.monotonic()
+            out = stack.ctl("bluegreen", "switch", "abiapp")
+            commands.append(time.monotonic() - began)
+            assert out.returncode == 0, out.stdout
+            assert "the workers are being handed over to the new code" in out.stdout, out.stdout
+            done = jobs_done(stack)
+            assert done["last_job"]["status"] == "succeeded", done["last_job"]
+            by_color = {w["color"]: w["state"] for w in done["workers"]}
+            assert by_color == {done["live"]: "RUNNING", other(done["live"]): "STOPPED"}, done["workers"]
+        time.sleep(1)
+    finally:
+        stream.stop()
+    baseline = stream.outcome(stack.database, until=switching)
+    across = stream.outcome(stack.database, since=switching)
+    print(f"switch commands {sorted(round(c, 2) for c in commands)}; tasks: baseline {baseline}, across {across}")
+    assert baseline.sent > 40 and across.sent > 300, (baseline, across)
+    assert (baseline.missing, across.missing) == (0, 0), (baseline, across)
+    assert across.wait_max_s <= baseline.wait_max_s + 1.0, (baseline, across)
+    for color in ("blue", "green"):  # a second run of a token fails on its unique column: it shows in the log
+        assert "IntegrityError" not in (stack.root / "log" / f"celery.{color}.err.log").read_text()

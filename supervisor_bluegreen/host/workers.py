@@ -84,6 +84,7 @@ def hand_over(
     log: Callable[[str], None],
     settle: float = 0.0,
     ready: Callable[[str], bool] | None = None,
+    started: Callable[[], None] = lambda: None,
 ) -> None:
     """``target``'s own worker ``new`` takes over from the other color's ``old``: no moment without a consumer.
 
@@ -91,6 +92,7 @@ def hand_over(
     ``ready`` (it consumes: Celery's ping) and stay up ``settle`` seconds; only then does ``old`` get its warm
     shutdown (supervisor's stop: TERM, running tasks finish; with acks_late what it had not started goes
     back to the broker for ``new``). A ``new`` that fails is stopped and ``old`` keeps consuming, untouched.
+    ``started`` is called once ``new`` passed, before ``old`` stops (the fault tests kill the listener there).
     """
     try:
         pid = running_checkout(sup, new, target)
@@ -107,6 +109,7 @@ def hand_over(
             with contextlib.suppress(SupervisorError):
                 sup.stop(new)  # crash-looping or mute: it must not consume; old goes on
             raise
+        started()
         if sup.state(old) not in DOWN:
             t0 = time.monotonic()
             sup.stop(old)  # blocks while its running tasks finish (stopwaitsecs)

@@ -4,7 +4,8 @@ Off unless the listener's environment has ``BLUEGREEN_FAILPOINTS=1`` (the test s
 nothing shipped does). Then a file ``failpoint`` in the app's state folder (root's, like all
 state) holding a point's name makes the listener kill itself -9 when it reaches that point, once:
 the file is removed first. Points are the steps' names (``drain``, ``migrate``, ``switch``,
-``record``, ``workers`` ...) and ``workers.stopped`` (a worker program stopped, not started yet).
+``record``, ``workers`` ...), ``workers.started`` (the new color's worker up, the old one's still
+running) and ``workers.stopped`` (a worker that follows live_root stopped, not started yet).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from collections.abc import Iterable
 ENV = "BLUEGREEN_FAILPOINTS"
 # the points a manual rollback passes, in order
 ROLLBACK_POINTS = (
-    "reconcile", "check target", "health gate", "switch", "verify", "record", "workers", "workers.stopped",
+    "reconcile", "check target", "health gate", "switch", "verify", "record", "workers", "workers.started",
 )  # fmt: skip
 FILE = "failpoint"
 
 
 def deploy_points(build: Iterable[str]) -> list[str]:
     """The points a deploy with these build steps passes, in order: the fault tests arm them one by one."""
-    after = ("start", "health gate", "switch", "verify", "record", "workers", "workers.stopped")
+    after = ("start", "health gate", "switch", "verify", "record", "workers", "workers.started")
     return ["resolve", "reconcile", "drain", "checkout", *build, *after]
 
 

@@ -237,7 +237,8 @@ def hand_over_workers(run: Run, target: Color) -> None:
         ready = worker_ping(run, target)
         for new, old in zip(target.workers, app.other(target.name).workers):
             try:
-                workers.hand_over(run.sup, run.watch, new, old, target, timeout, run.log, settle, ready)
+                workers.hand_over(run.sup, run.watch, new, old, target, timeout, run.log, settle, ready,
+                                  started=lambda: failpoint.hit(run.store.dir, "workers.started"))  # fmt: skip
             except workers.WorkerError as exc:
                 raise StepFailed(worker_failed(run, new, target, exc)) from None
         for program in app.deploy.workers if app.deploy else ():
