@@ -101,8 +101,12 @@ def test_written_app_config_loads_and_needs_no_app_code() -> None:
     assert (app.health.path, app.health.status, app.health.host) == ("/admin/login/", 200, "mysite.example.org")
     assert app.color("green").static_root == "/srv/mysite/green/src/staticfiles"
     assert app.color("blue").environment_file == "/etc/supervisor-bluegreen/mysite.env"
-    assert app.deploy is not None and app.deploy.workers == ("mysite_celery",)
-    assert app.live_root == "/srv/mysite/live"
+    assert app.deploy is not None and app.deploy.workers == ()  # a Celery worker: one per color, handed over
+    assert app.color("green").workers == ("mysite_celery_green",) and app.deploy.worker_ping[-1] == (
+        "%(worker)s@%(hostname)s"
+    )
+    assert app.deploy.worker_ping[:5] == ("%(python)s", "-m", "celery", "-A", "mysite")
+    assert app.live_root == ""  # nothing follows the live_root link
     assert app.server_name == "mysite.example.org"
 
 
@@ -127,13 +131,16 @@ def test_programs_match_what_the_apps_gunicorn_supports(control_socket: bool) ->
     assert ("--control-socket /srv/mysite/run/gunicorn.blue.ctl" in inner) == control_socket
     assert "unix:/srv/mysite/run/mysite.blue.sock" in inner and inner.endswith("mysite.wsgi:application")
     assert (blue["stopwaitsecs"], blue["stopasgroup"], blue["user"]) == ("40", "true", "mysite")
-    celery = programs["program:mysite_celery"]
-    assert "exec /srv/mysite/live/venv/bin/celery -A mysite worker -c 2" in shlex.split(celery["command"])[2]
-    assert (celery["stopasgroup"], celery["killasgroup"], celery["directory"]) == (
-        "false",
-        "true",
-        "/srv/mysite/live/src",
-    )
+    for color in ("blue", "green"):  # each color's own worker, on its release, named for its program
+        celery = programs[f"program:mysite_celery_{color}"]
+        inner = shlex.split(celery["command"])[2]
+        assert f"exec /srv/mysite/{color}/venv/bin/celery -A mysite worker -c 2 -n '%(program_name)s@%%h'" in inner
+        assert (celery["stopasgroup"], celery["killasgroup"], celery["autostart"], celery["directory"]) == (
+            "false",
+            "true",
+            "false",
+            f"/srv/mysite/{color}/src",
+        )
 
 
 def test_programs_parse_in_supervisor(tmp_path: Path) -> None:
@@ -148,7 +155,7 @@ def test_programs_parse_in_supervisor(tmp_path: Path) -> None:
     opts = ServerOptions()
     opts.realize(args=["-c", str(tmp_path / "supervisord.conf")])
     names = sorted(g.name for g in opts.process_group_configs)
-    assert names == ["mysite_blue", "mysite_celery", "mysite_green"]
+    assert names == ["mysite_blue", "mysite_celery_blue", "mysite_celery_green", "mysite_green"]
 
 
 def test_include_points_at_the_installed_executable_and_config() -> None:
@@ -532,3 +539,14 @@ def test_init_proves_backups_by_default_where_it_can_and_says_why_not(engine: st
     ini = "\n".join(a.content for a in acts if a.path == OPTS.config)
     assert config.parse(ini).app("mysite").deploy.verify_backup is verified  # type: ignore[union-attr]
     assert ("; backups are not verified: " in ini) is not verified
+
+
+@pytest.mark.parametrize(
+    ("listen", "url"), [("80", "http://localhost/"), ("127.0.0.1:18090", "http://localhost:18090/")]
+)
+def test_the_next_steps_name_the_apps_address_with_its_port(listen: str, url: str) -> None:
+    """A new user's run: `--listen 127.0.0.1:18090` was told the app is http://localhost/, without its port."""
+    options = dataclasses_replace(OPTS, server_name="localhost", listen=listen)
+    facts = dataclasses_replace(FACTS, debian_default_site=True)
+    said = "\n".join(init.go_live(options, facts))
+    assert f"the app is {url} (--server-name sets its real name)" in said

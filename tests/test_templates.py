@@ -34,7 +34,12 @@ OPTS = Options(
 )
 # (options, facts, the [program:...] sections init writes)
 CASES = {
-    "typical": (OPTS, FACTS, ["mysite_blue", "mysite_green", "mysite_celery", "mysite_celery2"]),
+    # the Celery worker one per color (handed over), beat one that follows live_root (never two at once)
+    "typical": (
+        OPTS,
+        FACTS,
+        ["mysite_blue", "mysite_green", "mysite_celery_blue", "mysite_celery_green", "mysite_celery2"],
+    ),  # fmt: skip
     "bare": (Options(app="t", repo="x"), Facts(), ["t_blue", "t_green"]),
     "absolute static, control socket, one worker": (
         dataclasses.replace(OPTS, workers=("/usr/bin/rqworker -q",), branch="release", listen="127.0.0.1:8080"),
@@ -88,8 +93,9 @@ def test_the_app_config_init_writes_loads(case: str, tmp_path: Path) -> None:
     path.write_text(written(o, f, o.config))  # the [bluegreen] section, then the app's
     app = config.load(str(path)).app(o.app)
     assert [c.program for c in app.colors] == programs[:2]
-    assert app.deploy is not None and list(app.deploy.workers) == programs[2:]
-    assert app.live_root == (f"{o.app_root}/live" if o.workers else "")
+    own = [w for c in app.colors for w in c.workers]  # a Celery worker's, one per color
+    assert app.deploy is not None and sorted([*own, *app.deploy.workers]) == sorted(programs[2:])
+    assert app.live_root == (f"{o.app_root}/live" if app.deploy.workers else "")
     static = f.static_root if os.path.isabs(f.static_root) else f"{o.app_root}/green/src/{f.static_root}"
     assert app.color("green").static_root == (static if f.static_root else "")
     assert (app.listen, app.server_name) == (o.listen, o.server_name)
@@ -102,7 +108,7 @@ def test_the_programs_file_init_writes_parses_in_supervisor(case: str) -> None:
     parser.read_string(written(o, f, f"{f.include_dir}/{o.app}.conf"))
     assert parser.sections() == [f"program:{p}" for p in programs]
     for p in programs:
-        argv = shlex.split(parser.saneget(f"program:{p}", "command"))
+        argv = shlex.split(parser.saneget(f"program:{p}", "command", expansions={"program_name": p}))
         assert argv[:2] == ["/bin/sh", "-c"] and argv[2].startswith(f"set -a && . {init.env_file_path(o)} && ")
         assert parser.saneget(f"program:{p}", "user") == o.user_name
         assert parser.saneget(f"program:{p}", "stdout_logfile").endswith(f"/{p}.out.log")

@@ -197,19 +197,65 @@ def _sh_with_env(o: Options, argv: list[str]) -> str:
     return "/bin/sh -c " + shlex.quote(inner)
 
 
-def worker_programs(o: Options) -> list[tuple[str, list[str]]]:
-    """(program name, argv run from the live color's virtualenv) of every ``--worker``."""
-    out: list[tuple[str, list[str]]] = []
+@dataclass(frozen=True)
+class WorkerProgram:
+    """One supervisord program of a ``--worker``: a Celery worker gets one per color (handed over at each switch,
+    never a moment without a consumer); anything else (beat: never two at once) runs from the live_root link."""
+
+    name: str  # the program; a color's own is NAME_<color>
+    template: str  # how the app config names it: NAME_%(color)s for a color's own
+    argv: tuple[str, ...]
+    directory: str
+    color: str = ""  # '' for one that follows live_root
+    celery_app: str = ""  # the -A of a Celery worker: its worker_ping asks that app
+
+
+def celery_worker_app(argv: list[str]) -> str | None:
+    """The ``-A``/``--app`` of a ``celery ... worker`` command ('' when it names none), None for anything else."""
+    if os.path.basename(argv[0]) != "celery" or "worker" not in argv[1:]:
+        return None
+    for i, word in enumerate(argv):
+        if word in ("-A", "--app") and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--app="):
+            return word.split("=", 1)[1]
+    return ""
+
+
+def worker_programs(o: Options) -> list[WorkerProgram]:
+    """Every ``--worker`` as supervisord programs: a Celery worker's two (one per color, its node named after its
+    program), the others' one, run from the live color's virtualenv."""
+    out: list[WorkerProgram] = []
     for command in o.workers:
         argv = shlex.split(command)
         base = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(argv[0]))
-        name = f"{o.app}_{base}"
-        n = 2
-        while name in [p for p, _ in out]:
+        name, n = f"{o.app}_{base}", 2
+        while name in [p.template.replace("_%(color)s", "") for p in out]:
             name, n = f"{o.app}_{base}{n}", n + 1
-        exe = argv[0] if os.path.isabs(argv[0]) else f"{o.app_root}/live/venv/bin/{argv[0]}"
-        out.append((name, [exe, *argv[1:]]))
+        celery_app = celery_worker_app(argv)
+        if celery_app is None:
+            exe = argv[0] if os.path.isabs(argv[0]) else f"{o.app_root}/live/venv/bin/{argv[0]}"
+            out.append(WorkerProgram(name, name, (exe, *argv[1:]), f"{o.app_root}/live/src"))
+            continue
+        named = {"-n", "--hostname"} & set(argv) or any(w.startswith("--hostname=") for w in argv)
+        rest = argv[1:] if named else [*argv[1:], "-n", "%(program_name)s@%%h"]
+        for c in COLORS:
+            p = _color_paths(o, c)
+            exe = argv[0] if os.path.isabs(argv[0]) else f"{p['venv']}/bin/{argv[0]}"
+            out.append(WorkerProgram(f"{name}_{c}", f"{name}_%(color)s", (exe, *rest), p["src"], c, celery_app))
     return out
+
+
+def worker_ping(o: Options) -> str:
+    """The app config's worker_ping: Celery's ping of exactly the node a color's own worker names ('' without one)."""
+    app = next((p.celery_app for p in worker_programs(o) if p.color), None)
+    if app is None:
+        return ""
+    return (
+        "%(python)s -m celery "
+        + (f"-A {app} " if app else "")
+        + ("inspect ping --timeout 1 --destination %(worker)s@%(hostname)s")
+    )
 
 
 def programs_conf(o: Options, f: Facts) -> str:
@@ -224,8 +270,8 @@ def programs_conf(o: Options, f: Facts) -> str:
         argv.append(f.wsgi or "CHANGE_ME.wsgi:application")
         colors.append({"name": f"{o.app}_{c}", "color": c, "command": _sh_with_env(o, argv), "directory": p["src"]})
     workers = [
-        {"name": name, "command": _sh_with_env(o, argv), "directory": f"{o.app_root}/live/src"}
-        for name, argv in worker_programs(o)
+        {"name": p.name, "command": _sh_with_env(o, list(p.argv)), "directory": p.directory, "color": p.color}
+        for p in worker_programs(o)
     ]
     return templating.render(
         "programs.conf.j2",
@@ -265,7 +311,7 @@ def app_config(o: Options, f: Facts) -> str:
         static_root=static,
         live_static=f"{o.app_root}/run/{o.app}.live-static",
         live_socket=f"{o.app_root}/run/{o.app}.live.sock",
-        live_root=f"{o.app_root}/live" if o.workers else "",
+        live_root=f"{o.app_root}/live" if any(not p.color for p in worker_programs(o)) else "",
         public_url=_public_url(o, f.health_path),
         server_name=o.server_name,
         health_path=f.health_path,
@@ -288,7 +334,8 @@ def app_config(o: Options, f: Facts) -> str:
         backup_dir=BACKUP_DIR,
         verify_backup=verify_reason(f)[0],
         verify_backup_why=verify_reason(f)[1],
-        workers=[name for name, _ in worker_programs(o)],
+        workers=list(dict.fromkeys(p.template for p in worker_programs(o))),
+        worker_ping=worker_ping(o),
     )
 
 
@@ -463,13 +510,20 @@ def plugin_loaded(conf: str) -> bool:
         return False
 
 
+def site_url(o: Options) -> str:
+    """The app's address as a browser names it: its server name and the port ``--listen`` gives (none for 80)."""
+    listen = o.listen.split()[0]
+    port = listen.rpartition(":")[2] if ":" in listen else listen
+    return f"http://{o.server_name}{'' if port == '80' else ':' + port}/"
+
+
 def go_live(o: Options, f: Facts) -> list[str]:
     """What to type once init is done: a reload of supervisord (it restarts every program) only when the
     plugin is not loaded yet; on a server that runs apps already, reread and update add this one's."""
     steps = []
     if f.debian_default_site and o.server_name in ("_", "localhost"):
         steps.append(
-            f"# Debian's default nginx site answers every other name: the app is http://{o.server_name}/ "
+            f"# Debian's default nginx site answers every other name: the app is {site_url(o)} "
             "(--server-name sets its real name)"
         )
     steps.append("nginx -t && nginx -s reload")
