@@ -39,7 +39,7 @@ CASES = {
         OPTS,
         FACTS,
         ["mysite_blue", "mysite_green", "mysite_celery_blue", "mysite_celery_green", "mysite_celery2"],
-    ),  # fmt: skip
+    ),
     "bare": (Options(app="t", repo="x"), Facts(), ["t_blue", "t_green"]),
     "absolute static, control socket, one worker": (
         dataclasses.replace(OPTS, workers=("/usr/bin/rqworker -q",), branch="release", listen="127.0.0.1:8080"),
