@@ -119,6 +119,8 @@ class Stack:
             # node names of their own: two stacks' workers on one RabbitMQ would fight over one pidbox
             ("-n %(program_name)s@", f"-n {self.name}.%(program_name)s@"),
             ("--destination %(worker)s@", f"--destination {self.name}.%(worker)s@"),
+            ("\nworker_quiesce = ", "\nworker_quiesce = " if self.celery else "\n; "),
+            ("cancel_consumer abiapp ", f"cancel_consumer {self.name} "),
         ]:
             text = text.replace(old, new)
         return text

@@ -85,6 +85,7 @@ def hand_over(
     settle: float = 0.0,
     ready: Callable[[str], bool] | None = None,
     started: Callable[[], None] = lambda: None,
+    quiesce: Callable[[str], bool] | None = None,
 ) -> None:
     """``target``'s own worker ``new`` takes over from the other color's ``old``: no moment without a consumer.
 
@@ -93,6 +94,8 @@ def hand_over(
     shutdown (supervisor's stop: TERM, running tasks finish; with acks_late what it had not started goes
     back to the broker for ``new``). A ``new`` that fails is stopped and ``old`` keeps consuming, untouched.
     ``started`` is called once ``new`` passed, before ``old`` stops (the fault tests kill the listener there).
+    ``quiesce`` first tells ``old`` to stop consuming: what it had fetched but not started then runs at once,
+    instead of waiting in its buffer until its shutdown returns it to the broker.
     """
     try:
         pid = running_checkout(sup, new, target)
@@ -112,6 +115,8 @@ def hand_over(
         started()
         if sup.state(old) not in DOWN:
             t0 = time.monotonic()
+            if quiesce is not None and not quiesce(old):
+                log(f"worker {old} did not confirm it stopped consuming (worker_quiesce): stopping it anyway")
             sup.stop(old)  # blocks while its running tasks finish (stopwaitsecs)
             log(f"worker {old} stopped (warm shutdown) in {time.monotonic() - t0:.2f} s")
     except ShuttingDown:
@@ -201,7 +206,8 @@ def stays_up(sup: Supervisor, watch: ProcessWatch, program: str, pid: int, settl
             raise WorkerError(f"worker {program} (pid {pid}) exited {up:.1f} s after it was RUNNING (now {now})")
 
 
-def ping_argv(argv: tuple[str, ...], program: str, hostname: str) -> list[str]:
-    """``worker_ping`` for one worker: ``%(worker)s`` is its program, ``%(hostname)s`` this host's name (Celery's
-    ``%h``), so ``--destination %(worker)s@%(hostname)s`` asks exactly the node ``-n %(program_name)s@%%h`` named."""
+def worker_argv(argv: tuple[str, ...], program: str, hostname: str) -> list[str]:
+    """``worker_ping`` or ``worker_quiesce`` for one worker: ``%(worker)s`` is its program, ``%(hostname)s``
+    this host's name (Celery's ``%h``), so ``--destination %(worker)s@%(hostname)s`` asks exactly the node
+    ``-n %(program_name)s@%%h`` named."""
     return [w.replace("%(worker)s", program).replace("%(hostname)s", hostname) for w in argv]

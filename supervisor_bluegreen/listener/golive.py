@@ -234,11 +234,13 @@ def hand_over_workers(run: Run, target: Color) -> None:
             run.log(f"{target.name} is no longer live: the workers follow {live}")
             target = app.color(live)
         run.store.update(workers_restarting=target.name)  # a kill from here on: the next start moves them
-        ready = worker_ping(run, target)
+        ready = worker_command(run, target, "worker_ping")
+        quiesce = worker_command(run, target, "worker_quiesce")
         for new, old in zip(target.workers, app.other(target.name).workers):
             try:
                 workers.hand_over(run.sup, run.watch, new, old, target, timeout, run.log, settle, ready,
-                                  started=lambda: failpoint.hit(run.store.dir, "workers.started"))  # fmt: skip
+                                  started=lambda: failpoint.hit(run.store.dir, "workers.started"),
+                                  quiesce=quiesce)  # fmt: skip
             except workers.WorkerError as exc:
                 raise StepFailed(worker_failed(run, new, target, exc)) from None
         for program in app.deploy.workers if app.deploy else ():
@@ -275,24 +277,25 @@ def workers_astray(app: App, sup: Supervisor) -> bool:
     return False
 
 
-def worker_ping(run: Run, target: Color) -> Callable[[str], bool] | None:
-    """``worker_ping`` (Celery's ``inspect ping`` of one node) as the app's user in ``target``'s checkout:
-    True once the worker answers, that is, consumes. None when no ping is configured."""
-    argv = run.app.deploy.worker_ping if run.app.deploy else ()
+def worker_command(run: Run, target: Color, key: str) -> Callable[[str], bool] | None:
+    """``worker_ping`` (Celery's ``inspect ping`` of one node: True once it answers, that is, consumes) or
+    ``worker_quiesce`` (``control cancel_consumer``: True once it stopped consuming) for one worker program, as
+    the app's user in ``target``'s checkout. None when it is not configured."""
+    argv = getattr(run.app.deploy, key) if run.app.deploy else ()
     if not argv:
         return None
     env = runner.environment(target, run.app.user)
     host = socket.gethostname()
 
-    def ready(program: str) -> bool:
-        words = workers.ping_argv(runner.expand(argv, target), program, host)
+    def ask(program: str) -> bool:
+        words = workers.worker_argv(runner.expand(argv, target), program, host)
         try:
             done = runner.capture(words, cwd=target.checkout, env=env, user=run.app.user, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return False
         return done.returncode == 0
 
-    return ready
+    return ask
 
 
 def workers_follow(run: Run, target: Color, message: str) -> str:

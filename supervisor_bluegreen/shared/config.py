@@ -122,6 +122,7 @@ class Deploy:
     keep_releases: int = 5  # built releases kept for rollback; one a color runs is never removed
     test_requirements: tuple[str, ...] = ()  # requirements files (in the checkout) only the tests need
     worker_ping: tuple[str, ...] = ()  # asks a started worker whether it consumes (celery inspect ping); exit 0: yes
+    worker_quiesce: tuple[str, ...] = ()  # tells the old color's worker to stop consuming before its warm shutdown
 
 
 @dataclass(frozen=True)
@@ -388,6 +389,7 @@ DEPLOY_KEYS = {
     "worker_timeout",
     "worker_settle",
     "worker_ping",
+    "worker_quiesce",
     "webhooks",
     "releases",
     "keep_releases",
@@ -582,11 +584,12 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         if name not in names:
             s.problems.append(f"{s.where('step_' + name)}: step {name!r} is not listed in build")
     test_requirements = tuple(s.text("test_requirements", "").split())
-    worker_ping = s.argv("worker_ping", "") if s.text("worker_ping", "") else ()
-    for word in worker_ping:
-        _check_keys(word, WORKER_PING_KEYS, s.where("worker_ping"), s.problems)
-    if worker_ping and not any(c.workers for c in colors):
-        s.problems.append(f"{s.where('worker_ping')}: asks a color's own workers (workers = NAME_%(color)s): none set")
+    worker_ping, worker_quiesce = (s.argv(k, "") if s.text(k, "") else () for k in ("worker_ping", "worker_quiesce"))
+    for key, argv in (("worker_ping", worker_ping), ("worker_quiesce", worker_quiesce)):
+        for word in argv:
+            _check_keys(word, WORKER_PING_KEYS, s.where(key), s.problems)
+        if argv and not any(c.workers for c in colors):
+            s.problems.append(f"{s.where(key)}: asks a color's own workers (workers = NAME_%(color)s): none set")
     for name in test_requirements:
         if name.startswith("/") or ".." in name.split("/"):
             s.problems.append(f"{s.where('test_requirements')}: {name!r} must be a path inside the checkout")
@@ -604,6 +607,7 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         worker_timeout=s.number("worker_timeout", 120.0, float, 1),
         worker_settle=s.number("worker_settle", 5.0, float, 0),
         worker_ping=worker_ping,
+        worker_quiesce=worker_quiesce,
         webhooks=tuple(s.text("webhooks", "").split()),
         releases=releases,
         keep_releases=int(s.number("keep_releases", 5, int, 1)),

@@ -174,6 +174,8 @@ class FakeRunner:
                 raise self.git_error
             code, out = self.git(argv[1:], cwd or "")
             return subprocess.CompletedProcess(list(argv), code, out, "" if code == 0 else "fatal: no")
+        if "cancel_consumer" in argv:  # worker_quiesce: the old worker stops consuming
+            return subprocess.CompletedProcess(list(argv), 0, "", "")
         if "ping" in argv:  # worker_ping: celery inspect ping of one node
             return subprocess.CompletedProcess(list(argv), self.pings.pop(0) if self.pings else 0, "", "")
         if argv[1:3] == ("manage.py", "help"):  # an optional tool's probe

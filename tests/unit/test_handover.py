@@ -71,6 +71,36 @@ def test_the_old_worker_stops_only_once_the_new_one_answers_its_ping(
     assert world.rpc.states["shop_worker_blue"] == "STOPPED"
 
 
+def test_the_old_worker_is_told_to_stop_consuming_before_its_warm_shutdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quiesce = "celery control cancel_consumer shop --destination %(worker)s@%(hostname)s"
+    world = with_own_workers(tmp_path, monkeypatch, "blue", worker_quiesce=quiesce)
+    asked: list[str] = []
+    world.rpc.on_start["shop_worker_green"] = lambda: asked.append("green started")
+    original = world.rpc.stopProcess
+
+    def stop(program: str, wait: bool = True) -> bool:
+        asked.append(f"{program} stopped after {len(world.runner.ran('cancel_consumer'))} quiesce")
+        return original(program, wait)
+
+    world.rpc.stopProcess = stop  # type: ignore[method-assign]
+    job = world.job("switch")
+    assert job["status"] == "succeeded", job["message"]
+    [argv] = world.runner.ran("cancel_consumer")
+    assert argv[-1].startswith("shop_worker_blue@")  # the old color's node, never the new one
+    assert asked == ["green started", "shop_worker_blue stopped after 1 quiesce"]
+
+
+def test_a_quiesce_that_fails_still_stops_the_old_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = with_own_workers(tmp_path, monkeypatch, "blue", worker_quiesce="celery control ping cancel %(worker)s")
+    world.runner.pings = [1]  # its argv holds "ping": the fake answers it as one, "no reply"
+    job = world.job("switch")
+    assert job["status"] == "succeeded", job["message"]
+    assert "worker shop_worker_blue did not confirm it stopped consuming (worker_quiesce)" in world.log(job)
+    assert world.rpc.states["shop_worker_blue"] == "STOPPED"
+
+
 def test_a_new_worker_that_never_answers_its_ping_is_stopped_and_the_old_one_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,9 +139,9 @@ def test_the_watch_window_counts_a_crash_of_the_live_colors_own_worker(world: Wo
     assert world.app.has_workers and world.app.deploy is not None and world.app.deploy.workers == ()
 
 
-def test_ping_argv_names_the_worker_and_this_host() -> None:
+def test_worker_argv_names_the_worker_and_this_host() -> None:
     argv = ("py", "-m", "celery", "inspect", "ping", "--destination", "%(worker)s@%(hostname)s")
-    assert workers.ping_argv(argv, "shop_celery_green", "vm1")[-1] == "shop_celery_green@vm1"
+    assert workers.worker_argv(argv, "shop_celery_green", "vm1")[-1] == "shop_celery_green@vm1"
 
 
 def test_worker_ping_is_refused_without_a_colors_own_worker_and_with_unknown_keys(tmp_path: Path) -> None:
