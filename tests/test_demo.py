@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -77,10 +78,15 @@ def test_demo_starts_switches_prints_commands_and_stops_everything() -> None:
             assert b"my first change" in resp.read()
         # the person beside the account, in history and in the log's header
         history_line = next(line for line in printed if line.endswith("bluegreen history -n 1"))
+        ctl = history_line.split()[: history_line.split().index("bluegreen")]
+        deadline = time.monotonic() + 90  # the push returned once traffic moved: its job hands Celery over still
+        while '"running": {}' not in subprocess.run([*ctl, "bluegreen", "status", "--json"], capture_output=True,
+                                                    text=True).stdout:  # fmt: skip
+            assert time.monotonic() < deadline, "the push's job did not end"
+            time.sleep(0.5)
         row = subprocess.run(history_line.split(), capture_output=True, text=True, timeout=60).stdout
         assert f"commit={good[:7]} color=" in row and "by Alice <alice@example.org> (" in row, row
         assert "via git push)" in row and "queued " in row and ", started " in row and ", ended " in row, row
-        ctl = history_line.split()[: history_line.split().index("bluegreen")]
         header = subprocess.run([*ctl, "bluegreen", "log"], capture_output=True, text=True, timeout=60).stdout
         assert re.match(r"job \d+ deploy \(succeeded\) by Alice <alice@example.org> \(.* via git push\), ref "
                         f"{good}, commit {good[:12]}: queued .*, started .*, ended ", header), header  # fmt: skip

@@ -307,7 +307,8 @@ def test_kill_9_of_the_listener_leaves_no_stale_lock_and_the_next_deploy_works(s
     commit = push(stack, {"VERSION": "v-after\n"}, "after the crash")
     out = stack.ctl("bluegreen", "deploy")
     assert out.returncode == 0, out.stdout
-    assert out.stdout.strip().splitlines()[-1].split(" live at ")[1].startswith(commit[:7])
+    said = next(line for line in out.stdout.splitlines() if " live at " in line)
+    assert said.split(" live at ")[1].startswith(commit[:7]), out.stdout
     assert served(stack)[1] == "v-after"
 
 
@@ -319,6 +320,7 @@ def test_a_deploy_backup_restores_into_a_scratch_database(stack: Stack) -> None:
     assert out.returncode == 0, out.stdout
     # each color installed these requirements once already: into its own virtualenv, not again
     assert "deps: skipped, requirements (requirements.txt) unchanged since" in out.stdout
+    jobs_done(stack)  # the command returned once traffic moved: history shows the job once it ended
     history = stack.ctl("bluegreen", "history", "abiapp", "-n", "1").stdout
     backup = Path(history.split("backup: ")[1].split()[0])
     assert backup.name.startswith("abiapp-") and backup.suffixes[-2:] == [".sql", ".gz"]

@@ -726,3 +726,22 @@ def test_the_listener_never_fsyncs_while_it_holds_the_queue_lock(tmp_path: Path,
     supervisord_side.enqueue("health", {})
     supervisord_side.update(x=1)
     assert synced == []  # never inside supervisord
+
+
+def test_a_switch_waits_behind_a_job_that_only_hands_workers_over_and_is_refused_beside_a_build(
+    tmp_path: Path,
+) -> None:
+    """The command of a deploy returned once traffic moved; a rollback typed right then queues behind its handover."""
+    state = tmp_path / "state"
+    api = shop_api(tmp_path, state)
+    api.status("shop")  # the state folder exists
+    store = Store(str(state), "shop", sync=False)
+    store.update(live="green", previous="blue")
+    deploy = store.claim(store.enqueue("deploy", {"ref": "main"})["id"])
+    assert deploy is not None
+    with pytest.raises(RPCError) as caught:  # still building: a switch would act on a state about to change
+        api.rollback("shop")
+    assert caught.value.code == Faults.STILL_RUNNING
+    store.update_job(deploy["id"], live="shop: green live at c0ffee1 in 4.0 s")
+    queued = api.rollback("shop")
+    assert queued["kind"] == "rollback" and queued["status"] == "queued"

@@ -202,15 +202,16 @@ class BlueGreenNamespaceRPCInterface:
         """Record the job and wake the listener.
 
         A switch or rollback is refused while another job of the app is active (it would act on a
-        state about to change); deploys queue, and queued deploys coalesce to the newest; health
-        checks run at once, beside anything.
+        state about to change), unless that job already moved traffic and only hands the workers over
+        (``live``): then it queues and runs right after. Deploys queue, and queued deploys coalesce to
+        the newest; health checks run at once, beside anything.
         """
         if self._process_state(self.listener) != "RUNNING":
             raise RPCError(Faults.NOT_RUNNING, f"the bluegreen event listener ({self.listener}) is not running")
         self._private(app)
         store = app_store(app)
         if kind in EXCLUSIVE:
-            active = [j for j in store.jobs(ACTIVE) if j["kind"] != Kind.HEALTH]
+            active = [j for j in store.jobs(ACTIVE) if j["kind"] != Kind.HEALTH and not j.get("live")]
             if active:
                 j = active[0]
                 raise RPCError(
