@@ -164,6 +164,30 @@ def test_a_job_is_seen_whole_or_not_at_all(tmp_path: Path) -> None:
     assert store.claim(7) is None and store.read_job(7) is None
 
 
+def test_whoever_sees_a_job_ended_sees_it_as_the_last_job(tmp_path: Path) -> None:
+    """A status read between a job's end and its ``last_job`` named the job before (a test waiting for the
+    rollback's end read the deploy's verdict): the end and ``last_job`` are one change."""
+    seen: list[tuple[list[int], dict]] = []
+
+    class Watched(Store):
+        def update(self, **changes: Any) -> dict[str, Any]:  # another process reads just before last_job is set
+            reader = Store(str(tmp_path), "shop", sync=False, lock_wait=0.05)
+            look = threading.Thread(target=lambda: seen.append(([j["id"] for j in reader.jobs(("queued", "running"))],
+                                                                reader.read().get("last_job") or {})))  # fmt: skip
+            look.start()
+            look.join(timeout=10)
+            return super().update(**changes)
+
+    store = Watched(str(tmp_path), "shop").ensure()
+    job = store.create_job("rollback", {})
+    store.claim(job["id"])
+    store.finish(job["id"], "succeeded", "shop: blue live")
+    assert seen == [([job["id"]], {})], seen  # still running, or ended and last: never ended with another last
+    assert store.read()["last_job"] == {"id": job["id"], "kind": "rollback", "status": "succeeded",
+                                        "message": "shop: blue live"}  # fmt: skip
+    assert store.read_job(job["id"])["finished"]
+
+
 KILLED_MID_CHANGE = """
 import os, sys
 from supervisor_bluegreen.shared.store import Store

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -73,8 +72,7 @@ def execute(run: Run) -> None:
         traceback.print_exc(file=sys.stderr)
         message = failure_message(run, f"internal error {type(exc).__name__}: {exc}")
     finally:
-        store.update_job(job.id, status=status, message=message, finished=time.time(), step="")
-        store.update(last_job={"id": job.id, "kind": job.kind, "status": status, "message": message})
+        store.finish(job.id, status, message)
         for path in (store.cancel_path(job.id), store.cancel_path(job.id, True)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

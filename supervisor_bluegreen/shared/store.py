@@ -778,6 +778,14 @@ class Store:
             return self.update_job(job["id"], status=Status.SUCCEEDED, started=job["created"],
                                    finished=job["created"], message=message)  # fmt: skip
 
+    def finish(self, job_id: int, status: str, message: str) -> dict[str, Any]:
+        """End a job and make it the app's ``last_job`` in one transaction: whoever sees no job running
+        sees this one's verdict as the last (two writes let a status read between them name the job before)."""
+        with self._transaction(f"job {int(job_id)}"):
+            job = self.update_job(job_id, status=status, message=message, finished=time.time(), step="")
+            self.update(last_job={"id": job["id"], "kind": job.get("kind", ""), "status": status, "message": message})
+            return job
+
     @staticmethod
     def _put_job(db: sqlite3.Connection, job_id: int, job: dict[str, Any]) -> None:
         db.execute(
