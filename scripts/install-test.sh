@@ -361,8 +361,9 @@ in_root "grep -q '^step_test = %(python)s -m pytest -p no:cacheprovider --create
 in_root "nginx -t && nginx -s reload && supervisorctl reread && supervisorctl update &&
 supervisorctl bluegreen deploy shop && bluegreen doctor shop"
 
-task() {  # send shop.record with a token from the live release; wait for the version that ran it
-    in_root "runuser -u shop -- /bin/sh -c 'set -a && . /etc/supervisor-bluegreen/shop.env && cd /srv/shop/live/src &&
+task() {  # send shop.record with a token (from blue's release: the sender's code does not matter); wait for
+    # the version of the worker that ran it (each color has a worker of its own: the live one's consumes)
+    in_root "runuser -u shop -- /bin/sh -c 'set -a && . /etc/supervisor-bluegreen/shop.env && cd /srv/shop/blue/src &&
 exec ../venv/bin/python -c \"from shop.tasks import record; record.delay(\\\"$1\\\")\"'"
     for _ in $(seq 100); do
         [ -f "$root/srv/shop/home/ran-$1" ] && { cat "$root/srv/shop/home/ran-$1"; return; }
