@@ -6,7 +6,8 @@ asks nginx for /health on fresh connections as fast as it can. Reported per depl
 - ``command_s``: ``supervisorctl bluegreen deploy``'s wall time: it returns once traffic moved;
 - ``live_s``: the job's start to its record step (traffic moved and recorded);
 - ``total_s``: the job's start to its end (the workers handed over after the command returned);
-- ``build_s``: the build steps (backup, migrate, collectstatic, compress, test);
+- ``build_s``: the wall time of the build steps (backup, migrate, collectstatic, compress, test: those side by
+  side count once); the probe, the gate and deps count as overhead where they run alone;
 - ``boot_s``: start + health gate (the app booting until it passes);
 - ``workers_s``: the Celery handover (the new color's worker up, answering and settled; the old one's
   warm shutdown), after the command returned;
@@ -88,7 +89,7 @@ def one_deploy(stack: Stack, poller: Poller, version: str) -> dict[str, Any]:
     seconds = {name: s["seconds"] for name, s in steps.items()}
     total = job["finished"] - job["started"]
     live = steps["record"]["ended"] - job["started"]
-    build = sum(seconds.get(n, 0.0) for n in BUILD)  # deps and the release folder count as overhead
+    build = wall([(s["ended"] - s["seconds"], s["ended"]) for n, s in steps.items() if n in BUILD])
     boot = seconds["start"] + seconds["health gate"]
     deadline = time.time() + 10
     while version not in poller.first_seen and time.time() < deadline:
@@ -105,7 +106,17 @@ def one_deploy(stack: Stack, poller: Poller, version: str) -> dict[str, Any]:
         "pass_to_live_ms": round((poller.first_seen[version] - steps["health gate"]["ended"]) * 1000, 1),
         "release_s": seconds.get("release", 0.0),
         "deps_s": seconds.get("deps", 0.0),
+        "steps": seconds,
     }
+
+
+def wall(spans: list[tuple[float, float]]) -> float:
+    """The time covered by ``spans`` (steps side by side count once): the build's own wall time."""
+    covered, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        covered += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return covered
 
 
 def finished_job(stack: Stack, job_id: int, timeout: float = 180) -> dict[str, Any]:
@@ -215,11 +226,13 @@ def run(deploys: int, own_venvs: bool = False) -> dict[str, Any]:
         stack.stop()
         stack.drop()
         shutil.rmtree(root, ignore_errors=True)
-    median = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+    median = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0] if k != "steps"}
+    median_steps = {n: round(statistics.median(r["steps"].get(n, 0.0) for r in runs), 3) for n in runs[0]["steps"]}
     if seed:
         median["seed_hook_s"] = round(statistics.median(seed), 3)
         median["vs_seed"] = round(median["command_s"] / median["seed_hook_s"], 3)
-    return {"deploys": runs, "seed_hook_s": [round(t, 3) for t in seed], "median": median, "switches": switched}
+    return {"deploys": runs, "seed_hook_s": [round(t, 3) for t in seed], "median": median, "steps": median_steps,
+            "switches": switched}  # fmt: skip
 
 
 def main() -> int:
@@ -231,12 +244,13 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "deploy.json").write_text(json.dumps(results, indent=2) + "\n")
     for title, part in (("shared virtualenv", results), ("own virtualenvs", results["own_venvs"])):
-        keys = list(part["deploys"][0])
+        keys = [k for k in part["deploys"][0] if k != "steps"]
         print(title)
         print("  ".join(["deploy".ljust(8), *(k.rjust(15) for k in keys)]))
         for i, r in enumerate(part["deploys"], 1):
             print("  ".join([str(i).ljust(8), *(f"{r[k]:15}" for k in keys)]))
         print("  ".join(["median".ljust(8), *(f"{part['median'].get(k, ''):15}" for k in keys)]))
+        print("  per step (median s): " + ", ".join(f"{n} {t}" for n, t in part["steps"].items()))
     seen = results["median"]
     print(f"deploy command {seen['command_s']} s vs the seed's hook {seen['seed_hook_s']} s: {seen['vs_seed']}x")
     sw = results["switches"]

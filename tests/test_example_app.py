@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from supervisor_bluegreen.host import appprobe
+from supervisor_bluegreen.host.migrations import gate
+
 APP_SRC = Path(__file__).resolve().parent.parent / "example" / "app"
 VERSION = "1.2.3-test"
 
@@ -273,3 +276,35 @@ def test_version_falls_back_to_git_then_unknown(tmp_path: Path) -> None:
         text=True,
     ).stdout.strip()
     assert run_django(co, code) == head
+
+
+def probed(checkout: Path, **env: str) -> appprobe.Probed:
+    """The deploy's one probe of the app, run as a deploy runs it (manage.py shell), in ``checkout``."""
+    done = subprocess.run(list(gate.probe_argv(sys.executable)), cwd=checkout, env=_env(checkout, **env),
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return appprobe.Probed(done.stdout, done.returncode, done.stderr)
+
+
+@pytest.mark.integration
+def test_the_one_probe_gives_the_plan_the_database_the_commands_and_the_static_storage(checkout: Path) -> None:
+    found = probed(checkout)
+    assert found.report().migrations == ()  # migrated: nothing to apply
+    facts = found.facts()
+    assert {"migrate", "collectstatic", "test", "shell"} <= facts.commands and "compress" not in facts.commands
+    assert facts.database["ENGINE"] == "django.db.backends.sqlite3" and facts.database["NAME"].endswith(".sqlite3")
+    assert not facts.reads_collected  # its manifest storage forgives a missing manifest: tests run beside
+    (checkout / "strict_settings.py").write_text(
+        "from exampleapp.settings import *  # noqa\n"
+        "STORAGES = {**STORAGES, 'staticfiles': "
+        "{'BACKEND': 'django.contrib.staticfiles.storage.ManifestStaticFilesStorage'}}\n"
+    )
+    assert probed(checkout, DJANGO_SETTINGS_MODULE="strict_settings").facts().reads_collected
+
+
+@pytest.mark.integration
+def test_settings_that_break_django_fail_the_probe_and_say_why(checkout: Path) -> None:
+    found = probed(checkout, DJANGO_SETTINGS_MODULE="no_such_settings")
+    with pytest.raises(appprobe.ProbeError, match=r"the app's settings could not be read: .*no_such_settings"):
+        found.facts()
+    with pytest.raises(gate.GateError, match="no_such_settings"):
+        found.report()

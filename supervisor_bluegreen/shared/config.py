@@ -123,6 +123,7 @@ class Deploy:
     test_requirements: tuple[str, ...] = ()  # requirements files (in the checkout) only the tests need
     worker_ping: tuple[str, ...] = ()  # asks a started worker whether it consumes (celery inspect ping); exit 0: yes
     worker_quiesce: tuple[str, ...] = ()  # tells the old color's worker to stop consuming before its warm shutdown
+    side_by_side: bool = True  # independent build steps (stepdefs.stages) run at once; off: one at a time
 
 
 @dataclass(frozen=True)
@@ -384,6 +385,7 @@ DEPLOY_KEYS = {
     "backup_dir",
     "backup_keep",
     "verify_backup",
+    "side_by_side",
     "drain_timeout",
     "workers",
     "worker_timeout",
@@ -602,6 +604,7 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         backup_dir=s.path("backup_dir", ""),
         backup_keep=int(s.number("backup_keep", 10, int, 1)),
         verify_backup=s.flag("verify_backup", False),
+        side_by_side=s.flag("side_by_side", True),
         drain_timeout=s.number("drain_timeout", 30.0, float, 0),
         workers=tuple(w for w in s.text("workers", "").split() if "%(color)s" not in w),
         worker_timeout=s.number("worker_timeout", 120.0, float, 1),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import pytest
 from conftest import shop_config
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen.host import health, links, notify, runner
+from supervisor_bluegreen.host import backup, health, links, notify, runner
 from supervisor_bluegreen.host.migrations import gate
 from supervisor_bluegreen.host.supervisor import ProcessWatch, Supervisor
 from supervisor_bluegreen.listener import jobs
@@ -145,7 +146,8 @@ class FakeRunner:
     ``refs``: the repository's refs and their commits; ``heads``: each checkout's HEAD; ``fail``: a build
     command (by its first word after ``manage.py``, or ``pip``) that exits 1 with that message; ``stuck``:
     checkouts (by a part of their path) whose ``checkout`` does not take; ``tools``: optional tools present
-    (``compress``); ``files``: files of the checkouts (``requirements.txt``) by path or by name (in every
+    (management commands: ``compress``); ``database``, ``reads_collected``: the settings the probe reads;
+    ``files``: files of the checkouts (``requirements.txt``) by path or by name (in every
     checkout), or the ReadError reading it raises;
     ``report``: what the probe prints (``report_after`` once a migrate ran); ``git_error``: what every git
     command raises; ``on_run[word]``: called when that build command starts (what happens meanwhile).
@@ -156,11 +158,14 @@ class FakeRunner:
     fail: dict[str, str] = field(default_factory=dict)
     stuck: set[str] = field(default_factory=set)
     tools: set[str] = field(default_factory=set)
+    database: dict[str, Any] = field(default_factory=lambda: {"ENGINE": "django.db.backends.sqlite3", "NAME": "db"})
+    reads_collected: bool = False  # the app's tests read collected static files (a manifest storage)
     files: dict[str, bytes | Exception] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=lambda: gate_report())
     report_after: dict[str, Any] | None = None
     git_error: Exception | None = None
     on_run: dict[str, Callable[[], None]] = field(default_factory=dict)
+    hang: set[str] = field(default_factory=set)  # build commands (as ``fail``) that run until they are cancelled
     pings: list[int] = field(default_factory=list)  # exit statuses of the next worker pings (then: 0, it answers)
     commands: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (argv, cwd) of every command
 
@@ -178,11 +183,11 @@ class FakeRunner:
             return subprocess.CompletedProcess(list(argv), 0, "", "")
         if "ping" in argv:  # worker_ping: celery inspect ping of one node
             return subprocess.CompletedProcess(list(argv), self.pings.pop(0) if self.pings else 0, "", "")
-        if argv[1:3] == ("manage.py", "help"):  # an optional tool's probe
-            return subprocess.CompletedProcess(list(argv), 0 if argv[3] in self.tools else 1, "", "")
-        if argv[1:3] == ("manage.py", "shell"):  # the migration probe
+        if argv[1:3] == ("manage.py", "shell"):  # the probe of the app: its migration plan and settings facts
             report = self.report_after if self.report_after is not None and self.ran("migrate") else self.report
-            return subprocess.CompletedProcess(list(argv), 0, json.dumps(report) + "\n", "")
+            facts = {"database": self.database, "commands": sorted({"migrate", "test", *self.tools}),
+                     "reads_collected": self.reads_collected}  # fmt: skip
+            return subprocess.CompletedProcess(list(argv), 0, json.dumps({"app": facts, **report}) + "\n", "")
         raise AssertionError(f"unexpected command {argv}")
 
     def git(self, args: tuple[str, ...], cwd: str) -> tuple[int, str]:
@@ -216,6 +221,12 @@ class FakeRunner:
         if word in self.fail:
             log(f"{runner.OUTPUT}{self.fail[word]}")
             raise runner.StepError(f"exit status 1: {self.fail[word]}")
+        if word in self.hang:  # runs until something cancels it, killed then as runner.run kills it
+            deadline = time.monotonic() + 10
+            while not (cancelled and cancelled()):
+                assert time.monotonic() < deadline, f"{word} was never stopped"
+                time.sleep(0.01)
+            raise runner.StepError("cancelled")
 
     def read_as_user(self, path: str, user: str, limit: int = 1 << 20, timeout: float = 10.0) -> bytes | None:
         # a name (or a path inside the checkout: requirements/base.txt) is that file in every checkout
@@ -397,3 +408,28 @@ def step_names(job: dict[str, Any]) -> list[str]:
 
 def failed_step(job: dict[str, Any]) -> str:
     return next((s["name"] for s in job.get("steps") or [] if not s["ok"]), "")
+
+
+class FakeDump:
+    """backup.py's database reads and dump tools, in memory: the dump is a file in backup_dir."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, ok: bool = True, fails: str = "") -> None:
+        self.ok, self.fails, self.databases = ok, fails, []
+        monkeypatch.setattr(backup, "django_database", no_second_interpreter)
+        monkeypatch.setattr(backup, "run_dump", self.run_dump)
+        monkeypatch.setattr(backup, "verify", self.verify)
+
+    def run_dump(self, plan: backup.DumpPlan, **kwargs: object) -> str:
+        if self.fails:
+            raise backup.BackupError(self.fails)
+        Path(plan.path).write_bytes(b"dump")
+        return plan.path
+
+    def verify(self, database: dict, path: str, **kwargs: object) -> backup.VerifyResult:
+        self.databases.append(database)
+        mismatches = [] if self.ok else ["shop_order: 3 rows, the dump has 4"]
+        return backup.VerifyResult(path, "sqlite", "scratch", self.ok, 1, 4, 0.1, mismatches, {}, 0.0)
+
+
+def no_second_interpreter(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the backup asked Django for its settings again: the deploy's probe read them")

@@ -17,6 +17,7 @@ from conftest import FakeClock
 from fakes import (
     COMMIT,
     OTHER,
+    FakeDump,
     World,
     contract_report,
     failed_step,
@@ -28,7 +29,7 @@ from fakes import (
 )
 from supervisor.xmlrpc import Faults
 
-from supervisor_bluegreen.host import backup, drain, runner
+from supervisor_bluegreen.host import drain, runner
 from supervisor_bluegreen.host.drain import DrainResult
 from supervisor_bluegreen.listener import golive, jobs
 from supervisor_bluegreen.listener.sequences import deploy
@@ -62,7 +63,10 @@ def test_a_deploy_builds_the_idle_color_starts_it_switches_and_records_it(world:
     assert job["status"] == "succeeded", job["message"]
     assert job["message"].startswith(f"shop: green live at {COMMIT[:7]} in ")
     assert "watching green for 60 s" in job["message"] and "switch back to blue" in job["message"]
-    assert step_names(job) == ["resolve", "reconcile", "release", "checkout", *BUILD, *AFTER]
+    names = step_names(job)  # collectstatic, compress and the tests side by side: they end in any order
+    assert names[:6] == ["resolve", "reconcile", "release", "checkout", "deps", "probe"]
+    assert sorted(names[6:9]) == ["collectstatic", "compress", "test"] and names[9:] == ["migrate", *AFTER]
+    assert names.index("compress") > names.index("collectstatic")  # one lane: the static files, in order
     assert (job["ref"], job["commit"], job["color"]) == ("main", COMMIT, "green")
     # built in a release folder of its own; only then the idle color stopped, pointed at it, started
     src = release_checkout(world, job)
@@ -73,13 +77,11 @@ def test_a_deploy_builds_the_idle_color_starts_it_switches_and_records_it(world:
     git = [argv[1] for argv, cwd in world.runner.commands if argv[0] == "git" and cwd == src]
     assert git == ["fetch", "checkout", "clean", "rev-parse"]
     built = [argv for argv, cwd in world.runner.commands if cwd == src and argv[0] == "python3"]
-    assert built == [
-        ("python3", "-m", "pip", "install", "--quiet", "--requirement", "requirements.txt"),
-        ("python3", "manage.py", "collectstatic", "--noinput"),
-        ("python3", "manage.py", "help", "compress"),
-        ("python3", "manage.py", "test", "--noinput"),
-        ("python3", "manage.py", "migrate", "--noinput"),
-    ]
+    assert built[0] == ("python3", "-m", "pip", "install", "--quiet", "--requirement", "requirements.txt")
+    assert built[1][:3] == ("python3", "manage.py", "shell")  # the one probe: plan and settings, no other Django
+    assert sorted(built[2:4]) == [("python3", "manage.py", "collectstatic", "--noinput"),
+                                  ("python3", "manage.py", "test", "--noinput")]  # fmt: skip
+    assert built[4:] == [("python3", "manage.py", "migrate", "--noinput")]  # compress: the app has no such command
     assert [(r["id"], r["commit"]) for r in world.store.read()["releases"]] == [(job["release"], COMMIT)]
     # live moved, recorded with the old color as the rollback target and a watch window
     assert world.links() == green.socket
@@ -94,7 +96,7 @@ def test_a_deploy_builds_the_idle_color_starts_it_switches_and_records_it(world:
     for line in (
         f"main is {COMMIT}",
         "green is no longer a rollback target",
-        "compress: skipped, python3 manage.py help compress is not available",
+        "[compress] compress: skipped, the app has no 'compress' management command",
         "$ python3 manage.py test --noinput",
         "probe: ok status 200",
         "from green",
@@ -136,7 +138,7 @@ def test_a_failing_build_step_leaves_live_unchanged_and_starts_nothing(world: Wo
     state = world.store.read()
     assert (state["live"], state["previous"], state.get("releases")) == ("blue", "green", None)
     assert not os.path.islink(world.color("green").root)
-    assert "    | FAILED (failures=1)" in world.log(job)
+    assert "    | [test] FAILED (failures=1)" in world.log(job)  # tagged: it ran beside collectstatic
     assert world.events()[-1][0] == "failure"
 
 
@@ -282,7 +284,7 @@ def test_a_checkout_that_does_not_move_to_the_commit_fails(world: World) -> None
 
 def test_steps_that_run_only_on_change_or_with_a_tool_skip_and_run(world: World) -> None:
     world.runner.tools.add("compress")
-    world.runner.fail["test"] = "stop here"
+    world.runner.fail["migrate"] = "stop here"  # after the build's lanes: compress ran (a failed test stops it)
     first = world.job("deploy")
     stamp = Path(world.store.dir) / "deps.shared.json"  # python3 is outside the roots: one stamp for both
     assert json.loads(stamp.read_text())["commit"] == COMMIT
@@ -290,7 +292,7 @@ def test_steps_that_run_only_on_change_or_with_a_tool_skip_and_run(world: World)
     said = "deps: skipped, requirements (requirements.txt) unchanged since its virtualenv last installed them"
     assert said in world.log(second)
     assert "compress: skipped" not in world.log(first) + world.log(second)
-    assert len(world.runner.ran("compress")) == 4  # probe and run, twice
+    assert len(world.runner.ran("compress")) == 2  # run twice, asked of no other interpreter than the probe
     del world.runner.files["requirements.txt"]
     assert "deps: skipped, the checkout has no uv.lock, pyproject.toml or requirements.txt" in world.log(
         world.job("deploy")
@@ -479,7 +481,10 @@ def test_a_listener_stopping_interrupts_the_deploy_before_its_next_step(world: W
     world.runner.on_run["test"] = run.stopping.set
     jobs.execute(run)
     job = world.store.read_job(run.job.id) or {}
-    assert job["status"] == "interrupted" and "interrupted before migrate: the listener is stopping" in job["message"]
+    # the next step of the test's lane or of the one beside it (collectstatic, compress) or migrate: none starts
+    assert job["status"] == "interrupted" and "the listener is stopping" in job["message"], job["message"]
+    assert job["message"].startswith("shop: deploy failed: interrupted before ")
+    assert "migrate" not in step_names(job) and not world.runner.ran("migrate")
 
 
 def test_a_cancel_during_the_health_gate_stops_the_new_color(world: World) -> None:
@@ -521,27 +526,6 @@ def test_stored_arguments_a_deploy_does_not_take_fail_the_job(world: World) -> N
 # the backup step: the dump itself is backup.py's (its own tests); here, where the deploy puts it
 
 
-class FakeDump:
-    """backup.py's database reads and dump tools, in memory: the dump is a file in backup_dir."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, ok: bool = True, fails: str = "") -> None:
-        self.ok, self.fails = ok, fails
-        monkeypatch.setattr(backup, "django_database", lambda *a, **kw: {"ENGINE": "django.db.backends.sqlite3",
-                                                                          "NAME": "/srv/shop/db.sqlite3"})  # fmt: skip
-        monkeypatch.setattr(backup, "run_dump", self.run_dump)
-        monkeypatch.setattr(backup, "verify", self.verify)
-
-    def run_dump(self, plan: backup.DumpPlan, **kwargs: object) -> str:
-        if self.fails:
-            raise backup.BackupError(self.fails)
-        Path(plan.path).write_bytes(b"dump")
-        return plan.path
-
-    def verify(self, database: dict, path: str, **kwargs: object) -> backup.VerifyResult:
-        mismatches = [] if self.ok else ["shop_order: 3 rows, the dump has 4"]
-        return backup.VerifyResult(path, "sqlite", "scratch", self.ok, 1, 4, 0.1, mismatches, {}, 0.0)
-
-
 def backup_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     (tmp_path / "backups").mkdir(mode=0o700)
     world = World(tmp_path, monkeypatch, build="backup migrate", backup_dir=f"{tmp_path}/backups",
@@ -554,12 +538,14 @@ def test_a_backup_is_taken_verified_and_recorded_before_migrate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = backup_world(tmp_path, monkeypatch)
-    FakeDump(monkeypatch)
+    world.runner.database = {"ENGINE": "django.db.backends.sqlite3", "NAME": f"{tmp_path}/db.sqlite3"}
+    dump = FakeDump(monkeypatch)
     old = tmp_path / "backups" / "shop-20000101-000000-0000000.sqlite.sql.gz"
     old.write_bytes(b"old")
     job = world.job("deploy")
     assert job["status"] == "succeeded", job["message"]
     assert job["backup"].startswith(f"{tmp_path}/backups/shop-") and Path(job["backup"]).exists()
+    assert ".sqlite.sql.gz" in job["backup"] and dump.databases == [world.runner.database]  # the probe's answer
     assert job["backup_verify"]["ok"] is True
     assert world.runner.ran("migrate")
     assert not old.exists() and f"backup: removed old {old}" in world.log(job)

@@ -221,7 +221,7 @@ def _operation(raw: dict[str, Any]) -> Operation:
     )
 
 
-def _find_report(stdout: str) -> dict[str, Any] | None:
+def find_report(stdout: str) -> dict[str, Any] | None:
     """The probe's JSON line: the last line of stdout that is a report (a project may print before it)."""
     for line in reversed(stdout.splitlines()):
         line = line.strip()
@@ -242,7 +242,7 @@ def _find_report(stdout: str) -> dict[str, Any] | None:
 
 def parse_report(stdout: str, *, returncode: int = 0, stderr: str = "") -> GateReport:
     """A GateReport from the probe's output; GateError when the probe failed or printed none."""
-    data = _find_report(stdout)
+    data = find_report(stdout)
     if data is None:
         tail = (stderr or stdout).strip()[-800:]
         raise GateError(f"the migration probe printed no report (exit status {returncode}): {tail}")

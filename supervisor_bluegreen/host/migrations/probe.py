@@ -941,6 +941,31 @@ def build_report(database="default", history=False):
     }
 
 
+def app_facts(database="default"):
+    """What else the deploy asks of the app's settings, in the same interpreter (one probe per deploy): the
+    database a backup dumps, the management commands it has (optional steps: compress), and whether its
+    tests read collected static files (a strict manifest storage's names, compress's offline manifest)."""
+    from django.conf import settings
+    from django.core.management import get_commands
+
+    storages = getattr(settings, "STORAGES", None) or {}
+    backend = (storages.get("staticfiles") or {}).get("BACKEND") or getattr(settings, "STATICFILES_STORAGE", "")
+    manifest = "Manifest" in str(backend)  # a strict manifest: {% static %} fails before collectstatic wrote it
+    try:
+        from django.contrib.staticfiles.storage import ManifestFilesMixin
+        from django.utils.module_loading import import_string
+
+        found = import_string(backend) if backend else None
+        manifest = bool(found and issubclass(found, ManifestFilesMixin) and getattr(found, "manifest_strict", True))
+    except Exception:  # noqa: BLE001 (a storage that does not import: judged by its name)
+        pass
+    return {
+        "database": dict(settings.DATABASES.get(database) or {}),
+        "commands": sorted(get_commands()),
+        "reads_collected": bool(manifest or getattr(settings, "COMPRESS_OFFLINE", False)),
+    }
+
+
 def setup_django(settings_module=None):
     """Configure Django when nobody did (file mode): --settings, the environment, or ./manage.py's setdefault."""
     from django.conf import settings
@@ -970,10 +995,12 @@ def main(argv=None):
     parser.add_argument("--indent", type=int, default=None)
     args = parser.parse_args(argv)
     real_stdout = sys.stdout
+    facts = None
     try:
         with contextlib.redirect_stdout(sys.stderr):
             setup_django(args.settings)
-            report = build_report(args.database, args.history)
+            facts = app_facts(args.database)
+            report = dict(build_report(args.database, args.history), app=facts)
         code = 0
     except BaseException as exc:  # noqa: BLE001 (anything, SystemExit of a broken project included, is reported)
         report = {
@@ -981,6 +1008,7 @@ def main(argv=None):
             "ok": False,
             "error": "%s: %s" % (type(exc).__name__, exc),
             "traceback": traceback.format_exc()[-4000:],
+            "app": facts,  # the settings read: a backup or an optional step needs no plan of the migrations
         }
         code = 2
     real_stdout.write(json.dumps(report, indent=args.indent, default=str) + "\n")

@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Collection
 
-from supervisor_bluegreen.host import backup, deps, drain, links, releases, runner
+from supervisor_bluegreen.host import appprobe, backup, deps, drain, links, releases, runner
 from supervisor_bluegreen.host.migrations import gate
 from supervisor_bluegreen.host.supervisor import SupervisorError
 from supervisor_bluegreen.listener.golive import (
@@ -37,6 +37,7 @@ from supervisor_bluegreen.shared.config import App, Color, Deploy
 from supervisor_bluegreen.shared.jobargs import DeployArgs
 from supervisor_bluegreen.shared.model import Window
 from supervisor_bluegreen.shared.refs import ref_problem
+from supervisor_bluegreen.shared.stepdefs import Stage, stages
 from supervisor_bluegreen.shared.store import check_private_dir, read_json, write_json_atomic
 
 BASE_PYTHON = "/usr/bin/python3"  # a release's first virtualenv, when no release or color has one to copy
@@ -208,6 +209,56 @@ def update_checkout(run: Run, target: Color, commit: str) -> None:
         raise StepFailed(f"{cwd} is at {head}, not {commit}")
 
 
+def build_release(run: Run, build_at: Color, commit: str) -> None:
+    """The build steps in their stages (stepdefs.stages): independent ones side by side, each a named step.
+
+    Whether the tests wait for the static files is the app's answer (its settings, from the one probe),
+    asked only when a stage would differ by it.
+    """
+    config = settings(run.app)
+    plain = stages(config.steps, config.side_by_side)
+    reading = stages(config.steps, config.side_by_side, reads_collected=True)
+    for stage, if_reading in zip(plain, reading, strict=True):
+        if stage != if_reading and app_facts(run, build_at, "test").reads_collected:
+            run.log("the tests read collected static files (the app's storage or compress offline): they run after")
+            stage = if_reading
+        run.side_by_side(lanes(build_at, stage, commit))
+
+
+def lanes(build_at: Color, stage: Stage, commit: str) -> list[list[tuple[object, ...]]]:
+    """A stage as run.side_by_side takes it: per lane, each step's (name, function, arguments)."""
+    return [[(step.name, build, build_at, step, commit) for step in lane] for lane in stage]
+
+
+def probe_app(run: Run, target: Color) -> appprobe.Probed:
+    """The deploy's one probe of its release: the gate, the plan of the stages, compress and the backup read
+    it; the first to ask runs it (a named step), the others wait for its answer."""
+    with run.probe_lock:
+        if run.probed is None:
+            run.probed = run.step("probe", run_probe, target)
+        return run.probed
+
+
+def run_probe(run: Run, target: Color) -> appprobe.Probed:
+    """Django's migration plan and settings facts of the release, in its interpreter, as the app user."""
+    config = settings(run.app)
+    try:
+        env = runner.environment(target, config.user)
+        argv = runner.expand(gate.probe_argv(), target)
+        done = runner.capture(argv, cwd=target.checkout, env=env, user=config.user, timeout=config.step_timeout)
+    except (OSError, subprocess.TimeoutExpired, runner.StepError) as exc:
+        raise StepFailed(f"probe: {exc}") from None
+    return appprobe.Probed(done.stdout, done.returncode, done.stderr)
+
+
+def app_facts(run: Run, target: Color, asking: str) -> appprobe.AppFacts:
+    """What the release's settings say (``asking``: the step that needs it, named in a failure)."""
+    try:
+        return probe_app(run, target).facts()
+    except appprobe.ProbeError as exc:
+        raise StepFailed(f"{asking}: {exc}") from None
+
+
 def build(run: Run, target: Color, step: runner.BuildStep, commit: str) -> None:
     """One build step as the app's user in the idle checkout, with its timeout, output into the log."""
     config = settings(run.app)
@@ -220,10 +271,8 @@ def build(run: Run, target: Color, step: runner.BuildStep, commit: str) -> None:
         return builtin(run, target, commit, env)
     if step.name == "migrate" and run.gate is not None:
         return migrate_planned(run, target, step, env)
-    if step.skip_unless and not runner.probe(
-        runner.expand(step.skip_unless, target), cwd=target.checkout, env=env, user=config.user
-    ):
-        run.log(f"{step.name}: skipped, {' '.join(runner.expand(step.skip_unless, target))} is not available")
+    if step.needs_command and step.needs_command not in app_facts(run, target, step.name).commands:
+        run.log(f"{step.name}: skipped, the app has no {step.needs_command!r} management command")
         return None
     stamp, digest = changed_since_last_run(run, target, step)
     if stamp and not digest:
@@ -294,17 +343,6 @@ def missing_runner(step: runner.BuildStep, exc: runner.StepError) -> str:
     )
 
 
-def probe_migrations(run: Run, target: Color, env: dict[str, str]) -> gate.GateReport:
-    """Django's own plan of the idle checkout against the live database, each operation judged (as the app user)."""
-    config = settings(run.app)
-    argv = runner.expand(gate.probe_argv(), target)
-    try:
-        done = runner.capture(argv, cwd=target.checkout, env=env, user=config.user, timeout=config.step_timeout)
-        return gate.parse_report(done.stdout, returncode=done.returncode, stderr=done.stderr)
-    except (OSError, subprocess.TimeoutExpired, gate.GateError) as exc:
-        raise StepFailed(f"migration gate: {exc}") from None
-
-
 def gate_migrations(run: Run, target: Color, commit: str, env: dict[str, str]) -> None:
     """Refuse, before anything migrates, any migration the code serving now cannot survive.
 
@@ -313,7 +351,10 @@ def gate_migrations(run: Run, target: Color, commit: str, env: dict[str, str]) -
     (marked) wait until after the switch and the watch window. ``--allow-unsafe-migrations`` overrides,
     recorded in history with who used it.
     """
-    report = probe_migrations(run, target, env)
+    try:
+        report = probe_app(run, target).report()
+    except gate.GateError as exc:
+        raise StepFailed(f"migration gate: {exc}") from None
     for line in gate.summary(report):
         run.log(line)
     refusal = gate.refusal(report, allow_unsafe=run.allow_unsafe)
@@ -341,19 +382,21 @@ def migrate_planned(run: Run, target: Color, step: runner.BuildStep, env: dict[s
                 cancelled=run.cancelled, uncut=uncut(run, step),
             )  # fmt: skip
         except runner.StepError as exc:
-            raise StepFailed(f"migrate failed: {exc}; {migrated_so_far(run, target, env)}") from None
+            raise StepFailed(f"migrate failed: {exc}; {migrated_so_far(run, target)}") from None
         finally:
             run.store.update_job(run.job.id, uncut=None)
 
 
-def migrated_so_far(run: Run, target: Color, env: dict[str, str]) -> str:
+def migrated_so_far(run: Run, target: Color) -> str:
     """After a failed migrate: which of the planned migrations the live database now has (it may have changed)."""
     assert run.gate is not None
     planned = [m.key for m in run.gate.migrations]
-    try:
-        left = {m.key for m in probe_migrations(run, target, env).migrations}
+    try:  # a probe of its own: the database changed since the deploy's first
+        left = {m.key for m in run_probe(run, target).report().migrations}
     except StepFailed as exc:
         return f"could not tell which migrations were applied ({exc})"
+    except gate.GateError as exc:
+        return f"could not tell which migrations were applied (migration gate: {exc})"
     applied = [key for key in planned if key not in left]
     run.db_changed = applied
     if not applied:
@@ -415,7 +458,7 @@ def take_backup(run: Run, target: Color, commit: str, env: dict[str, str]) -> No
     python = runner.values(target)["python"]
     try:
         check_private_dir(backup_dir, "backup_dir")  # root writes dumps there: nobody else may
-        database = backup.django_database(python, target.checkout, env, config.user)
+        database = app_facts(run, target, "backup").database
         plan = backup.plan_dump(database, backup_dir, run.app.name, commit, datetime.datetime.now(), python=python)
         path = backup.run_dump(plan, user=config.user, timeout=config.step_timeout, log=run.log)
         run.store.update_job(run.job.id, backup=path)  # a failed verify still names the file
@@ -542,8 +585,7 @@ def deploy(run: Run, args: DeployArgs) -> str:
     try:
         build_at = run.step("release", new_release, target, commit)
         run.step("checkout", update_checkout, build_at, commit)
-        for step in config.steps:
-            run.step(step.name, build, build_at, step, commit)
+        build_release(run, build_at, commit)
         run.step("built", record_built, build_at, commit)
         live = run.step("window", wait_for_window)
         target = idle_color(run, live)
