@@ -68,6 +68,16 @@ def wait_listener_back(stack: Stack, old_pid: int, timeout: float = 60) -> None:
     raise AssertionError("the listener did not come back")
 
 
+def worker_past_start(stack: Stack, name: str, timeout: float = 60) -> dict:
+    """The worker's process info once it left STARTING: after a reload supervisord starts it anew (startsecs)."""
+    deadline = time.monotonic() + timeout
+    info = stack.rpc().supervisor.getProcessInfo(name)
+    while info["statename"] == "STARTING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        info = stack.rpc().supervisor.getProcessInfo(name)
+    return info
+
+
 def assert_consistent(stack: Stack) -> None:
     """What a user sees agrees with itself: links, status, served version, workers."""
     now = settled(stack)
@@ -80,7 +90,7 @@ def assert_consistent(stack: Stack) -> None:
     if expected is not None:
         assert version == expected
     assert now["colors"][live]["state"] == "RUNNING"
-    celery = stack.rpc().supervisor.getProcessInfo(f"abiapp_celery_{live}")
+    celery = worker_past_start(stack, f"abiapp_celery_{live}")
     assert celery["statename"] == "RUNNING", celery
     assert psutil.Process(celery["pid"]).cwd() == os.path.realpath(checkout)  # its color's release
     idle = stack.rpc().supervisor.getProcessInfo(f"abiapp_celery_{other(live)}")

@@ -60,16 +60,6 @@ def stages(steps: tuple[BuildStep, ...], side_by_side: bool = True, reads_collec
     return out
 
 
-def needs_facts(steps: tuple[BuildStep, ...], side_by_side: bool = True) -> bool:
-    """Whether the stages depend on the app's settings: a step that may read collected files after a static one."""
-    static = False
-    for step in steps:
-        static = static or step.lane == STATIC_LANE
-        if static and step.reads_collected:
-            return side_by_side
-    return False
-
-
 def builtin_steps() -> dict[str, BuildStep]:
     """The steps of the Django preset: the color's dependencies, then the seed's hook in order."""
     manage = ("%(python)s", "manage.py")

@@ -109,3 +109,34 @@ def test_side_by_side_off_runs_each_step_alone_untagged(tmp_path: Path, monkeypa
     assert job["status"] == "succeeded", job["message"]
     assert step_names(job)[4:10] == ["deps", "collectstatic", "probe", "compress", "test", "migrate"]
     assert "[" + "test]" not in world.log(job)
+
+
+def probe_lines(log: str) -> list[str]:
+    """The probe's start lines, past their timestamps: a lane's tag shows it ran beside other steps."""
+    return [line.split("] ", 1)[1] for line in log.splitlines() if line.endswith("probe ...")]
+
+
+def test_the_apps_last_answer_lets_the_tests_start_at_once(world: World) -> None:
+    first = world.log(world.job("deploy"))
+    assert probe_lines(first) == ["probe ..."]  # asked first, alone: no lane around it
+    assert world.store.read()["reads_collected"] is False
+    world.store.update(watch=None)  # its window passed
+    second = world.job("deploy")
+    assert second["status"] == "succeeded", second["message"]
+    (line,) = probe_lines(world.log(second))
+    assert line in ("[compress] probe ...", "[gate] probe ..."), line  # inside a lane now, beside the tests
+    assert len(probes(world)) == 2  # still one per deploy
+
+
+def test_tests_that_failed_beside_static_files_they_now_read_say_the_next_deploy_waits(world: World) -> None:
+    world.store.update(reads_collected=False)  # as the last deploy found
+    world.runner.reads_collected = True  # this release's storage reads the manifest
+    world.runner.fail["test"] = "ValueError: Missing staticfiles manifest entry for 'site.css'"
+    job = world.job("deploy")
+    assert job["status"] == "failed" and "Missing staticfiles manifest entry" in job["message"]
+    assert "the next deploy runs them after it" in job["message"]
+    assert world.store.read()["reads_collected"] is True
+    world.runner.fail.clear()
+    again = world.job("deploy")  # the failed deploy opened no window
+    assert again["status"] == "succeeded", again["message"]
+    assert "the tests read collected static files" in world.log(again)

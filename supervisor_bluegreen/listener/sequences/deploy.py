@@ -212,17 +212,45 @@ def update_checkout(run: Run, target: Color, commit: str) -> None:
 def build_release(run: Run, build_at: Color, commit: str) -> None:
     """The build steps in their stages (stepdefs.stages): independent ones side by side, each a named step.
 
-    Whether the tests wait for the static files is the app's answer (its settings, from the one probe),
-    asked only when a stage would differ by it.
+    Whether the tests wait for the static files is the app's answer (its settings). The app's last deploy
+    recorded it, so the tests start at once; an app deployed for the first time is asked first (the probe).
     """
     config = settings(run.app)
     plain = stages(config.steps, config.side_by_side)
     reading = stages(config.steps, config.side_by_side, reads_collected=True)
     for stage, if_reading in zip(plain, reading, strict=True):
-        if stage != if_reading and app_facts(run, build_at, "test").reads_collected:
+        if stage == if_reading:
+            run.side_by_side(lanes(build_at, stage, commit))
+        elif tests_read_collected(run, build_at):
             run.log("the tests read collected static files (the app's storage or compress offline): they run after")
-            stage = if_reading
+            run.side_by_side(lanes(build_at, if_reading, commit))
+        else:
+            run_beside_static_files(run, build_at, stage, commit)
+
+
+def tests_read_collected(run: Run, build_at: Color) -> bool:
+    """The app's last answer (probe_app stores it), or the probe's for an app never asked."""
+    known = run.store.read().get("reads_collected")
+    return app_facts(run, build_at, "test").reads_collected if known is None else bool(known)
+
+
+def run_beside_static_files(run: Run, build_at: Color, stage: Stage, commit: str) -> None:
+    """The tests beside collectstatic, as the app's last answer allows. When they fail and this release's
+    own answer changed, the failure says so: the next deploy runs them after (probe_app stores the answer,
+    asked now if the failure came before the gate's probe)."""
+    try:
         run.side_by_side(lanes(build_at, stage, commit))
+    except StepFailed as exc:
+        try:
+            reads = probe_app(run, build_at).facts().reads_collected
+        except appprobe.ProbeError:
+            reads = False
+        if not reads:
+            raise
+        raise StepFailed(
+            f"{exc} (the tests ran beside collectstatic, and this release's settings make them read what it "
+            "writes: the next deploy runs them after it)"
+        ) from None
 
 
 def lanes(build_at: Color, stage: Stage, commit: str) -> list[list[tuple[object, ...]]]:
@@ -236,6 +264,8 @@ def probe_app(run: Run, target: Color) -> appprobe.Probed:
     with run.probe_lock:
         if run.probed is None:
             run.probed = run.step("probe", run_probe, target)
+            with contextlib.suppress(appprobe.ProbeError):  # what the next deploy plans its stages by
+                run.store.update(reads_collected=run.probed.facts().reads_collected)
         return run.probed
 
 
