@@ -22,7 +22,7 @@ demo-stop:
 # in it that starts any program fails (tests/conftest.py), so it starts no service and takes seconds
 test: bootstrap
 	.venv/bin/ruff check supervisor_bluegreen tests example bench
-	$(PY) -m pytest -q -m "not chaos" -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -m "not chaos" -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: bootstrap
 	$(PY) -m pytest -q -m "not e2e and not integration and not chaos"
