@@ -3,7 +3,7 @@
 #   make test    # the whole suite, with real supervisord, gunicorn, nginx
 PY := .venv/bin/python
 
-.PHONY: bootstrap demo demo-stop test test-fast bench chaos lint install-test
+.PHONY: bootstrap demo demo-stop test test-fast bench chaos lint install-test fleet-test
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -21,11 +21,11 @@ demo-stop:
 # layer: no `e2e` stack and no `integration` test (one that starts nginx, git, psql, manage.py, setpriv...); a test
 # in it that starts any program fails (tests/conftest.py), so it starts no service and takes seconds
 test: bootstrap
-	.venv/bin/ruff check supervisor_bluegreen tests example bench
-	$(PY) -m pytest -q -m "not chaos" -n 2 --dist loadfile --no-loadscope-reorder --durations=15
+	.venv/bin/ruff check supervisor_bluegreen tests example bench ansible
+	$(PY) -m pytest -q -m "not chaos and not fleet" -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: bootstrap
-	$(PY) -m pytest -q -m "not e2e and not integration and not chaos"
+	$(PY) -m pytest -q -m "not e2e and not integration and not chaos and not fleet"
 
 bench: bootstrap
 	$(PY) -m bench.switch
@@ -42,11 +42,17 @@ chaos: bootstrap
 	$(PY) -m bench.chaos -n $(N) $(if $(SEED),--seed $(SEED))
 
 lint: bootstrap
-	.venv/bin/ruff check supervisor_bluegreen tests example bench
-	.venv/bin/ruff format --check supervisor_bluegreen tests example bench
+	.venv/bin/ruff check supervisor_bluegreen tests example bench ansible
+	.venv/bin/ruff format --check supervisor_bluegreen tests example bench ansible
 
 # the built wheel on a fresh Debian 12 root (debootstrap, cached in /var/tmp/bluegreen-install-test) with Debian's
 # supervisor and nginx: bluegreen init on a Django app made by startproject, first deploy, doctor clean, a git push
 # deployed under load with zero failed requests. Minutes; not part of `make test`. KEEP=1 keeps the root.
 install-test: bootstrap
 	bash scripts/install-test.sh
+
+# the Ansible collection (ansible/) over a fleet of three stacks on this machine: installed with ansible-galaxy,
+# its rolling_release playbook run by ansible-playbook under load (check mode, a rolling release, a failure on the
+# second host rolled back on the first, the third untouched), its modules ad hoc. Minutes; CI runs it.
+fleet-test: bootstrap
+	$(PY) -m pytest -q -m fleet tests/test_e2e_fleet.py

@@ -27,7 +27,7 @@ setup(
     },
     python_requires=">=3.9",
     install_requires=["supervisor>=4.2", "requests", "jinja2", "psutil", "uv>=0.13"],
-    extras_require={"test": ["pytest", "pytest-mock", "pytest-xdist>=3.6", "gunicorn", "django>=4.2,<6", "celery", "PyMySQL", "ruff"]},
+    extras_require={"test": ["pytest", "pytest-mock", "pytest-xdist>=3.6", "gunicorn", "django>=4.2,<6", "celery", "PyMySQL", "ruff", "ansible-core>=2.15"]},
     entry_points={"console_scripts": ["bluegreen = supervisor_bluegreen.ctl.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

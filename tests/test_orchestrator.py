@@ -285,7 +285,7 @@ def test_every_job_kind_has_a_sequence_and_its_stored_arguments_read_back(kind: 
 
 
 @pytest.mark.integration
-def test_checkout_version_runs_git_as_the_app_user_even_through_a_link_to_roots_folder(
+def test_checkout_commit_runs_git_as_the_app_user_even_through_a_link_to_roots_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """The app user can make its checkout a link to a folder of root's: git must not become root there."""
@@ -300,4 +300,4 @@ def test_checkout_version_runs_git_as_the_app_user_even_through_a_link_to_roots_
     (tmp_path / "src").symlink_to(roots)
     text = shop_config(tmp_path, repo=f"{tmp_path}/app.git", checkout=f"{tmp_path}/src", user="nobody")
     app = config.parse(text, "t.ini").app("shop")
-    assert golive.checkout_version(app, app.colors[0]) == str(pwd.getpwnam("nobody").pw_uid)
+    assert golive.checkout_commit(app, app.colors[0]) == str(pwd.getpwnam("nobody").pw_uid)

@@ -26,8 +26,9 @@ from supervisor_bluegreen.shared.store import Store
 _WORKERS_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)  # per app, across its threads
 
 
-def checkout_version(app: App, color: Color) -> str:
-    """The short commit of a color's checkout ('' when it has none or is not a git work tree).
+def checkout_commit(app: App, color: Color) -> str:
+    """The commit of a color's checkout ('' when it has none or is not a git work tree): status shows its
+    first 7 digits, and a fleet's tools compare the whole id.
 
     git runs as the app's user, never as whoever owns what the path leads to: the app user can make its
     checkout a link to a folder of root's, and git would then run as root there.
@@ -35,7 +36,7 @@ def checkout_version(app: App, color: Color) -> str:
     if not color.checkout:
         return ""
     try:
-        out = runner.capture(["git", "-C", color.checkout, "rev-parse", "--short", "HEAD"], user=app.user, timeout=10)
+        out = runner.capture(["git", "-C", color.checkout, "rev-parse", "HEAD"], user=app.user, timeout=10)
     except (OSError, KeyError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -56,8 +57,13 @@ def reconcile_links(app: App, store: Store, log: Callable[[str], None]) -> str |
     if state.get("live") != live:
         log(f"state said live={state.get('live')}, links say {live}: recording {live}")
     running = releases.running(app) if app.deploy else {}  # what each color's root link leads to
+    commits = {c.name: checkout_commit(app, c) for c in app.colors}
     versions = {
-        c.name: {"version": checkout_version(app, c), **({"release": running[c.name]} if c.name in running else {})}
+        c.name: {
+            "version": commits[c.name][:7],
+            "commit": commits[c.name],
+            **({"release": running[c.name]} if c.name in running else {}),
+        }
         for c in app.colors
     }
     changes: dict[str, Any] = {"live": live, "colors": versions}

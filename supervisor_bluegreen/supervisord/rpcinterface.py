@@ -244,6 +244,7 @@ class BlueGreenNamespaceRPCInterface:
                 "state": self._process_state(c.program),
                 "role": "live" if c.name == live else "idle",
                 "version": state.get("colors", {}).get(c.name, {}).get("version", ""),
+                "commit": state.get("colors", {}).get(c.name, {}).get("commit", ""),
                 "release": state.get("colors", {}).get(c.name, {}).get("release", ""),
             }
             for c in app.colors

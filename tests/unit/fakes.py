@@ -194,9 +194,9 @@ class FakeRunner:
         if args[0].startswith("--git-dir=") and args[1] == "rev-parse":
             ref = args[-1].removesuffix("^{commit}")
             return (0, self.refs[ref]) if ref in self.refs else (1, "")
-        if args[0] == "-C":  # golive.checkout_version
+        if args[0] == "-C":  # golive.checkout_commit
             head = self.heads.get(os.path.realpath(args[1]), "")
-            return (0, head[:7]) if head else (128, "")
+            return (0, head) if head else (128, "")
         verb = args[0]
         if verb == "clone":  # a release's clone: its folder appears
             os.makedirs(args[-1], exist_ok=True)

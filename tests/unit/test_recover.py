@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fakes import World, step_names, with_worker
+from fakes import COMMIT, World, step_names, with_worker
 
 from supervisor_bluegreen.host import links
 from supervisor_bluegreen.listener.loop import AppWorker
@@ -140,10 +140,10 @@ def test_a_live_link_to_no_color_is_reported_and_nothing_recorded(
     assert "which is no color of shop" in capsys.readouterr().err
 
 
-def test_the_colors_versions_are_read_from_their_checkouts(world: World) -> None:
+def test_the_colors_commits_are_read_from_their_checkouts(world: World) -> None:
     recover(world)
-    colors = world.store.read()["colors"]
-    assert colors == {"blue": {"version": "c0ffee1"}, "green": {"version": "c0ffee1"}}
+    colors = world.store.read()["colors"]  # the whole id too: a fleet compares it with the commit it rolls out
+    assert colors == {c: {"version": COMMIT[:7], "commit": COMMIT} for c in ("blue", "green")}
 
 
 # --------------------------------------------------------------------------------------------
