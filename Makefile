@@ -51,8 +51,9 @@ lint: bootstrap
 install-test: bootstrap
 	bash scripts/install-test.sh
 
-# the Ansible collection (ansible/) over a fleet of three stacks on this machine: installed with ansible-galaxy,
-# its rolling_release playbook run by ansible-playbook under load (check mode, a rolling release, a failure on the
-# second host rolled back on the first, the third untouched), its modules ad hoc. Minutes; CI runs it.
+# the Ansible collection (ansible/) over a fleet of three stacks on this machine and one database: installed with
+# ansible-galaxy, its rolling_release playbook run by ansible-playbook under load (check mode, a rolling release
+# migrating once, a failure on the second host rolled back on the first, the third untouched, a contract migration
+# after the last window), its modules ad hoc; writes bench/results/fleet.json. Minutes; CI runs it.
 fleet-test: bootstrap
 	$(PY) -m pytest -q -m fleet tests/test_e2e_fleet.py

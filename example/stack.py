@@ -65,10 +65,11 @@ class Stack:
     env_file: bool = False  # the colors read <root>/etc/app.env at start (as init's programs do): `restart` applies it
     pid: int | None = None
     name: str = field(default_factory=lambda: f"bg_{secrets.token_hex(4)}")  # database and Celery queue
+    shared_database: str = ""  # a database other stacks use too (a fleet's hosts); default: the stack's own
 
     @property
     def database(self) -> str:
-        return self.name
+        return self.shared_database or self.name
 
     # -- paths -------------------------------------------------------------------------------
     @property

@@ -127,7 +127,8 @@ def test_tasks_sent_across_ten_switches_each_run_once_and_never_wait_for_a_consu
     assert out.returncode == 0, out.stdout
     assert jobs_done(stack)["last_job"]["status"] == "succeeded"
     ini = stack.ini.read_text()
-    stack.ini.write_text(ini + "worker_settle = 1\n")  # the settle guard is the test above's; this one is the gap
+    # the settle guard is the test above's; this one is about the gap
+    stack.ini.write_text(re.sub(r"(?m)^worker_settle = .*$", "worker_settle = 1", ini))
     stream = TaskStream(stack.name, interval=0.1)
     stream.start()
     try:

@@ -12,6 +12,7 @@ import pwd
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -301,3 +302,19 @@ def test_checkout_commit_runs_git_as_the_app_user_even_through_a_link_to_roots_f
     text = shop_config(tmp_path, repo=f"{tmp_path}/app.git", checkout=f"{tmp_path}/src", user="nobody")
     app = config.parse(text, "t.ini").app("shop")
     assert golive.checkout_commit(app, app.colors[0]) == str(pwd.getpwnam("nobody").pw_uid)
+
+
+def test_bluegreen_contract_queues_only_what_waits_once_the_window_passed(tmp_path: Path) -> None:
+    api = deploy_api(tmp_path)
+    store = Store(str(tmp_path / "state"), "shop")
+    with pytest.raises(RPCError) as caught:
+        api.contract("shop", "ansible")
+    assert caught.value.text == "FAILED: shop: no contract migrations wait; nothing changed"
+    window = {"color": "green", "previous": "blue", "since": 1.0, "until": time.time() + 60, "job": 4}
+    store.update(contract={"job": 4, "color": "green", "migrations": ["shop.0003_drop"], "manual": True}, watch=window)
+    with pytest.raises(RPCError) as caught:
+        api.contract("shop", "ansible")
+    assert "the watch window of job 4 runs until " in caught.value.text and store.job_ids() == []
+    store.update(watch=None)
+    job = api.contract("shop", "ansible")
+    assert (job["kind"], job["status"], job["who"]) == ("contract", "queued", "ansible")

@@ -155,6 +155,12 @@ COMMANDS: dict[str, Command] = {
         "breaks the app rolls back by itself); workers follow",
         app_only,
     ),
+    "contract": Command(
+        "[APP]",
+        "run the contract migrations a deploy held back, now (with contract =\n"
+        "manual; after the watch window); the rollback target is cleared",
+        app_only,
+    ),
     "releases": Command(
         "[APP]",
         "the kept releases, newest first: id, commit, built at, job, which\ncolor runs it (rollback --to one of them)",
@@ -452,6 +458,9 @@ class BlueGreenControllerPlugin(ControllerPluginBase):
     def cmd_restart(self, options: argparse.Namespace) -> None:
         self.start_and_follow("restart", options.app)
 
+    def cmd_contract(self, options: argparse.Namespace) -> None:
+        self.start_and_follow("contract", options.app)
+
     def cmd_releases(self, options: argparse.Namespace) -> None:
         entries = self.call(self.api.releases, options.app)
         if entries is None:
@@ -620,8 +629,10 @@ _STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
                                  f" at {ago(h['at'])}"),
     ("watch", lambda w, _: f"  watch: {w['color']} watched for {w['remaining']:.0f} s more; a crash or failed probes"
                            f" roll back to {w['previous']} by themselves"),
-    ("contract", lambda c, _: "  contract migrations waiting for the window to pass: "
-                              + ", ".join(c.get("migrations") or [])),
+    ("contract", lambda c, app: "  contract migrations waiting for "
+                                + ("the window to pass: " if app.get("watch") or not c.get("manual") else
+                                   f"`bluegreen contract {app['app']}`: ")
+                                + ", ".join(c.get("migrations") or [])),
     ("rollback_cleared", lambda r, app: "" if app.get("previous") else
         f"  rollback: none; contract migrations of deploy job {r.get('job')} ran (job {r.get('contract')}), and"
         " rolling back past them is not safe"),

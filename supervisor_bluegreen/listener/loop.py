@@ -152,7 +152,8 @@ class AppWorker(threading.Thread):
         log(f"{self.app.name}: live color {live or 'none'}")
 
     def contract_due(self, store: Store) -> None:
-        """Once the window of a deploy with held-back migrations passed, run them (contract.py)."""
+        """Once the window of a deploy with held-back migrations passed, run them (contract.py); with ``contract
+        = manual`` they wait for a person's (or a fleet's) ``bluegreen contract``."""
         state = store.read()
         pending = state.get("contract")
         if not pending or self.stopping.is_set() or Window.from_state(state.get("watch")) is not None:
@@ -161,6 +162,8 @@ class AppWorker(threading.Thread):
             store.update(contract=None)
             store.append_log(int(pending.get("job") or 0), "contract migrations dropped: the release is not live")
             log(f"{self.app.name}: contract migrations of job {pending.get('job')} dropped: the release is not live")
+            return
+        if self.app.deploy is not None and self.app.deploy.contract == "manual":
             return
         job = store.claim(store.enqueue(Kind.CONTRACT, {}, "bluegreen (after the watch window)")["id"])
         if job:

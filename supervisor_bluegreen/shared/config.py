@@ -124,6 +124,9 @@ class Deploy:
     worker_ping: tuple[str, ...] = ()  # asks a started worker whether it consumes (celery inspect ping); exit 0: yes
     worker_quiesce: tuple[str, ...] = ()  # tells the old color's worker to stop consuming before its warm shutdown
     side_by_side: bool = True  # independent build steps (stepdefs.stages) run at once; off: one at a time
+    # "auto": held-back contract migrations run once the window passed; "manual": they wait for `bluegreen contract
+    # APP` (a fleet on one database runs them once every host serves the new release)
+    contract: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,7 @@ APP_KEYS = {
     "maintenance_dir",
     "maintenance_retry_after",
 }
+CONTRACT_MODES = ("auto", "manual")
 DEPLOY_KEYS = {
     "repo",
     "branch",
@@ -386,6 +390,7 @@ DEPLOY_KEYS = {
     "backup_keep",
     "verify_backup",
     "side_by_side",
+    "contract",
     "drain_timeout",
     "workers",
     "worker_timeout",
@@ -592,6 +597,9 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
             _check_keys(word, WORKER_PING_KEYS, s.where(key), s.problems)
         if argv and not any(c.workers for c in colors):
             s.problems.append(f"{s.where(key)}: asks a color's own workers (workers = NAME_%(color)s): none set")
+    contract = s.text("contract", "auto")
+    if contract not in CONTRACT_MODES:
+        s.problems.append(f"{s.where('contract')}: {contract!r}: expected one of {', '.join(CONTRACT_MODES)}")
     for name in test_requirements:
         if name.startswith("/") or ".." in name.split("/"):
             s.problems.append(f"{s.where('test_requirements')}: {name!r} must be a path inside the checkout")
@@ -605,6 +613,7 @@ def _parse_deploy(s: _Section, colors: tuple[Color, ...]) -> Deploy | None:
         backup_keep=int(s.number("backup_keep", 10, int, 1)),
         verify_backup=s.flag("verify_backup", False),
         side_by_side=s.flag("side_by_side", True),
+        contract=contract,
         drain_timeout=s.number("drain_timeout", 30.0, float, 0),
         workers=tuple(w for w in s.text("workers", "").split() if "%(color)s" not in w),
         worker_timeout=s.number("worker_timeout", 120.0, float, 1),

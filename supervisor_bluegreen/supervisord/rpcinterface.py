@@ -47,7 +47,7 @@ from supervisor_bluegreen.shared.store import Busy, Store, history_entry, privat
 from supervisor_bluegreen.shared.textsafe import clean
 
 API_VERSION = "1.0"
-EXCLUSIVE = (Kind.SWITCH, Kind.ROLLBACK, Kind.RESTART)
+EXCLUSIVE = (Kind.SWITCH, Kind.ROLLBACK, Kind.RESTART, Kind.CONTRACT)
 _cache: dict[str, tuple[float, Config | ConfigError]] = {}
 _logged: set[str] = set()
 LOCK_WAIT = 0.05  # the longest supervisord's loop waits for the job queue's lock before answering "busy"
@@ -366,6 +366,25 @@ class BlueGreenNamespaceRPCInterface:
             raise RPCError(Faults.BAD_ARGUMENTS, f"{a.name}: {problem}; nothing changed")
         self._unlocked(a, Kind.DEPLOY)
         return self._queue(a, Kind.DEPLOY, args, who)
+
+    @answers
+    def contract(self, app: str = "", who: str = "") -> dict[str, Any]:
+        """Queue the contract migrations a deploy held back, in the live color (``contract = manual``: a fleet on one
+        database runs them once every host serves the new release); returns the job. Refused when none wait,
+        or while the watch window runs (the old code may still come back)."""
+        a = self._app(app)
+        state = app_store(a).read()
+        pending = state.get("contract") or {}
+        if not pending:
+            raise RPCError(Faults.FAILED, f"{a.name}: no contract migrations wait; nothing changed")
+        window = state.get("watch") or {}
+        if isinstance(window, dict) and float(window.get("until", 0)) > time.time():
+            raise RPCError(
+                Faults.FAILED,
+                f"{a.name}: the watch window of job {window.get('job')} runs until {when(window.get('until'))}: "
+                "contract migrations wait for it; nothing changed",
+            )
+        return self._queue(a, Kind.CONTRACT, self._args(a, NoArgs), who)
 
     @answers
     def lock(self, app: str = "", reason: str = "", who: str = "") -> dict[str, Any]:

@@ -123,3 +123,14 @@ def test_a_stopping_listener_runs_no_contract(world: World) -> None:
     w.stopping.set()
     w.contract_due(world.store)
     assert world.store.jobs() == [] and world.store.read()["contract"]["color"] == "green"
+
+
+def test_with_contract_manual_the_listener_leaves_it_to_a_contract_job(tmp_path: Path, monkeypatch) -> None:
+    """A fleet on one database runs the contract once every host serves the new release: not on one host's timer."""
+    w = World(tmp_path, monkeypatch, contract="manual")
+    w.live("green", previous="blue", contract={"job": 7, "color": "green", "migrations": ["shop.0003_drop"]})
+    worker(w).contract_due(w.store)
+    assert w.store.jobs() == [] and w.store.read()["contract"]["color"] == "green"  # waits, past the window
+    job = w.job("contract")  # as `bluegreen contract shop` queues it
+    assert job["status"] == "succeeded", job["message"]
+    assert w.store.read()["contract"] is None and w.store.read()["previous"] is None

@@ -589,13 +589,16 @@ def start_color(run: Run, target: Color) -> float:
 def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Window | None:
     """The new color live at ``commit``, the old one its rollback target, the watch window open.
 
-    Contract migrations the gate held back are recorded to run after the window (contract.py).
+    Contract migrations the gate held back are recorded to run after the window (contract.py), or, with
+    ``contract = manual``, when ``bluegreen contract`` asks.
     """
     colors = dict(run.store.read().get("colors", {}))
     colors[target.name] = {**colors.get(target.name, {}), "version": commit[:7], "commit": commit}
     pending = None
     if run.gate is not None and run.gate.deferred:
-        pending = {"job": run.job.id, "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
+        manual = settings(run.app).contract == "manual"
+        pending = {"job": run.job.id, "color": target.name, "migrations": [d.key for d in run.gate.deferred],
+                   "manual": manual}  # fmt: skip
     head = (
         {"branch_head": {"branch": run.branch_after, "commit": commit, "at": time.time()}} if run.branch_after else {}
     )
