@@ -16,7 +16,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import nginx_test
+from conftest import nginx_test, shop_config
 from supervisor import events
 from supervisor.options import ClientOptions, EventListenerPoolConfig, ServerOptions
 
@@ -476,3 +476,14 @@ def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"; caf\xe9\n[app:a]\n")
     with pytest.raises(config.ConfigError, match="not UTF-8 text"):
         config.load(str(path))
+
+
+def test_contract_is_auto_or_manual(tmp_path: Path) -> None:
+    def ini(mode: str) -> str:
+        colors = f"root = {tmp_path}/%(color)s\ncheckout = {tmp_path}/%(color)s/src\n"
+        return shop_config(tmp_path, repo=f"{tmp_path}/app.git", build="migrate", contract=mode) + colors
+
+    assert config.parse(ini("manual"), "t.ini").app("shop").deploy.contract == "manual"
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(ini("later"), "t.ini")
+    assert err.value.problems == ["[app:shop] contract: 'later': expected one of auto, manual"]

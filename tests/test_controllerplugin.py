@@ -86,6 +86,11 @@ def test_status_shows_the_watch_window_contract_migrations_lock_and_a_cleared_ro
     # a rollback target set again (a later deploy) hides the cleared note; unset fields print nothing
     again = format_status({**base, "previous": "blue", "rollback_cleared": {"job": 12, "contract": 13}, "watch": {}})
     assert again.splitlines()[1:] == []
+    # contract = manual: once the window passed they wait for a person's (or a fleet's) `bluegreen contract`
+    manual = format_status({**base, "contract_mode": "manual", "contract": {"migrations": ["shop.0007_drop_old"]}})
+    assert manual.splitlines()[1:] == [
+        "  contract migrations waiting for `bluegreen contract abiapp`: shop.0007_drop_old"
+    ]
 
 
 def test_status_shows_a_persons_lock_and_the_maintenance_page() -> None:

@@ -311,7 +311,7 @@ def test_bluegreen_contract_queues_only_what_waits_once_the_window_passed(tmp_pa
         api.contract("shop", "ansible")
     assert caught.value.text == "FAILED: shop: no contract migrations wait; nothing changed"
     window = {"color": "green", "previous": "blue", "since": 1.0, "until": time.time() + 60, "job": 4}
-    store.update(contract={"job": 4, "color": "green", "migrations": ["shop.0003_drop"], "manual": True}, watch=window)
+    store.update(contract={"job": 4, "color": "green", "migrations": ["shop.0003_drop"]}, watch=window)
     with pytest.raises(RPCError) as caught:
         api.contract("shop", "ansible")
     assert "the watch window of job 4 runs until " in caught.value.text and store.job_ids() == []

@@ -630,8 +630,9 @@ _STATUS_EXTRAS: tuple[tuple[str, Callable[[Any, dict[str, Any]], str]], ...] = (
     ("watch", lambda w, _: f"  watch: {w['color']} watched for {w['remaining']:.0f} s more; a crash or failed probes"
                            f" roll back to {w['previous']} by themselves"),
     ("contract", lambda c, app: "  contract migrations waiting for "
-                                + ("the window to pass: " if app.get("watch") or not c.get("manual") else
-                                   f"`bluegreen contract {app['app']}`: ")
+                                + (f"`bluegreen contract {app['app']}`: "
+                                   if app.get("contract_mode") == "manual" and not app.get("watch")
+                                   else "the window to pass: ")
                                 + ", ".join(c.get("migrations") or [])),
     ("rollback_cleared", lambda r, app: "" if app.get("previous") else
         f"  rollback: none; contract migrations of deploy job {r.get('job')} ran (job {r.get('contract')}), and"

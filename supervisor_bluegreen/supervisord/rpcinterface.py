@@ -269,6 +269,7 @@ class BlueGreenNamespaceRPCInterface:
             "live": live or "",
             "watch": {**window, "remaining": remaining} if remaining > 0 else {},
             "contract": state.get("contract") or {},
+            "contract_mode": app.deploy.contract if app.deploy else "auto",  # manual: `bluegreen contract` runs it
             "rollback_cleared": state.get("rollback_cleared") or {},
             "previous": state.get("previous") or "",
             "switch_mode": app.switch_mode,

@@ -596,9 +596,7 @@ def record_deploy(run: Run, live: str | None, target: Color, commit: str) -> Win
     colors[target.name] = {**colors.get(target.name, {}), "version": commit[:7], "commit": commit}
     pending = None
     if run.gate is not None and run.gate.deferred:
-        manual = settings(run.app).contract == "manual"
-        pending = {"job": run.job.id, "color": target.name, "migrations": [d.key for d in run.gate.deferred],
-                   "manual": manual}  # fmt: skip
+        pending = {"job": run.job.id, "color": target.name, "migrations": [d.key for d in run.gate.deferred]}
     head = (
         {"branch_head": {"branch": run.branch_after, "commit": commit, "at": time.time()}} if run.branch_after else {}
     )
